@@ -22,6 +22,7 @@ _LAZY: dict[str, str] = {
     "load_state_dict_file": "freqkit.models.checkpoint",
     "flops": "freqkit.analysis.flops",
     "FreqkitError": "freqkit.errors",
+    "load_fdam_checkpoint": "freqkit.models.fdam_vit",
 }
 _SUBMODULES = ("spectral", "layers", "models", "probe", "analysis", "data", "train")
 

@@ -3,3 +3,11 @@ from freqkit.layers.attention import Attention, AttentionContext, AttentionFilte
 from freqkit.layers.block import FreqBlock, set_grid
 
 # per-method layers are added below as they land (one file each)
+from freqkit.layers.attnscale import AttnScale
+from freqkit.layers.featscale import FeatScale
+from freqkit.layers.gfsa import GFSA
+from freqkit.layers.attinv import AttInv
+from freqkit.layers.freqscale import FreqScale
+from freqkit.layers.starrelu import StarReLU
+from freqkit.layers.spam import SPAM
+from freqkit.layers.spam_v2 import SPAMv2

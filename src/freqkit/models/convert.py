@@ -83,22 +83,31 @@ def _timm_vit_blocks(model: nn.Module) -> nn.Sequential:
     return model.blocks
 
 
-def install_grid_hook(model: nn.Module) -> None:
-    """Before each forward of ``model.patch_embed``, tell the model's FreqBlocks the token grid."""
-    if getattr(model, "_freqkit_grid_hook", None) is not None:
-        return
-    patch_embed = model.patch_embed
-    num_prefix = int(getattr(model, "num_prefix_tokens", 0))
+class _GridHook:
+    """Forward pre-hook of ``model.patch_embed`` that tells the model's FreqBlocks the token grid.
 
-    def hook(module: nn.Module, args: tuple) -> None:
+    A picklable object rather than a closure: ``copy.deepcopy`` (EMA copies) maps ``self.model``
+    to the copy, so a copied model sets its own blocks' grid, and ``torch.save(model)`` works.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
         img = args[0]
-        if getattr(module, "dynamic_img_size", False) or getattr(model, "dynamic_img_size", False):
+        if getattr(module, "dynamic_img_size", False) or getattr(self.model, "dynamic_img_size", False):
             grid = module.dynamic_feat_size(img.shape[-2:])
         else:
             grid = module.grid_size
-        set_grid(model, grid, num_prefix)
+        set_grid(self.model, grid, int(getattr(self.model, "num_prefix_tokens", 0)))
 
-    model._freqkit_grid_hook = patch_embed.register_forward_pre_hook(hook)
+
+def install_grid_hook(model: nn.Module) -> None:
+    """Before each forward of ``model.patch_embed``, tell the model's FreqBlocks the token grid."""
+    if getattr(model, "_freqkit_grid_hook", False):
+        return
+    model.patch_embed.register_forward_pre_hook(_GridHook(model))
+    model._freqkit_grid_hook = True
 
 
 def convert(
@@ -141,6 +150,10 @@ def convert(
                         "(AttInv, AttnScale and GFSA each replace the attention filter: pick one)"
                     )
                 slots[slot] = module
+        for module in slots.values():
+            # layers that treat prefix tokens (CLS, registers) specially learn their count here
+            if hasattr(module, "num_prefix_tokens"):
+                module.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
         new = FreqBlock.from_timm(old, **slots)
         ref = next(old.parameters())
         new.to(device=ref.device, dtype=ref.dtype)

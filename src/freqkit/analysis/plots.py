@@ -1,0 +1,236 @@
+"""Matplotlib figures of a :class:`~freqkit.analysis.report.Report` (Agg canvas, no pyplot state).
+
+- ``layer_metrics.png``: effective rank, token cosine similarity, high-frequency ratio and
+  high-frequency dlog amplitude per layer, one line per model (seed 002 Fig. 4);
+- ``cross_layer_similarity.png``: the L x L cross-layer similarity heat map of each model (Fig. 5);
+- ``spectra_<model>.png``: the grid of per-layer 2-D log-amplitude spectra of each model (Fig. 6);
+- ``spectral_curves.png``: relative log amplitude and radial spectrum profile per layer;
+- ``responses.png`` (attention captured): local response (mean +- std over queries and heads) and
+  global response radial curves per layer (seed 002 Fig. 1 / section A).
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from freqkit.analysis.report import Report
+
+__all__ = ["figures", "figure_png", "plot_report", "rendered", "write_pngs"]
+
+_DPI = 110
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def _depth_colors(n: int):
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(i / max(1, n - 1)) for i in range(n)]
+
+
+def _bin_centers(bins: int) -> list[float]:
+    return [(k + 0.5) / bins for k in range(bins)]
+
+
+def _layer_metrics(report: "Report") -> Figure:
+    panels = [
+        ("effective_rank", "effective rank"),
+        ("cosine_similarity", "token cosine similarity"),
+        ("hf_ratio", f"high-frequency ratio (rho > {report.settings.get('cutoff', 0.5)})"),
+        ("hf_log_amplitude", "high-frequency dlog amplitude"),
+    ]
+    fig = Figure(figsize=(10, 7.2), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (key, title) in zip(axes, panels):
+        for m in report.models:
+            ys = m.series(key)
+            ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3.5, label=m.name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("per-layer diagnostics", fontsize=11)
+    return fig
+
+
+def _cross_layer(report: "Report") -> Figure | None:
+    models = [m for m in report.models if m.cross_layer_similarity is not None]
+    if not models:
+        return None
+    n = len(models)
+    fig = Figure(figsize=(4.4 * n + 0.8, 4.2), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    lo = min(0.0, min(min(row) for m in models for row in m.cross_layer_similarity))
+    im = None
+    for ax, m in zip(axes, models):
+        mat = m.cross_layer_similarity
+        size = len(mat)
+        im = ax.imshow(mat, vmin=lo, vmax=1.0, cmap="magma", origin="upper")
+        ticks = list(range(size))
+        labels = [str(i + 1) for i in ticks]
+        ax.set_xticks(ticks, labels, fontsize=7)
+        ax.set_yticks(ticks, labels, fontsize=7)
+        if size <= 14:
+            for i in range(size):
+                for j in range(size):
+                    ax.text(j, i, f"{mat[i][j]:.2f}", ha="center", va="center", fontsize=5.5, color="w" if mat[i][j] < 0.6 else "k")
+        ax.set_title(m.name, fontsize=10)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("layer")
+    fig.colorbar(im, ax=list(axes), shrink=0.85, label="mean token cosine")
+    fig.suptitle("cross-layer similarity", fontsize=11)
+    return fig
+
+
+def _relative_spectrum(spec: list[list[float]]) -> list[list[float]]:
+    """A centred (H, W) log-amplitude spectrum minus its DC value (2-D relative log amplitude)."""
+    h, w = len(spec), len(spec[0])
+    dc = spec[h // 2][w // 2]
+    return [[v - dc for v in row] for row in spec]
+
+
+def _spectra(report: "Report") -> list[tuple[str, Figure]]:
+    out = []
+    rel = {id(layer): _relative_spectrum(layer.spectrum) for m in report.models for layer in m.layers}
+    values = sorted(v for r in rel.values() for row in r for v in row)
+    if not values:
+        return out
+    # one colour scale for every panel of every model (1st percentile .. max), so figures compare
+    vmin, vmax = values[int(0.01 * (len(values) - 1))], max(0.0, values[-1])
+    for m in report.models:
+        n = len(m.layers)
+        cols = min(6, n)
+        rows = math.ceil(n / cols)
+        fig = Figure(figsize=(1.9 * cols + 0.9, 1.95 * rows + 0.5), dpi=_DPI, layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        im = None
+        for k, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k >= n:
+                ax.axis("off")
+                continue
+            layer = m.layers[k]
+            im = ax.imshow(rel[id(layer)], cmap="inferno", vmin=vmin, vmax=vmax, interpolation="nearest")
+            ax.set_title(f"({chr(97 + k) if k < 26 else k + 1}) {layer.name}", fontsize=7)
+        fig.colorbar(im, ax=list(axes), shrink=0.8, label="log amplitude - DC")
+        fig.suptitle(f"{m.name}: 2-D spectra of layer outputs relative to DC (centred)", fontsize=10)
+        out.append((f"spectra_{_slug(m.name)}.png", fig))
+    return out
+
+
+def _curves(report: "Report") -> Figure:
+    n = len(report.models)
+    fig = Figure(figsize=(4.2 * n + 0.6, 6.6), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for j, m in enumerate(report.models):
+        colors = _depth_colors(len(m.layers))
+        ax_rla, ax_rad = axes[0, j], axes[1, j]
+        for layer, c in zip(m.layers, colors):
+            rla = layer.relative_log_amplitude
+            xs = [i / max(1, len(rla) - 1) for i in range(len(rla))]
+            ax_rla.plot(xs, rla, color=c, lw=1.2)
+            prof = layer.radial_profile
+            ax_rad.plot(_bin_centers(len(prof)), prof, color=c, lw=1.2)
+        ax_rla.set_title(f"{m.name}: relative log amplitude", fontsize=9)
+        ax_rla.set_xlabel("frequency (0 = DC, 1 = corner, x pi)")
+        ax_rla.set_ylabel("dlog amplitude")
+        ax_rad.set_title(f"{m.name}: radial spectrum", fontsize=9)
+        ax_rad.set_xlabel("normalized radius rho (1 = Nyquist)")
+        ax_rad.set_ylabel("mean log amplitude")
+        for ax in (ax_rla, ax_rad):
+            ax.grid(alpha=0.3)
+        _depth_bar(fig, [ax_rla, ax_rad], len(m.layers))
+    return fig
+
+
+def _depth_bar(fig: Figure, axes, n: int) -> None:
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    sm = ScalarMappable(norm=Normalize(1, max(2, n)), cmap=colormaps["viridis"])
+    bar = fig.colorbar(sm, ax=axes, shrink=0.7, label="layer")
+    bar.set_ticks(list(range(1, n + 1, max(1, math.ceil(n / 8)))))
+
+
+def _responses(report: "Report") -> Figure | None:
+    models = [m for m in report.models if m.has_attention]
+    if not models:
+        return None
+    n = len(models)
+    fig = Figure(figsize=(4.2 * n + 0.6, 6.6), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for j, m in enumerate(models):
+        layers = [layer for layer in m.layers if layer.local_response is not None]
+        colors = _depth_colors(len(layers))
+        ax_l, ax_g = axes[0, j], axes[1, j]
+        for layer, c in zip(layers, colors):
+            mean, std = layer.local_response["mean"], layer.local_response["std"]
+            xs = _bin_centers(len(mean))
+            ax_l.plot(xs, mean, color=c, lw=1.2)
+            ax_l.fill_between(xs, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=c, alpha=0.08)
+            if layer.global_response is not None:
+                ax_g.plot(_bin_centers(len(layer.global_response)), layer.global_response, color=c, lw=1.2)
+        ax_l.set_title(f"{m.name}: local response log(1+|F(W)|)", fontsize=9)
+        ax_l.set_ylabel("mean +- std over queries, heads")
+        ax_g.set_title(f"{m.name}: global response |F(AV)| / |F(V)|", fontsize=9)
+        ax_g.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        for ax in (ax_l, ax_g):
+            ax.set_xlabel("normalized radius rho (1 = Nyquist)")
+            ax.grid(alpha=0.3)
+        _depth_bar(fig, [ax_l, ax_g], len(layers))
+    return fig
+
+
+def figures(report: "Report") -> list[tuple[str, Figure]]:
+    """Every figure of ``report`` as (file name, matplotlib Figure), in display order."""
+    out: list[tuple[str, Figure]] = [("layer_metrics.png", _layer_metrics(report))]
+    cross = _cross_layer(report)
+    if cross is not None:
+        out.append(("cross_layer_similarity.png", cross))
+    out += _spectra(report)
+    out.append(("spectral_curves.png", _curves(report)))
+    resp = _responses(report)
+    if resp is not None:
+        out.append(("responses.png", resp))
+    return out
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure rendered as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def rendered(report: "Report") -> list[tuple[str, bytes]]:
+    """Every figure of ``report`` as (file name, PNG bytes)."""
+    return [(name, figure_png(fig)) for name, fig in figures(report)]
+
+
+def write_pngs(pngs: list[tuple[str, bytes]], out_dir: Path) -> list[Path]:
+    """Write rendered figures under ``out_dir``; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in pngs:
+        path = out_dir / name
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def plot_report(report: "Report", out_dir: Path) -> list[Path]:
+    """Write every figure of ``report`` as PNG under ``out_dir``; returns the paths."""
+    return write_pngs(rendered(report), out_dir)

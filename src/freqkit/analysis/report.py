@@ -1,0 +1,300 @@
+"""Report objects of :func:`freqkit.analyze`: per-layer statistics of one or more models.
+
+A :class:`Report` holds one :class:`ModelReport` per analysed model (several models overlay their
+curves in every figure) and the settings used. It saves to JSON (``to_json`` / ``from_json``, with a
+schema version), PNG figures (``plot``), one self-contained HTML page (``to_html``) and a text
+table (``table``). All numbers are plain Python floats and lists, so a report needs no torch to load.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from freqkit.errors import FreqkitError
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "LayerStats", "ModelReport", "Report", "METRICS"]
+
+SCHEMA = "freqkit.report"
+SCHEMA_VERSION = 1
+
+# settings that define the numbers: reports can only be merged when these agree
+_METRIC_SETTINGS = ("cutoff", "bins", "global_response_mode", "spectrum_eps", "effective_rank_center", "cosine_absolute")
+
+# per-layer scalar metric -> (short column name, description)
+METRICS: dict[str, tuple[str, str]] = {
+    "hf_ratio": ("HF ratio", "share of spectral energy above the cutoff radius"),
+    "hf_log_amplitude": ("dlogA HF", "relative log amplitude at the highest frequency (Park & Kim 2022)"),
+    "effective_rank": ("eff. rank", "effective rank of the (N, C) spatial-token matrix (seed 002 F)"),
+    "cosine_similarity": ("cos sim", "mean pairwise |cosine| between spatial tokens (seed 002 eq. 36)"),
+    "rank_collapse_residual": ("residual", "relative rank-collapse residual (Dong et al. 2021)"),
+}
+
+
+@dataclass
+class LayerStats:
+    """Statistics of one captured layer, averaged over the analysed images.
+
+    ``spectrum`` is the centred (H, W) log-amplitude spectrum; ``radial_profile`` its ring means
+    (``bins``); ``relative_log_amplitude`` the half-diagonal curve (K,). With attention captured,
+    ``local_response`` = {"mean", "std": (bins,), "dc": float} summarizes log(1 + |F(W_q)|) over
+    queries and heads, and ``global_response`` is the radial profile (bins,) of R = |F(A V)| / |F(V)|.
+    """
+
+    name: str
+    kind: str  # "tokens" (ViT block) or "map" (conv / MetaFormer stage)
+    grid_size: tuple[int, int]
+    channels: int
+    num_prefix_tokens: int
+    hf_ratio: float
+    hf_log_amplitude: float
+    effective_rank: float
+    cosine_similarity: float
+    rank_collapse_residual: float
+    relative_log_amplitude: list[float]
+    radial_profile: list[float]
+    spectrum: list[list[float]]
+    local_response: Optional[dict[str, Any]] = None
+    global_response: Optional[list[float]] = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LayerStats":
+        """Inverse of ``dataclasses.asdict``."""
+        d = dict(d)
+        d["grid_size"] = tuple(int(g) for g in d["grid_size"])
+        return cls(**d)
+
+
+@dataclass
+class ModelReport:
+    """The per-layer statistics of one model, the cross-layer similarity matrix and model facts (``info``).
+
+    ``cross_layer_similarity`` is (L, L) as nested lists, or None when the layers differ in token
+    count or width (hierarchical models).
+    """
+
+    name: str
+    layers: list[LayerStats]
+    cross_layer_similarity: Optional[list[list[float]]] = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_attention(self) -> bool:
+        """True when the attention responses were captured for at least one layer."""
+        return any(layer.local_response is not None for layer in self.layers)
+
+    def series(self, metric: str) -> list[float]:
+        """One scalar metric (a key of :data:`METRICS`) per layer, in depth order."""
+        if metric not in METRICS:
+            raise FreqkitError(f"unknown metric {metric!r}; choose from {sorted(METRICS)}")
+        return [float(getattr(layer, metric)) for layer in self.layers]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-ready)."""
+        d = asdict(self)
+        for layer in d["layers"]:
+            layer["grid_size"] = list(layer["grid_size"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelReport":
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            name=d["name"],
+            layers=[LayerStats.from_dict(x) for x in d["layers"]],
+            cross_layer_similarity=d.get("cross_layer_similarity"),
+            info=dict(d.get("info", {})),
+        )
+
+
+@dataclass
+class Report:
+    """Spectral diagnostics of one or more models: ``models`` (one :class:`ModelReport` each) and ``settings``.
+
+    Several models in one report overlay their curves in each figure. Build one with
+    ``freqkit.analyze({"a": m1, "b": m2}, images)`` or combine reports with :meth:`merge`.
+    """
+
+    models: list[ModelReport]
+    settings: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    # ---- access -------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        """Model names, in order."""
+        return [m.name for m in self.models]
+
+    def __getitem__(self, name: str | int) -> ModelReport:
+        if isinstance(name, int):
+            return self.models[name]
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no model named {name!r} in this report; models: {self.names}")
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    # ---- JSON ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-ready) with the schema name and version."""
+        from freqkit import __version__
+
+        return {
+            "schema": SCHEMA,
+            "schema_version": self.schema_version,
+            "freqkit_version": __version__,
+            "settings": _jsonable(self.settings),
+            "models": [_jsonable(m.to_dict()) for m in self.models],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Report":
+        """Inverse of :meth:`to_dict`; refuses other schemas and newer versions."""
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise FreqkitError("this JSON is not a freqkit report (no 'schema': 'freqkit.report'); pass a file written by Report.to_json")
+        version = int(d.get("schema_version", -1))
+        if version < 1 or version > SCHEMA_VERSION:
+            raise FreqkitError(
+                f"report schema version {version} is not supported (this freqkit reads 1..{SCHEMA_VERSION}); upgrade freqkit"
+            )
+        return cls(models=[ModelReport.from_dict(m) for m in d["models"]], settings=dict(d.get("settings", {})), schema_version=version)
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the report to ``path`` as JSON; returns the path."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
+        return p
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Report":
+        """Read a report written by :meth:`to_json`."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise FreqkitError(f"report {str(p)!r} does not exist; check the path") from None
+        except json.JSONDecodeError as err:
+            raise FreqkitError(f"report {str(p)!r} is not valid JSON ({err.msg} at line {err.lineno}); pass a file written by Report.to_json") from None
+        return cls.from_dict(data)
+
+    # ---- combining ----------------------------------------------------------------------
+    @classmethod
+    def merge(cls, *reports: "Report") -> "Report":
+        """One report with the models of all ``reports`` (repeated names get a ``-2``, ``-3`` suffix).
+
+        The metric settings (cutoff, bins, ...) must agree; per-run facts (image size, number of
+        images, weights) live in each model's ``info`` and may differ.
+        """
+        if len(reports) == 1 and not isinstance(reports[0], Report):
+            reports = tuple(reports[0])  # merge([r1, r2])
+        if not reports:
+            raise FreqkitError("Report.merge needs at least one report")
+        base = reports[0].settings
+        for r in reports[1:]:
+            for key in _METRIC_SETTINGS:
+                if key in base and key in r.settings and base[key] != r.settings[key]:
+                    raise FreqkitError(
+                        f"cannot merge reports with different {key} ({base[key]!r} vs {r.settings[key]!r}); rerun analyze with the same {key}"
+                    )
+        models: list[ModelReport] = []
+        seen: dict[str, int] = {}
+        for r in reports:
+            for m in r.models:
+                name = m.name
+                if name in seen:
+                    seen[name] += 1
+                    name = f"{name}-{seen[m.name]}"
+                seen.setdefault(name, 1)
+                models.append(ModelReport(name=name, layers=m.layers, cross_layer_similarity=m.cross_layer_similarity, info=dict(m.info)))
+        settings = dict(base)
+        settings["models"] = [m.name for m in models]
+        return cls(models=models, settings=settings)
+
+    # ---- text ---------------------------------------------------------------------------
+    def table(self, max_rows: Optional[int] = None) -> str:
+        """A plain-text per-layer table of every model (first ``max_rows`` layers each, default all)."""
+        lines: list[str] = []
+        for m in self.models:
+            weights = m.info.get("weights")
+            lines.append(f"{m.name}" + (f"  [{weights}]" if weights else ""))
+            cols = ["layer", "grid"] + [METRICS[k][0] for k in METRICS]
+            attn = m.has_attention
+            if attn:
+                cols += ["local DC", "local HF", "global HF"]
+            rows = []
+            for layer in m.layers[: max_rows or None]:
+                row = [layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}"] + [_fmt(getattr(layer, k)) for k in METRICS]
+                if attn:
+                    lr = layer.local_response
+                    row += [
+                        _fmt(lr["dc"]) if lr else "-",
+                        _fmt(lr["mean"][-1]) if lr else "-",
+                        _fmt(layer.global_response[-1]) if layer.global_response else "-",
+                    ]
+                rows.append(row)
+            widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+            lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths))))
+            for r in rows:
+                lines.append("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+            if max_rows and len(m.layers) > max_rows:
+                lines.append(f"... ({len(m.layers) - max_rows} more layers)")
+            lines.append("")
+        return "\n".join(lines).rstrip() + "\n"
+
+    def __str__(self) -> str:
+        return self.table()
+
+    # ---- figures and HTML ---------------------------------------------------------------
+    def plot(self, out_dir: str | Path = "figures") -> list[Path]:
+        """Write the PNG figures (per-layer curves, cross-layer heat maps, 2-D spectra, responses) to ``out_dir``."""
+        from freqkit.analysis.plots import plot_report
+
+        return plot_report(self, Path(out_dir))
+
+    def to_html(self, path: str | Path = "report.html") -> Path:
+        """Write one self-contained HTML page (figures embedded as base64 PNG, per-layer tables)."""
+        from freqkit.analysis.html import write_html
+
+        return write_html(self, Path(path))
+
+    def save(self, out_dir: str | Path = "freqkit-report") -> dict[str, Any]:
+        """Write ``report.json``, ``report.html`` and ``figures/*.png`` under ``out_dir``; returns their paths."""
+        from freqkit.analysis.html import write_html
+        from freqkit.analysis.plots import rendered, write_pngs
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        pngs = rendered(self)  # rendered once for both the PNG files and the HTML page
+        return {
+            "json": self.to_json(out / "report.json"),
+            "html": write_html(self, out / "report.html", pngs=pngs),
+            "figures": write_pngs(pngs, out / "figures"),
+        }
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
+def _jsonable(obj: Any) -> Any:
+    """Tuples -> lists, numpy / torch scalars -> floats, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, bool, int, float)) or obj is None:
+        return obj
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+

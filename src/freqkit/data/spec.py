@@ -1,0 +1,187 @@
+"""The ``--data`` spec: one string naming a dataset, parsed into train and validation splits.
+
+Grammar (documented in ``freqkit train --help``)::
+
+    shapes[:key=value,...]      built-in segmentation scenes; keys: size (64), train (2000), val (128), seed (0)
+    textures[:key=value,...]    built-in frequency-band textures; keys: size (64), train (2000), val (256), seed (0), classes (6)
+    imagefolder:ROOT            ROOT/{train,val}/<class>/*.jpg (train/ or training/; val/, validation/ or valid/)
+    ade20k:ROOT                 ROOT = ADEChallengeData2016 or its parent (images/ and annotations/{training,validation})
+    pairs:IMAGES:MASKS          image and mask folders matched by file stem; train/ and val/ sub-folders in both,
+                                or no sub-folders (every 10th pair, sorted by name, is held out for validation)
+
+The data ``seed`` of a built-in set is independent of the training seed, so runs with different
+training seeds see the same images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from torch.utils.data import Dataset
+
+from freqkit.errors import FreqkitError
+
+__all__ = ["DataSpec", "DataInfo", "parse_data_spec", "build_datasets", "DATA_KINDS", "DATA_HELP"]
+
+DATA_KINDS = {
+    "shapes": "segmentation",
+    "textures": "classification",
+    "imagefolder": "classification",
+    "ade20k": "segmentation",
+    "pairs": "segmentation",
+}
+_BUILTIN_KEYS = {"shapes": {"size", "train", "val", "seed"}, "textures": {"size", "train", "val", "seed", "classes"}}
+_DEFAULT_SIZE = {"shapes": 64, "textures": 64, "imagefolder": 224, "ade20k": 512, "pairs": 512}
+
+DATA_HELP = (
+    "dataset: shapes[:size=64,train=2000,val=128,seed=0] | textures[:classes=6,size=64,...] | imagefolder:ROOT "
+    "(ROOT/train/<class>/*, ROOT/val/<class>/*) | ade20k:ROOT (ADEChallengeData2016 layout) | pairs:IMAGES:MASKS "
+    "(matched by file stem; train/ and val/ sub-folders, or every 10th pair held out)"
+)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed ``--data`` string: its kind, paths and built-in options."""
+
+    kind: str
+    paths: tuple[str, ...] = ()
+    options: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        """'segmentation' or 'classification'."""
+        return DATA_KINDS[self.kind]
+
+
+@dataclass
+class DataInfo:
+    """What the model needs to know about a dataset."""
+
+    name: str
+    task: str
+    num_classes: int
+    img_size: int
+    classes: tuple[str, ...]
+
+
+def parse_data_spec(spec: str) -> DataSpec:
+    """Parse a ``--data`` string (see the module docstring) into a :class:`DataSpec`."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise FreqkitError(f"empty --data; {DATA_HELP}")
+    kind, _, rest = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind not in DATA_KINDS:
+        raise FreqkitError(f"unknown dataset {kind!r} in --data {spec!r}; {DATA_HELP}")
+    if kind in _BUILTIN_KEYS:
+        options: dict[str, int] = {}
+        for item in filter(None, (s.strip() for s in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or key not in _BUILTIN_KEYS[kind]:
+                raise FreqkitError(f"bad option {item!r} in --data {spec!r}; {kind} takes key=value among {sorted(_BUILTIN_KEYS[kind])}")
+            try:
+                options[key] = int(value)
+            except ValueError:
+                raise FreqkitError(f"option {key} in --data {spec!r} must be an integer, got {value!r}") from None
+        return DataSpec(kind, (), options)
+    if kind == "pairs":
+        parts = rest.split(":")
+        if len(parts) != 2 or not all(parts):
+            raise FreqkitError(f"--data {spec!r}: write pairs:IMAGES_DIR:MASKS_DIR (two folders, file stems matched)")
+        return DataSpec(kind, (parts[0], parts[1]))
+    if not rest:
+        raise FreqkitError(f"--data {spec!r} needs a folder: write {kind}:PATH")
+    return DataSpec(kind, (rest,))
+
+
+def _infer_num_classes(ds) -> int:
+    import numpy as np
+
+    from freqkit.data.folders import IGNORE_INDEX, _open_mask
+
+    top = -1
+    for _, mask_path in ds.pairs:
+        raw = _open_mask(mask_path)
+        valid = raw[raw != IGNORE_INDEX]
+        if valid.size:
+            top = max(top, int(valid.max()))
+            if int(valid.min()) < 0:
+                raise FreqkitError(f"mask {mask_path} has a negative label; labels must be 0..K-1 (255 = ignore)")
+    if top < 0:
+        raise FreqkitError("every training mask is ignore (255) only; nothing to learn from")
+    return int(np.int64(top) + 1)
+
+
+def build_datasets(
+    spec: str | DataSpec,
+    task: Optional[str] = None,
+    img_size: Optional[int] = None,
+    num_classes: Optional[int] = None,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("train", "val"),
+) -> tuple[dict[str, Dataset], DataInfo]:
+    """Datasets for ``splits`` and the dataset's :class:`DataInfo`; ``seed`` drives training augmentation.
+
+    ``task`` (if given) must match the dataset's; ``num_classes`` (if given) must match it (for
+    ``pairs`` it sets the class count, which is otherwise the largest training label + 1).
+    """
+    from freqkit.data.folders import SPLIT_NAMES, ImageFolderDataset, ade20k_dataset, find_split_dir, pairs_dataset
+    from freqkit.data.synthetic import ShapesDataset, TexturesDataset
+
+    ds_spec = spec if isinstance(spec, DataSpec) else parse_data_spec(spec)
+    name = spec if isinstance(spec, str) else ds_spec.kind
+    if task is not None and task != ds_spec.task:
+        raise FreqkitError(f"--data {name} is a {ds_spec.task} dataset but the task is {task}; drop --task or pick a {task} dataset")
+    size = ds_spec.options.get("size")
+    if img_size is not None and size is not None and int(img_size) != size:
+        raise FreqkitError(f"--img-size {img_size} contradicts size={size} in --data {name}; give the size once")
+    size = int(img_size if img_size is not None else size if size is not None else _DEFAULT_SIZE[ds_spec.kind])
+    if size < 8:
+        raise FreqkitError(f"image size {size} is too small; use at least 8 pixels")
+    out: dict[str, Dataset] = {}
+    opts = ds_spec.options
+    if ds_spec.kind in ("shapes", "textures"):
+        for split in splits:
+            kw = dict(split=split, size=size, length=opts.get(split), seed=opts.get("seed", 0))
+            if ds_spec.kind == "shapes":
+                out[split] = ShapesDataset(**kw)
+            else:
+                out[split] = TexturesDataset(**kw, num_classes=opts.get("classes", 6))
+        first = next(iter(out.values()))
+        found = first.num_classes
+        classes = tuple(first.classes)
+    elif ds_spec.kind == "imagefolder":
+        root = Path(ds_spec.paths[0])
+        if not root.is_dir():
+            raise FreqkitError(f"image folder {root} does not exist; pass imagefolder:ROOT with ROOT/train/<class>/*.jpg")
+        classes_seen = None
+        for split in ("train", "val"):
+            folder = find_split_dir(root, split)
+            if folder is None:
+                names = " or ".join(f"{n}/" for n in SPLIT_NAMES[split])
+                raise FreqkitError(f"{root} has no {split} split: expected a sub-folder {names} holding <class>/*.jpg")
+            ds = ImageFolderDataset(folder, size=size, train=split == "train", seed=seed, classes=classes_seen)
+            classes_seen = ds.classes
+            if split in splits:
+                out[split] = ds
+        found, classes = len(classes_seen), tuple(classes_seen)
+    elif ds_spec.kind == "ade20k":
+        for split in splits:
+            out[split] = ade20k_dataset(ds_spec.paths[0], split, size=size, train=split == "train", seed=seed)
+        found, classes = 150, tuple(str(i) for i in range(150))
+    else:  # pairs
+        images, masks = ds_spec.paths
+        k = num_classes
+        if k is None:
+            probe = pairs_dataset(images, masks, "train", num_classes=256, size=size)
+            k = _infer_num_classes(probe)
+        for split in splits:
+            out[split] = pairs_dataset(images, masks, split, num_classes=k, size=size, train=split == "train", seed=seed)
+        found, classes = k, tuple(str(i) for i in range(k))
+    if num_classes is not None and int(num_classes) != found:
+        raise FreqkitError(
+            f"--data {name} has {found} classes but {num_classes} were asked for (--num-classes or the checkpoint's head); "
+            "make them match"
+        )
+    return out, DataInfo(name=name, task=ds_spec.task, num_classes=found, img_size=size, classes=classes)

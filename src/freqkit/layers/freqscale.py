@@ -1,0 +1,352 @@
+"""FreqScale (FDAM, seed 002 E; released ``GroupDynamicScale``): learned real filters on the 2D
+spectrum of a feature map, mixed per sample by a small routing MLP.
+
+For a map x (B, C, H, W) with rfft2 half-plane (H, W//2+1):
+
+    X = rfft2(float32(x), norm="ortho")
+    K = the filter bank, resized bicubic (align_corners=True) from (S, S//2+1) to (H, W//2+1)
+    r = tanh(fc2(StarReLU(fc1(mean_hw(x)))))            routing, no biases, hidden C // reduction
+    W[b, c] = sum_f r[b, group(c), f] K[f, c mod (C/g)]  real per-sample filter
+    y = irfft2(X * W, s=(H, W), norm="ortho")           returned in x's dtype; the caller adds x
+
+Modes (parameter counts for C = 384, S = 14, n = 4, g = 16, reduction 16, see DESIGN 4):
+- ``group`` (released): bank (n, C/g, S, S//2+1), routing C -> C/16 -> g*n read as (g, n): 21,506.
+- ``dynamic``: bank (n, C, S, S//2+1), routing C -> C/16 -> n (one group): 181,346.
+- ``static``: one filter per channel (C, S, S//2+1), no routing: 43,008.
+
+Two exact implementations of the transform pair: ``fft`` (torch.fft) and ``matmul`` (the real DFT
+written as four small real matrix products over the channels-last map, no transposes). ``auto``
+uses ``matmul`` while exporting (ONNX has no FFT in every runtime) and on CPU for grids where it
+is the faster of the two (measured in benchmarks/fdam.py), ``fft`` otherwise. The bicubic
+resize of the bank is applied as two constant interpolation matrices (the exact linear map of
+``F.interpolate(..., mode="bicubic", align_corners=True)``), which also exports as plain matmuls.
+
+Caching: in no-grad use (eval / inference) the resized, re-laid-out bank is cached per grid, keyed
+on the parameter's storage and ``_version``, so an optimizer step or ``load_state_dict`` can never
+leave a stale copy; with autograd on it is recomputed every call so gradients reach the bank.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from freqkit.errors import FreqkitError
+from freqkit.layers.starrelu import StarReLU
+
+__all__ = ["FreqScale", "dft_matrices", "bicubic_matrix", "MODES", "TRANSFORMS"]
+
+MODES = ("group", "static", "dynamic")
+TRANSFORMS = ("auto", "fft", "matmul")
+# cost per spatial element of the matmul DFT is about 2W + 4H multiply-adds; below this bound it
+# beats pocketfft on CPU for the channel counts of ViTs (see benchmarks/fdam.py)
+_MATMUL_MAX_COST = 160
+_CACHE_SIZE = 4
+
+
+def _cubic(t: float, a: float = -0.75) -> float:
+    """Keys' cubic convolution kernel (a = -0.75, PyTorch's bicubic) at distance |t| <= 2."""
+    t = abs(t)
+    if t <= 1:
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+    if t < 2:
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return 0.0
+
+
+def bicubic_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """(n_out, n_in) matrix R with R @ v = 1D bicubic resize of v with align_corners=True, as F.interpolate.
+
+    Built in numpy (source position i (n_in - 1) / (n_out - 1), taps floor - 1 .. floor + 2 clamped to
+    the border) so that it is a constant under tracing and ONNX export.
+    """
+    r = np.zeros((n_out, n_in))
+    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    for i in range(n_out):
+        src = i * scale
+        base = math.floor(src)
+        frac = src - base
+        for tap in range(-1, 3):
+            r[i, min(max(base + tap, 0), n_in - 1)] += _cubic(tap - frac)
+    return torch.from_numpy(r).to(dtype)
+
+
+def dft_matrices(h: int, w: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Real matrices (MW1, MH1, MH2, MW2) such that, for x (B, H, W, C) and a real filter f (B, H, W//2+1, C),
+    ``MW2 @ (MH2 @ (f * (MH1 @ (MW1 @ x))))`` (with the reshapes of ``_filter_matmul``) equals
+    ``irfft2(rfft2(x, dim=(1, 2), norm="ortho") * f, s=(H, W), dim=(1, 2), norm="ortho")``.
+
+    MW1 (2R, W): forward real DFT along W (rows: real parts, then imaginary parts), R = W//2+1.
+    MH1 (2H, 2H): forward complex DFT along H on (h, re/im) pairs, rows (k, re/im).
+    MH2 (2H, 2H): inverse complex DFT along H, rows (h, re/im), columns (k, re/im).
+    MW2 (W, 2R): inverse real DFT along W (the C2R sum, weights 1 at DC and Nyquist, 2 elsewhere).
+    Built in numpy (float64), so they are constants under tracing and export.
+    """
+    rw = w // 2 + 1
+    kh = np.arange(h)
+    ang_h = 2 * np.pi * np.outer(kh, kh) / h
+    ch, sh = np.cos(ang_h) / np.sqrt(h), np.sin(ang_h) / np.sqrt(h)  # [k, h]
+    ang_w = 2 * np.pi * np.outer(np.arange(rw), np.arange(w)) / w
+    cw, sw = np.cos(ang_w) / np.sqrt(w), np.sin(ang_w) / np.sqrt(w)  # [l, w]
+    # X = x F^T with F = cos - i sin: real part x cos^T, imaginary part -x sin^T
+    mw1 = np.concatenate([cw, -sw], axis=0)
+    mh1 = np.zeros((h, 2, h, 2))
+    mh1[:, 0, :, 0], mh1[:, 0, :, 1] = ch, sh
+    mh1[:, 1, :, 0], mh1[:, 1, :, 1] = -sh, ch
+    mh2 = np.zeros((h, 2, h, 2))
+    mh2[:, 0, :, 0], mh2[:, 0, :, 1] = ch.T, -sh.T
+    mh2[:, 1, :, 0], mh2[:, 1, :, 1] = sh.T, ch.T
+    # C2R: bins 1..ceil(W/2)-1 stand for themselves and their mirror (weight 2); the imaginary
+    # parts of DC and Nyquist meet sin = 0, which drops them exactly as irfft does
+    alpha = np.full((rw, 1), 2.0)
+    alpha[0] = 1.0
+    if w % 2 == 0:
+        alpha[-1] = 1.0
+    mw2 = np.concatenate([alpha * cw, -alpha * sw], axis=0).T
+    mats = (mw1, mh1.reshape(2 * h, 2 * h), mh2.reshape(2 * h, 2 * h), mw2)
+    return tuple(torch.from_numpy(np.ascontiguousarray(m)).to(dtype) for m in mats)
+
+
+def _filter_fft(xs: torch.Tensor, weight: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """irfft2(rfft2(xs) * weight) over dims (1, 2) of a float32 (B, H, W, C) map; weight (B|1, H, W//2+1, C) real."""
+    h, w = xs.shape[1], xs.shape[2]
+    spec = torch.fft.rfft2(xs, dim=(1, 2), norm="ortho")
+    if inplace:
+        torch.view_as_real(spec).mul_(weight.unsqueeze(-1))
+    else:
+        spec = torch.view_as_complex(torch.view_as_real(spec) * weight.unsqueeze(-1))
+    return torch.fft.irfft2(spec, s=(h, w), dim=(1, 2), norm="ortho")
+
+
+def _filter_matmul(xs: torch.Tensor, weight: torch.Tensor, mats: tuple[torch.Tensor, ...], inplace: bool = False) -> torch.Tensor:
+    """Same as :func:`_filter_fft` with the DFT as real matrix products (exact up to float rounding).
+
+    With ``inplace`` (no autograd) the intermediate buffers are reused: the four transforms and the
+    filter allocate two (B, H, 2(W//2+1), C) tensors in all, which matters on CPU, where every fresh
+    large allocation pays page faults.
+    """
+    mw1, mh1, mh2, mw2 = mats
+    b, h, w, c = xs.shape
+    rw = w // 2 + 1
+    # (B, H, 2R, C) = (B, H, re/im, R, C): rows (h, re/im) for the H transform
+    p = torch.matmul(mw1, xs.contiguous())
+    spec = torch.matmul(mh1, p.view(b, 2 * h, rw * c))
+    if not inplace:
+        spec = spec.view(b, h, 2, rw, c) * weight.unsqueeze(2)
+        q = torch.matmul(mh2, spec.view(b, 2 * h, rw * c)).view(b, h, 2 * rw, c)
+        return torch.matmul(mw2, q)
+    spec.view(b, h, 2, rw, c).mul_(weight.unsqueeze(2))
+    q = torch.matmul(mh2, spec, out=p.view(b, 2 * h, rw * c))
+    # spec's storage (B * 2H * R * C >= B * H * W * C elements) is free again: the result goes there
+    y = spec.view(-1)[: b * h * w * c].view(b, h, w, c)
+    return torch.matmul(mw2, q.view(b, h, 2 * rw, c), out=y)
+
+
+def _inference(*tensors: torch.Tensor) -> bool:
+    """True when no autograd graph is needed (and not compiling), so buffers may be reused in place."""
+    if torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def _is_exporting() -> bool:
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        return True
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting()) if is_exporting is not None else False
+
+
+def _is_compiling() -> bool:
+    return bool(torch.compiler.is_compiling())
+
+
+class _Routing(nn.Module):
+    """Routing MLP (B, C) -> (B, out): fc2(StarReLU(fc1(.))), no biases (released ``reweight``)."""
+
+    def __init__(self, dim: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, bias=False)
+        self.act = StarReLU()
+        self.fc2 = nn.Linear(hidden, out, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class FreqScale(nn.Module):
+    """Per-sample learned spectral filter of a map (B, C, H, W) -> filtered part (B, C, H, W); see the module docstring."""
+
+    def __init__(
+        self,
+        dim: int,
+        mode: str = "group",
+        num_filters: int = 4,
+        groups: int = 16,
+        size: int = 14,
+        reduction: int = 16,
+        init_std: float = 1e-5,
+        transform: str = "auto",
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise FreqkitError(f"FreqScale: unknown mode {mode!r}; choose one of {list(MODES)}")
+        if transform not in TRANSFORMS:
+            raise FreqkitError(f"FreqScale: unknown transform {transform!r}; choose one of {list(TRANSFORMS)}")
+        if dim < 1 or size < 1 or num_filters < 1 or reduction < 1 or groups < 1:
+            raise FreqkitError(
+                f"FreqScale: dim, size, num_filters, groups and reduction must be >= 1 (got {dim}, {size}, {num_filters}, {groups}, {reduction})"
+            )
+        if mode == "group" and dim % groups != 0:
+            raise FreqkitError(
+                f"FreqScale: {dim} channels are not divisible by groups={groups}; pick groups that divide the channels"
+            )
+        self.dim = dim
+        self.mode = mode
+        self.size = size
+        self.num_filters = num_filters if mode != "static" else 1
+        self.groups = groups if mode == "group" else 1
+        self.transform = transform
+        half = size // 2 + 1
+        if mode == "static":
+            self.complex_weights = nn.Parameter(torch.empty(dim, size, half))
+            self.reweight: Optional[_Routing] = None
+        else:
+            self.complex_weights = nn.Parameter(torch.empty(num_filters, dim // self.groups, size, half))
+            self.reweight = _Routing(dim, max(1, dim // reduction), self.groups * num_filters)
+        if init_std > 0:
+            nn.init.trunc_normal_(self.complex_weights, std=init_std, a=-2 * init_std, b=2 * init_std)
+        else:
+            nn.init.zeros_(self.complex_weights)
+        # per-grid constants and (no-grad) resized banks; not state, rebuilt on demand
+        self._cache: dict[tuple, object] = {}
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, mode={self.mode!r}, num_filters={self.num_filters}, groups={self.groups}, size={self.size}, transform={self.transform!r}"
+
+    # ----------------------------------------------------------------------------------------- caching
+    def _cached(self, key: tuple, build: Callable[[], object]) -> object:
+        if _is_compiling():
+            return build()
+        value = self._cache.get(key)
+        if value is None:
+            # cached values must be ordinary tensors (usable later with autograd on), even when
+            # first built under torch.inference_mode; cached banks are only used without autograd
+            with torch.inference_mode(False), torch.no_grad():
+                value = build()
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = value
+        return value
+
+    def _constants(self, kind: str, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if kind == "dft":
+            return self._cached(("dft", h, w, device), lambda: tuple(m.to(device) for m in dft_matrices(h, w)))
+        rh, rw = h, w // 2 + 1
+        s, half = self.complex_weights.shape[-2:]
+        return self._cached(
+            ("resize", rh, rw, device),
+            lambda: (bicubic_matrix(s, rh, torch.float32).to(device), bicubic_matrix(half, rw, torch.float32).to(device)),
+        )
+
+    def resized_bank(self, h: int, w: int) -> torch.Tensor:
+        """The bank at grid (H, W), float32, channels last: (n, H*(W//2+1), C/g), or (H*(W//2+1), C) for static."""
+        param = self.complex_weights
+        rh, rw = h, w // 2 + 1
+
+        def build() -> torch.Tensor:
+            k = param.float()
+            if k.ndim == 3:
+                k = k.unsqueeze(0)
+            if tuple(k.shape[-2:]) == (rh, rw):
+                out = k.permute(0, 2, 3, 1)
+            else:
+                mh, mw = self._constants("resize", h, w, param.device)
+                out = torch.einsum("is,ncst,jt->nijc", mh, k, mw)
+            out = out.reshape(out.shape[0], rh * rw, out.shape[-1])
+            return out[0].contiguous() if self.mode == "static" else out.contiguous()
+
+        if (torch.is_grad_enabled() and param.requires_grad) or _is_exporting():
+            return build()
+        key = ("bank", rh, rw, param.device, param.dtype, param.data_ptr(), param._version)
+        return self._cached(key, build)
+
+    # ----------------------------------------------------------------------------------------- math
+    def routing(self, gap: torch.Tensor) -> torch.Tensor:
+        """Routing weights (B, g, n) in float32 from the channel means gap (B, C)."""
+        if self.reweight is None:
+            raise FreqkitError("FreqScale: static mode has no routing")
+        r = self.reweight(gap.to(self.reweight.fc1.weight.dtype))
+        return torch.tanh(r.float()).view(gap.shape[0], self.groups, self.num_filters)
+
+    def spectral_weight(self, xs: torch.Tensor) -> torch.Tensor:
+        """The real filter W (B or 1, H, W//2+1, C), float32, for a channels-last map xs (B, H, W, C)."""
+        b, h, w, c = (int(v) for v in xs.shape)
+        bank = self.resized_bank(h, w)
+        rw = w // 2 + 1
+        if self.mode == "static":
+            return bank.view(1, h, rw, c)
+        r = self.routing(xs.mean(dim=(1, 2), dtype=torch.float32))
+        with torch.autocast(xs.device.type, enabled=False):  # the filter stays float32 under autocast
+            return torch.einsum("bgn,npc->bpgc", r, bank).reshape(b, h, rw, c)
+
+    def _use_matmul(self, h: int, w: int, device: torch.device) -> bool:
+        if self.transform != "auto":
+            return self.transform == "matmul"
+        if _is_exporting():
+            return True
+        return device.type == "cpu" and 2 * w + 4 * h <= _MATMUL_MAX_COST
+
+    def filter_channels_last(self, xs: torch.Tensor) -> torch.Tensor:
+        """Filtered part (B, H, W, C) of a channels-last map xs (B, H, W, C), in xs's dtype."""
+        if xs.ndim != 4 or xs.shape[-1] != self.dim:
+            raise FreqkitError(f"FreqScale: expected a channels-last map (B, H, W, {self.dim}), got {tuple(xs.shape)}")
+        # plain ints: the legacy ONNX exporter traces sizes as tensors; the grid is fixed per export
+        b, h, w, c = (int(v) for v in xs.shape)
+        x32 = xs.float()
+        weight = self.spectral_weight(xs)
+        inplace = _inference(xs, self.complex_weights) and not _is_exporting()
+        # autocast would run the DFT products in half precision: the transform is float32 throughout
+        with torch.autocast(xs.device.type, enabled=False):
+            if self._use_matmul(h, w, xs.device):
+                y = _filter_matmul(x32, weight, self._constants("dft", h, w, xs.device), inplace)
+            else:
+                y = _filter_fft(x32, weight, inplace)
+        return y.to(xs.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Filtered part (B, C, H, W) of a map x (B, C, H, W), in x's dtype (the released module's output)."""
+        if x.ndim != 4 or x.shape[1] != self.dim:
+            raise FreqkitError(f"FreqScale: expected a map (B, {self.dim}, H, W), got {tuple(x.shape)}")
+        return self.filter_channels_last(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+    def apply_tokens(self, t: torch.Tensor, grid_size: Optional[tuple[int, int]], num_prefix_tokens: int = 0) -> torch.Tensor:
+        """t + filtered(t) for tokens t (B, N, C) on an (H, W) grid; the first ``num_prefix_tokens`` pass unchanged."""
+        if grid_size is None:
+            raise FreqkitError(
+                "FreqScale: the token grid was never set; pass grid_size=(H, W) or call freqkit.layers.set_grid(model, (H, W), num_prefix_tokens)"
+            )
+        h, w = int(grid_size[0]), int(grid_size[1])
+        p = int(num_prefix_tokens)
+        if t.ndim != 3 or t.shape[-1] != self.dim:
+            raise FreqkitError(f"FreqScale: expected tokens (B, N, {self.dim}), got {tuple(t.shape)}")
+        b, n, c = t.shape
+        if n != h * w + p:
+            raise FreqkitError(
+                f"FreqScale: {n} tokens do not fill the {h}x{w} grid plus {p} prefix tokens ({h * w + p}); "
+                "check the grid size (image size / patch size) and the number of CLS / register tokens"
+            )
+        xs = (t[:, p:] if p else t).reshape(b, h, w, c)
+        filtered = self.filter_channels_last(xs)
+        if p == 0:
+            return t + filtered.view(b, n, c)
+        if not _inference(t, filtered):
+            return torch.cat([t[:, :p], (xs + filtered).view(b, h * w, c)], dim=1)
+        # inference: one pass writes the sum straight into the output (no concatenation copy)
+        out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+        out[:, :p] = t[:, :p]
+        torch.add(xs, filtered, out=out[:, p:].view(b, h, w, c))
+        return out

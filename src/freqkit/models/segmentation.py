@@ -1,0 +1,275 @@
+"""Semantic segmentation models: any timm / freqkit backbone + a UPerNet head.
+
+Backbones come in two kinds:
+
+* ViT family (timm ``VisionTransformer``, converted by ``freqkit.convert`` or not): four blocks
+  (evenly spaced, the last one included) are read through ``forward_intermediates`` as stride-p maps
+  (p = patch size) and turned into a stride 4 / 8 / 16 / 32 pyramid by :class:`ViTPyramidNeck`
+  (the released FDAM / BEiT neck pattern: 2x transposed convs to go up, identity, 2x max-pool to go
+  down; LayerNorm instead of BatchNorm so that results do not depend on the per-process batch).
+* Anything with ``features_only=True`` (ConvNeXt, ResNet, SPANet, ...): the levels of stride >= 4.
+
+The head is UPerNet (Xiao et al. 2018), as in the FDAM paper's ADE20K protocol: a pyramid pooling
+module on the coarsest level, a top-down FPN, and the fusion of every level at stride 4. It uses
+GroupNorm (no batch statistics: identical under DDP and at batch size 1).
+
+Segmentation models are not registered with timm (they are not image classifiers: no
+``pretrained_cfg``, no classifier head); build them with :func:`create_segmentation_model`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from freqkit.errors import FreqkitError
+
+__all__ = [
+    "ConvNormAct",
+    "ViTPyramidNeck",
+    "ViTFeatures",
+    "UPerHead",
+    "SegmentationModel",
+    "create_segmentation_model",
+    "is_vit",
+]
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(8, channels), channels)
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d (no bias) + GroupNorm + ReLU: (B, Cin, H, W) -> (B, Cout, H, W)."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False),
+            _group_norm(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+def _resample_stage(dim: int, scale: float) -> nn.Module:
+    """A module that rescales a (B, C, H, W) map by ``scale`` (a power of two), or None if it is not one."""
+    log2 = math.log2(scale)
+    if abs(log2 - round(log2)) > 1e-9:
+        return None
+    n = int(round(log2))
+    if n == 0:
+        return nn.Identity()
+    if n < 0:
+        return nn.MaxPool2d(kernel_size=2 ** (-n), stride=2 ** (-n))
+    layers: list[nn.Module] = []
+    for i in range(n):
+        if i:
+            layers += [_group_norm(dim), nn.GELU()]
+        layers.append(nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
+class ViTPyramidNeck(nn.Module):
+    """Four stride-p ViT maps (B, C, H/p, W/p) -> maps at strides ``out_strides`` (default 4, 8, 16, 32).
+
+    Power-of-two ratios use 2x transposed convolutions (up) or max-pooling (down); other ratios
+    (e.g. patch 14) resize bilinearly to the target grid.
+    """
+
+    def __init__(self, dim: int, patch_size: int, out_strides: Sequence[int] = (4, 8, 16, 32)) -> None:
+        super().__init__()
+        self.patch_size, self.out_strides = int(patch_size), tuple(int(s) for s in out_strides)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim, eps=1e-6) for _ in self.out_strides)
+        stages, self._resize = [], []
+        for s in self.out_strides:
+            stage = _resample_stage(dim, self.patch_size / s)
+            self._resize.append(stage is None)
+            stages.append(stage if stage is not None else nn.Identity())
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, feats: Sequence[torch.Tensor], image_size: tuple[int, int]) -> list[torch.Tensor]:
+        """Maps (B, C, h, w) per level -> pyramid maps (B, C, ceil(H / s), ceil(W / s))."""
+        if len(feats) != len(self.out_strides):
+            raise FreqkitError(f"ViTPyramidNeck expects {len(self.out_strides)} maps, got {len(feats)}")
+        outs = []
+        for x, norm, stage, resize, s in zip(feats, self.norms, self.stages, self._resize, self.out_strides):
+            x = norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            if resize:
+                x = F.interpolate(x, size=(math.ceil(image_size[0] / s), math.ceil(image_size[1] / s)), mode="bilinear", align_corners=False)
+            else:
+                x = stage(x)
+            outs.append(x)
+        return outs
+
+
+class ViTFeatures(nn.Module):
+    """A timm ViT (B, 3, H, W) -> pyramid [(B, C, H/4, W/4), ..., (B, C, H/32, W/32)] through :class:`ViTPyramidNeck`."""
+
+    def __init__(self, vit: nn.Module, indices: Optional[Sequence[int]] = None, out_strides: Sequence[int] = (4, 8, 16, 32)) -> None:
+        super().__init__()
+        depth = len(vit.blocks)
+        if indices is None:
+            indices = sorted({max(0, round((i + 1) * depth / len(out_strides)) - 1) for i in range(len(out_strides))})
+        self.indices = [int(i) for i in indices]
+        if len(self.indices) != len(out_strides) or not all(0 <= i < depth for i in self.indices):
+            raise FreqkitError(
+                f"feature indices {list(indices)} must be {len(out_strides)} block indices in 0..{depth - 1}; "
+                f"a ViT needs at least {len(out_strides)} blocks for a {len(out_strides)}-level pyramid"
+            )
+        self.vit = vit
+        # drop what dense features never use (blocks after the last index, final norm, head): unused
+        # parameters would stall DistributedDataParallel
+        vit.prune_intermediate_layers(self.indices, prune_norm=True, prune_head=True)
+        patch = vit.patch_embed.patch_size
+        patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+        self.neck = ViTPyramidNeck(vit.embed_dim, int(patch), out_strides)
+        self.channels = [vit.embed_dim] * len(out_strides)
+        self.strides = list(out_strides)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> list of (B, C, H/s, W/s), s in ``strides``."""
+        feats = self.vit.forward_intermediates(x, indices=self.indices, intermediates_only=True, norm=False)
+        return self.neck(feats, x.shape[-2:])
+
+
+class UPerHead(nn.Module):
+    """UPerNet decoder: maps (B, C_i, H/s_i, W/s_i), finest first -> logits (B, K, H/s_0, W/s_0)."""
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 64, pool_scales: Sequence[int] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        self.pool_scales = tuple(pool_scales)
+        self.ppm = nn.ModuleList(ConvNormAct(in_channels[-1], channels) for _ in self.pool_scales)
+        self.bottleneck = ConvNormAct(in_channels[-1] + len(self.pool_scales) * channels, channels, 3)
+        self.lateral = nn.ModuleList(ConvNormAct(c, channels) for c in in_channels[:-1])
+        self.fpn = nn.ModuleList(ConvNormAct(channels, channels, 3) for _ in in_channels[:-1])
+        self.fuse = ConvNormAct(len(in_channels) * channels, channels, 3)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    @staticmethod
+    def _up(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Pyramid maps, finest first -> logits at the finest level's resolution."""
+        top = feats[-1]
+        pooled = [self._up(conv(F.adaptive_avg_pool2d(top, s)), top.shape[-2:]) for s, conv in zip(self.pool_scales, self.ppm)]
+        lat = [conv(f) for conv, f in zip(self.lateral, feats[:-1])] + [self.bottleneck(torch.cat([top, *pooled], 1))]
+        for i in range(len(lat) - 1, 0, -1):
+            lat[i - 1] = lat[i - 1] + self._up(lat[i], lat[i - 1].shape[-2:])
+        outs = [conv(x) for conv, x in zip(self.fpn, lat[:-1])] + [lat[-1]]
+        size = outs[0].shape[-2:]
+        return self.classifier(self.fuse(torch.cat([self._up(o, size) for o in outs], 1)))
+
+
+class SegmentationModel(nn.Module):
+    """Backbone features + UPerNet head: image (B, 3, H, W) -> per-pixel logits (B, K, H, W)."""
+
+    def __init__(self, features: nn.Module, channels: Sequence[int], num_classes: int, head_channels: int = 64) -> None:
+        super().__init__()
+        self.features = features
+        self.head = UPerHead(list(channels), num_classes, head_channels)
+        self.num_classes = int(num_classes)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The backbone network (the timm ViT for ViT-family models) for diagnostics such as ``freqkit.analyze``."""
+        vit = getattr(self.features, "vit", None)
+        if isinstance(vit, nn.Module):
+            return vit
+        net = getattr(self.features, "net", self.features)
+        # timm's FeatureGetterNet keeps the whole backbone (with its blocks / stages) as ``model``
+        inner = getattr(net, "model", None)
+        return inner if isinstance(inner, nn.Module) else net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> logits (B, K, H, W)."""
+        logits = self.head(self.features(x))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def probe_model(name: str, **kwargs) -> nn.Module:
+    """``timm.create_model(name, num_classes=0, **kwargs)`` on the meta device (no memory, no init), to read its type;
+    models whose constructor needs real tensors (e.g. ``.item()`` on a drop-path schedule) are built on the CPU."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except (RuntimeError, NotImplementedError):
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+
+
+def is_vit(model: nn.Module) -> bool:
+    """True for timm ``VisionTransformer`` models (and subclasses), the family ``freqkit.convert`` supports."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return isinstance(model, VisionTransformer)
+
+
+class _FeatureList(nn.Module):
+    """A timm ``features_only`` model restricted to the levels of stride >= 4."""
+
+    def __init__(self, net: nn.Module, keep: Sequence[int]) -> None:
+        super().__init__()
+        self.net, self.keep = net, list(keep)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.net(x)
+        return [feats[i] for i in self.keep]
+
+
+def create_segmentation_model(
+    backbone: Union[str, nn.Module],
+    num_classes: int,
+    img_size: Optional[int] = None,
+    head_channels: int = 64,
+    feature_indices: Optional[Sequence[int]] = None,
+    **backbone_kwargs,
+) -> SegmentationModel:
+    """A :class:`SegmentationModel` on ``backbone`` (a timm / freqkit model name or a built model).
+
+    A name is built with ``timm.create_model(name, num_classes=0, **backbone_kwargs)`` (with
+    ``img_size`` for ViTs, ``features_only=True`` for other families). Convert a ViT first
+    (``freqkit.convert``) and pass the module to segment with a retrofitted backbone.
+    """
+    import timm
+
+    import freqkit.models  # noqa: F401  (registers freqkit's backbones with timm)
+
+    if num_classes < 1:
+        raise FreqkitError(f"num_classes must be at least 1, got {num_classes}")
+    if isinstance(backbone, str):
+        if not timm.is_model(backbone):
+            raise FreqkitError(f"unknown backbone {backbone!r}; use a timm or freqkit model name (timm.list_models())")
+        kwargs = dict(backbone_kwargs)
+        probe = probe_model(backbone, **kwargs)
+        if is_vit(probe):
+            if img_size is not None:
+                kwargs["img_size"] = img_size
+            backbone = timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
+        else:
+            try:
+                net = timm.create_model(backbone, pretrained=False, features_only=True, **kwargs)
+            except Exception as err:  # timm raises RuntimeError / TypeError for families without feature support
+                raise FreqkitError(f"backbone {backbone!r} has no features_only support in timm ({err}); pick another backbone") from None
+            return _from_feature_net(net, num_classes, head_channels)
+    if is_vit(backbone):
+        feats = ViTFeatures(backbone, feature_indices)
+        return SegmentationModel(feats, feats.channels, num_classes, head_channels)
+    if hasattr(backbone, "feature_info") and hasattr(backbone.feature_info, "reduction"):
+        return _from_feature_net(backbone, num_classes, head_channels)
+    raise FreqkitError(
+        f"{type(backbone).__name__} is neither a timm VisionTransformer nor a features_only model; "
+        "pass a timm ViT, or timm.create_model(name, features_only=True)"
+    )
+
+
+def _from_feature_net(net: nn.Module, num_classes: int, head_channels: int) -> SegmentationModel:
+    reductions = list(net.feature_info.reduction())
+    channels = list(net.feature_info.channels())
+    keep = [i for i, r in enumerate(reductions) if r >= 4]
+    if not keep:
+        raise FreqkitError(f"the backbone's feature strides {reductions} have none >= 4; it cannot feed a segmentation head")
+    return SegmentationModel(_FeatureList(net, keep), [channels[i] for i in keep], num_classes, head_channels)

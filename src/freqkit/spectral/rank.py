@@ -1,0 +1,76 @@
+"""Rank diagnostics of token matrices: effective rank, stable rank, rank-collapse residual.
+
+Each accepts tokens (B, N, C), giving (B,), or one matrix (N, C), giving a 0-d tensor. The zero
+matrix has rank 0 by every measure here, so no function returns NaN on it.
+"""
+from __future__ import annotations
+
+import torch
+
+from freqkit.spectral._common import check_ndim, to_compute, to_output
+
+
+def effective_rank(x: torch.Tensor, center: bool = False) -> torch.Tensor:
+    """Effective rank exp(-sum p_i log p_i), p = s / sum(s), of tokens (B, N, C) or (N, C) -> (B,) or scalar.
+
+    s are the singular values of each (N, C) token matrix (seed 002 eq. 35, Roy & Vetterli 2007);
+    zero terms are dropped (0 log 0 = 0), where "zero" means at most max(N, C) * machine eps *
+    ||X||_F (X before centering), the rounding level also used by `torch.linalg.matrix_rank`: without
+    it, rounding noise (e.g. of centring identical tokens) would count as rank. center=True subtracts
+    the mean token first. The zero matrix gets 0 (its rank), not the entropy formula's undefined
+    value; any other matrix gets a value in [1, min(N, C)].
+    """
+    check_ndim(x, (2, 3), "x", "(B, N, C) or (N, C)")
+    xc = to_compute(x)
+    n, c = xc.shape[-2:]
+    tol = torch.linalg.vector_norm(xc, dim=(-2, -1), keepdim=True)[..., 0] * (
+        max(n, c) * torch.finfo(xc.dtype).eps
+    )
+    if center:
+        xc = xc - xc.mean(dim=-2, keepdim=True)
+    s = torch.linalg.svdvals(xc)
+    s = torch.where(s > tol, s, torch.zeros_like(s))
+    total = s.sum(dim=-1, keepdim=True)
+    nonzero = total > 0
+    p = s / torch.where(nonzero, total, torch.ones_like(total))
+    entropy = -torch.special.xlogy(p, p).sum(dim=-1)
+    erank = torch.where(nonzero.squeeze(-1), torch.exp(entropy), torch.zeros_like(entropy))
+    return to_output(erank, x)
+
+
+def stable_rank(x: torch.Tensor) -> torch.Tensor:
+    """Stable rank ||X||_F^2 / ||X||_2^2 of tokens (B, N, C) or (N, C) -> (B,) or scalar; 0 for the zero matrix."""
+    check_ndim(x, (2, 3), "x", "(B, N, C) or (N, C)")
+    s = torch.linalg.svdvals(to_compute(x))
+    top = s[..., 0] if s.shape[-1] else s.new_zeros(s.shape[:-1])
+    fro2 = s.square().sum(dim=-1)
+    spec2 = top.square()
+    ok = spec2 > 0
+    rank = torch.where(ok, fro2 / torch.where(ok, spec2, torch.ones_like(spec2)), torch.zeros_like(fro2))
+    return to_output(rank, x)
+
+
+def rank_collapse_residual(x: torch.Tensor) -> torch.Tensor:
+    """Relative residual ||X - 1 mean_rows(X)|| / ||X|| of tokens (B, N, C) or (N, C) -> (B,) or scalar.
+
+    The norm is Dong et al. (2021)'s composite sqrt(||.||_1 ||.||_inf) (max absolute column sum times
+    max absolute row sum). 0 means every token is the same (full rank collapse); zero X gives 0.
+    """
+    check_ndim(x, (2, 3), "x", "(B, N, C) or (N, C)")
+    xc = to_compute(x)
+    res = xc - xc.mean(dim=-2, keepdim=True)
+    num = _composite_norm(res)
+    den = _composite_norm(xc)
+    ok = den > 0
+    ratio = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+    return to_output(ratio, x)
+
+
+def _composite_norm(m: torch.Tensor) -> torch.Tensor:
+    """sqrt(||M||_1 ||M||_inf) of matrices (..., N, C)."""
+    a = m.abs()
+    if a.shape[-1] == 0 or a.shape[-2] == 0:
+        return a.new_zeros(a.shape[:-2])
+    norm_1 = a.sum(dim=-2).amax(dim=-1)
+    norm_inf = a.sum(dim=-1).amax(dim=-1)
+    return torch.sqrt(norm_1 * norm_inf)

@@ -1,0 +1,126 @@
+"""Model specs for ``freqkit train`` / ``compare``: ``BASE[+METHOD...]`` -> a classifier or a segmenter.
+
+* ``BASE`` is a preset below or any timm / freqkit model name (``timm.list_models()``: e.g.
+  ``deit_small_patch16_224``, ``deit_small_fdam``, ``spanet_small``, ``resnet18``).
+* Each ``+METHOD`` retrofits the base with ``freqkit.convert`` (fdam, attinv, freqscale, attnscale,
+  featscale, gfsa; ViT-family bases only): ``vit_mini+fdam``, ``vit_mini+attnscale+featscale``.
+
+Segmentation wraps the (converted) backbone in :func:`freqkit.models.segmentation.create_segmentation_model`
+(UPerNet head; ViTs through a stride 4-32 neck); classification keeps the model's own head.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from torch import nn
+
+from freqkit.errors import FreqkitError
+
+__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model", "describe_presets"]
+
+# name -> (timm architecture, keyword overrides, description). Sized for CPU experiments on 32-64 px images.
+MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "vit_mini": (
+        "vit_tiny_patch16_224",
+        dict(embed_dim=128, depth=4, num_heads=4, patch_size=8, img_size=64),
+        "ViT, dim 128, depth 4, 4 heads, patch 8 (0.8 M backbone parameters): the default of freqkit compare",
+    ),
+    "vit_micro": (
+        "vit_tiny_patch16_224",
+        dict(embed_dim=32, depth=4, num_heads=2, patch_size=8, mlp_ratio=2.0, img_size=32),
+        "ViT, dim 32, depth 4, 2 heads, patch 8: for tests and smoke runs",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec: timm architecture, overrides from a preset, freqkit methods to apply."""
+
+    text: str
+    arch: str
+    kwargs: tuple[tuple[str, Any], ...]
+    methods: tuple[str, ...]
+
+
+def describe_presets() -> str:
+    """One line per preset, for --help texts."""
+    return "; ".join(f"{k}: {v[2]}" for k, v in MODEL_PRESETS.items())
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """Parse ``BASE[+METHOD...]``; unknown bases or methods raise a FreqkitError naming the choices."""
+    import timm
+
+    import freqkit.models  # noqa: F401  (registers freqkit's backbones)
+    from freqkit.models.convert import METHODS
+
+    parts = [p.strip() for p in text.strip().split("+")]
+    if not parts or not parts[0] or any(not p for p in parts):
+        raise FreqkitError(f"bad model spec {text!r}; write BASE or BASE+METHOD, e.g. vit_mini+fdam")
+    base, methods = parts[0], tuple(parts[1:])
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise FreqkitError(f"unknown method {bad[0]!r} in model spec {text!r}; methods: {', '.join(sorted(METHODS))}")
+    if len(set(methods)) != len(methods):
+        raise FreqkitError(f"model spec {text!r} repeats a method; list each once")
+    if base in MODEL_PRESETS:
+        arch, kwargs, _ = MODEL_PRESETS[base]
+        return ModelSpec(text, arch, tuple(sorted(kwargs.items())), methods)
+    if not timm.is_model(base):
+        raise FreqkitError(
+            f"unknown model {base!r} in {text!r}; use a preset ({', '.join(MODEL_PRESETS)}) or a timm / freqkit model name"
+        )
+    return ModelSpec(text, base, (), methods)
+
+
+def _accepts(cls: type, name: str) -> bool:
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
+
+
+def build_model(
+    spec: str | ModelSpec,
+    task: str,
+    num_classes: int,
+    img_size: Optional[int] = None,
+    drop_path_rate: float = 0.0,
+    head_channels: int = 64,
+) -> nn.Module:
+    """Build ``spec`` for ``task`` ('classification': (B, 3, H, W) -> (B, K); 'segmentation': -> (B, K, H, W))."""
+    import timm
+
+    from freqkit.models.convert import convert
+    from freqkit.models.segmentation import create_segmentation_model, is_vit, probe_model
+
+    ms = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
+    if task not in ("classification", "segmentation"):
+        raise FreqkitError(f"unknown task {task!r}; use classification or segmentation")
+    kwargs = dict(ms.kwargs)
+    probe = probe_model(ms.arch, **kwargs)
+    vit = is_vit(probe)
+    if img_size is not None and (vit or _accepts(type(probe), "img_size")):
+        kwargs["img_size"] = int(img_size)
+    if drop_path_rate and _accepts(type(probe), "drop_path_rate"):
+        kwargs["drop_path_rate"] = float(drop_path_rate)
+    if ms.methods and not vit:
+        raise FreqkitError(
+            f"{ms.text}: methods {list(ms.methods)} retrofit timm ViT-family models, but {ms.arch} is {type(probe).__name__}; "
+            "drop the +method or pick a ViT base"
+        )
+    if task == "classification":
+        model = timm.create_model(ms.arch, pretrained=False, num_classes=num_classes, **kwargs)
+        if ms.methods:
+            convert(model, list(ms.methods))
+        return model
+    if vit:
+        backbone = timm.create_model(ms.arch, pretrained=False, num_classes=0, **kwargs)
+        if ms.methods:
+            convert(backbone, list(ms.methods))
+        return create_segmentation_model(backbone, num_classes, head_channels=head_channels)
+    return create_segmentation_model(ms.arch, num_classes, head_channels=head_channels, **kwargs)

@@ -1,0 +1,111 @@
+"""AdamW parameter groups (weight decay, layer-wise lr decay, FreqScale lr multiplier) and lr schedules.
+
+The schedule is a pure function of the step (:func:`lr_factor`), applied to every group's
+``base_lr`` before each optimizer step, so resuming needs only the step count.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from freqkit.errors import FreqkitError
+
+__all__ = ["param_groups", "build_optimizer", "lr_factor", "set_lr", "layer_id", "SCHEDULES"]
+
+SCHEDULES = ("cosine", "poly", "constant")
+_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+_EMBED = re.compile(r"(?:^|\.)(cls_token|dist_token|reg_token|pos_embed|patch_embed|mask_token)(?:\.|$)")
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """Depth of a ViT parameter for layer-wise lr decay: embeddings 0, block i -> i + 1, the rest num_layers + 1."""
+    m = _BLOCK.search(name)
+    if m:
+        return int(m.group(1)) + 1
+    if _EMBED.search(name):
+        return 0
+    return num_layers + 1
+
+
+def _no_decay_names(model: nn.Module) -> set[str]:
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        fn = getattr(module, "no_weight_decay", None)
+        if callable(fn):
+            names |= {f"{prefix}.{n}" if prefix else n for n in fn()}
+    return names
+
+
+def param_groups(
+    model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0, freq_lr_mult: float = 1.0
+) -> list[dict]:
+    """AdamW groups: no decay for 1-D tensors and ``no_weight_decay()`` names; lr x layer_decay^(L + 1 - depth)
+    for ViT blocks (L = number of ``blocks.<i>``); lr x ``freq_lr_mult`` for parameters named ``*freq_scale*``.
+
+    Each group carries ``base_lr`` (its peak lr) and ``name`` (for logs).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    block_ids = {int(m.group(1)) for n, _ in named if (m := _BLOCK.search(n))}
+    num_layers = max(block_ids) + 1 if block_ids else 0
+    if layer_decay != 1.0 and not block_ids:
+        raise FreqkitError(f"layer_decay {layer_decay} needs a ViT-style model with blocks.<i> parameters; use layer_decay 1.0")
+    skip = _no_decay_names(model)
+    groups: dict[tuple, dict] = {}
+    for name, p in named:
+        decay = 0.0 if (p.ndim <= 1 or name in skip or name.endswith(".bias")) else weight_decay
+        depth = layer_id(name, num_layers) if block_ids else 0
+        scale = layer_decay ** (num_layers + 1 - depth) if block_ids else 1.0
+        freq = "freq_scale" in name
+        if freq:
+            scale *= freq_lr_mult
+        key = (decay, depth, freq)
+        if key not in groups:
+            groups[key] = {
+                "params": [],
+                "weight_decay": decay,
+                "base_lr": lr * scale,
+                "lr": lr * scale,
+                "name": f"layer{depth}{'_freq' if freq else ''}{'_decay' if decay else '_nodecay'}",
+            }
+        groups[key]["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05, layer_decay: float = 1.0, freq_lr_mult: float = 1.0,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`."""
+    if lr <= 0:
+        raise FreqkitError(f"learning rate must be positive, got {lr}")
+    return torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay, freq_lr_mult), lr=lr, betas=betas)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0, power: float = 1.0) -> float:
+    """Multiplier of the peak lr at ``step`` (0-based): linear warmup over ``warmup`` steps, then cosine / poly / constant to ``min_ratio``."""
+    if schedule not in SCHEDULES:
+        raise FreqkitError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total - warmup)
+    t = min(1.0, max(0.0, (step - warmup) / span))
+    if schedule == "cosine":
+        shape = 0.5 * (1.0 + math.cos(math.pi * t))
+    else:
+        shape = (1.0 - t) ** power
+    return min_ratio + (1.0 - min_ratio) * shape
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Set every group's lr to its ``base_lr`` times ``factor``."""
+    for g in optimizer.param_groups:
+        g["lr"] = g["base_lr"] * factor
+
+
+def count_params(params: Iterable[torch.Tensor]) -> int:
+    """Total number of elements."""
+    return sum(p.numel() for p in params)

@@ -1,0 +1,187 @@
+"""freqkit.analyze -> Report: values, batch invariance, closed forms, JSON / PNG / HTML export."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import freqkit
+from freqkit import spectral as S
+from freqkit.analysis import Report, analyze
+from freqkit.errors import FreqkitError
+from freqkit.probe import capture
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _vit(name: str = "deit_tiny_patch16_224", depth: int = 3, **kw) -> nn.Module:
+    return timm.create_model(name, img_size=32, patch_size=8, embed_dim=32, depth=depth, num_heads=2, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(5, 3, 32, 32, generator=g)
+
+
+@pytest.fixture(scope="module")
+def report(images) -> Report:
+    torch.manual_seed(0)
+    models = {"deit": _vit(), "distilled": _vit("deit_tiny_distilled_patch16_224")}
+    return analyze(models, images, attention=True, batch_size=2, bins=8)
+
+
+def test_values_match_spectral_functions_on_the_capture(images):
+    model = _vit()
+    rep = analyze(model, images, attention=True, bins=8)
+    cap = capture(model, images, attention=True)
+    m = rep.models[0]
+    assert m.name == "deit_tiny_patch16_224" and len(m.layers) == 3
+    for stats, layer in zip(m.layers, cap.layers):
+        x = layer.spatial_map()
+        t = layer.spatial_tokens()
+        assert stats.grid_size == (4, 4) and stats.channels == 32 and stats.num_prefix_tokens == 1
+        assert stats.hf_ratio == pytest.approx(float(S.high_frequency_ratio(x).mean()), rel=1e-5)
+        assert stats.effective_rank == pytest.approx(float(S.effective_rank(t).mean()), rel=1e-5)
+        assert stats.cosine_similarity == pytest.approx(float(S.token_cosine_similarity(t).mean()), rel=1e-5)
+        assert stats.rank_collapse_residual == pytest.approx(float(S.rank_collapse_residual(t).mean()), rel=1e-5)
+        assert stats.relative_log_amplitude == pytest.approx(S.relative_log_amplitude(x).tolist(), abs=1e-5)
+        assert stats.hf_log_amplitude == pytest.approx(stats.relative_log_amplitude[-1])
+        assert stats.radial_profile == pytest.approx(S.radial_profile(S.spectrum(x), 8).tolist(), abs=1e-5)
+        summ = S.local_response_summary(layer.attn, (4, 4), 1, bins=8)
+        assert stats.local_response["mean"] == pytest.approx(summ["mean"].mean(0).tolist(), abs=1e-5)
+        glob = S.radial_profile(S.global_response(layer.v_map(), layer.attn_out_map()), 8).mean(0)
+        assert stats.global_response == pytest.approx(glob.tolist(), abs=1e-5)
+    cross = S.cross_layer_similarity([l.spatial_tokens() for l in cap.layers])
+    torch.testing.assert_close(torch.tensor(m.cross_layer_similarity, dtype=torch.float64), cross.double(), rtol=0, atol=1e-6)
+
+
+def test_batch_size_does_not_change_the_numbers(images):
+    model = _vit(depth=2)
+    whole = analyze(model, images, attention=True, bins=8).models[0]
+    split = analyze(model, images, attention=True, bins=8, batch_size=2).models[0]
+    for a, b in zip(whole.layers, split.layers):
+        assert a.hf_ratio == pytest.approx(b.hf_ratio, rel=1e-5)
+        assert a.effective_rank == pytest.approx(b.effective_rank, rel=1e-5)
+        assert a.relative_log_amplitude == pytest.approx(b.relative_log_amplitude, abs=1e-5)
+        assert [r for row in a.spectrum for r in row] == pytest.approx([r for row in b.spectrum for r in row], abs=1e-5)
+        assert a.global_response == pytest.approx(b.global_response, abs=1e-5)
+        assert a.local_response["dc"] == pytest.approx(b.local_response["dc"], abs=1e-6)
+    torch.testing.assert_close(torch.tensor(whole.cross_layer_similarity), torch.tensor(split.cross_layer_similarity), rtol=0, atol=1e-5)
+
+
+def test_uniform_attention_closed_form(images):
+    """q = k = 0 makes every attention row uniform over the N = 1 + 16 keys: the local response is
+    HW / N at DC and 0 elsewhere with no spread, and A V is spatially constant, so the global response
+    vanishes away from DC (seed 002 section B)."""
+    model = _vit(depth=2)
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.attn.qkv.weight[:64].zero_()
+            blk.attn.qkv.bias[:64].zero_()
+    rep = analyze(model, images, attention=True, bins=4)
+    for layer in rep.models[0].layers:
+        lr = layer.local_response
+        assert lr["dc"] == pytest.approx(16 / 17, abs=1e-6)
+        assert lr["mean"][0] == pytest.approx(math.log1p(16 / 17), abs=1e-6)
+        assert lr["mean"][2:] == pytest.approx([0.0, 0.0], abs=1e-6)
+        assert max(lr["std"]) == pytest.approx(0.0, abs=1e-6)
+        assert layer.global_response[2:] == pytest.approx([0.0, 0.0], abs=1e-3)
+
+
+def test_mode_restored_and_output_untouched(images):
+    model = _vit(depth=1).train()
+    rep = analyze([model, model], images[:2])
+    assert model.training
+    assert rep.names == ["deit_tiny_patch16_224", "deit_tiny_patch16_224-2"]
+    assert rep.settings["models"] == rep.names and rep.models[0].info["num_images"] == 2
+
+
+def test_conv_model_has_no_cross_layer_matrix(images, tmp_path):
+    rep = analyze(timm.create_model("resnet18"), images[:2])
+    m = rep.models[0]
+    assert m.cross_layer_similarity is None and [l.kind for l in m.layers] == ["map"] * 4
+    assert [l.grid_size for l in m.layers] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+    names = [p.name for p in rep.plot(tmp_path)]
+    assert "cross_layer_similarity.png" not in names and "responses.png" not in names
+
+
+def test_json_round_trip(report, tmp_path):
+    path = report.to_json(tmp_path / "r.json")
+    raw = json.loads(path.read_text())
+    assert raw["schema"] == "freqkit.report" and raw["schema_version"] == 1
+    for key in ("cutoff", "bins", "image_size", "models", "attention", "batch_size"):
+        assert key in raw["settings"]
+    back = Report.from_json(path)
+    assert back == report
+    raw["schema_version"] = 99
+    (tmp_path / "new.json").write_text(json.dumps(raw))
+    with pytest.raises(FreqkitError, match="upgrade freqkit"):
+        Report.from_json(tmp_path / "new.json")
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(FreqkitError, match="not a freqkit report"):
+        Report.from_json(tmp_path / "other.json")
+
+
+def test_merge_and_table(report, images):
+    other = analyze(_vit(depth=2), images[:2], bins=8)
+    merged = Report.merge(report, other)
+    assert merged.names == ["deit", "distilled", "deit_tiny_patch16_224"]
+    assert Report.merge(report, report).names == ["deit", "distilled", "deit-2", "distilled-2"]
+    with pytest.raises(FreqkitError, match="bins"):
+        Report.merge(report, analyze(_vit(depth=1), images[:1], bins=4))
+    text = merged.table()
+    for name in merged.names:
+        assert name in text
+    assert text.count("blocks.2") == 2 and "local DC" in text
+    row = next(line for line in text.splitlines() if line.startswith("blocks.0"))
+    assert f"{report['deit'].layers[0].hf_ratio:.4g}" in row
+
+
+def test_plots_and_html(report, tmp_path):
+    paths = report.plot(tmp_path / "figs")
+    names = [p.name for p in paths]
+    assert names == [
+        "layer_metrics.png",
+        "cross_layer_similarity.png",
+        "spectra_deit.png",
+        "spectra_distilled.png",
+        "spectral_curves.png",
+        "responses.png",
+    ]
+    for p in paths:
+        data = p.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    html_path = report.to_html(tmp_path / "report.html")
+    html = html_path.read_text()
+    srcs = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", html)
+    assert len(srcs) == len(paths) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<script" not in html and "<link" not in html and "url(" not in html
+    for layer in report["distilled"].layers:
+        assert f"<td>{layer.name}</td>" in html
+    saved = report.save(tmp_path / "out")
+    assert saved["json"].is_file() and saved["html"].is_file() and len(saved["figures"]) == len(paths)
+
+
+def test_bad_input():
+    model = _vit(depth=1)
+    with pytest.raises(FreqkitError, match=r"\(B, 3, H, W\)"):
+        analyze(model, torch.randn(3, 32, 32))
+    with pytest.raises(FreqkitError, match="not a torch.nn.Module"):
+        analyze({"a": "deit"}, torch.randn(1, 3, 32, 32))
+    with pytest.raises(FreqkitError, match="cutoff"):
+        analyze(model, torch.randn(1, 3, 32, 32), cutoff=3.0)
+
+
+def test_import_is_light():
+    code = "import sys, freqkit.analysis, freqkit.probe; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert freqkit.analyze is analyze and freqkit.Report is Report

@@ -1,0 +1,121 @@
+"""``freqkit analyze`` end to end on built-in images, and one clear line (exit 2) for each bad input."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import freqkit.cli as cli
+
+SMALL = ["--img-size", "32", "32", "--batch-size", "4"]
+
+
+@pytest.fixture(autouse=True)
+def _only_analyze(monkeypatch):
+    # the other subcommands are tested on their own; a broken sibling must not fail these tests
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {"analyze": "analyze"})
+
+
+def _fails(capsys, argv: list[str], *needles: str) -> str:
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("freqkit analyze: error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_end_to_end_builtin_images(tmp_path, capsys):
+    out = tmp_path / "rep"
+    argv = ["analyze", "deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "--attention", "--out", str(out), *SMALL]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "RANDOM" in text and "8 images" in text and "blocks.11" in text
+    data = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in data["models"]] == ["deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224"]
+    assert data["settings"]["image_size"] == [32, 32] and data["settings"]["num_images"] == 8
+    assert data["models"][1]["layers"][0]["num_prefix_tokens"] == 2
+    assert data["models"][0]["info"]["weights"].startswith("random init")
+    assert data["models"][0]["layers"][0]["local_response"] is not None
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png"))) == 6
+
+
+def test_image_folder_and_checkpoint(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "imgs" / "sub"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    model = timm.create_model("deit_tiny_patch16_224", img_size=32)
+    torch.nn.init.constant_(model.head.bias, 0.25)
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    argv = ["analyze", "--images", str(tmp_path / "imgs"), "--checkpoint", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "o"), *SMALL]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 images" in out and "checkpoint" in out and "RANDOM" not in out
+    data = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert data["models"][0]["info"]["weights"] == f"checkpoint {tmp_path / 'w.safetensors'}"
+
+
+def test_unknown_model_suggests_close_names(capsys):
+    _fails(capsys, ["analyze", "deit_tiny_patch16_22", *SMALL], "unknown model 'deit_tiny_patch16_22'", "deit_tiny_patch16_224")
+
+
+def test_bad_image_folders(tmp_path, capsys):
+    _fails(capsys, ["analyze", "--images", str(tmp_path / "nope"), *SMALL], "does not exist")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    _fails(capsys, ["analyze", "--images", str(tmp_path / "empty"), *SMALL], "holds no images")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "a.jpg").write_bytes(b"not a jpeg")
+    _fails(capsys, ["analyze", "--images", str(tmp_path / "broken"), *SMALL], "cannot read image", "a.jpg")
+
+
+def test_size_not_divisible_by_patch(capsys):
+    _fails(capsys, ["analyze", "--img-size", "40", "36"], "not divisible by the patch size 16x16", "--img-size 48 32")
+
+
+def test_checkpoint_errors(tmp_path, capsys):
+    sd = timm.create_model("deit_tiny_patch16_224", img_size=32).state_dict()
+    sd.pop("head.bias")
+    sd["extra.weight"] = torch.zeros(2)
+    save_file(sd, tmp_path / "bad.safetensors")
+    _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "bad.safetensors"), *SMALL], "missing keys (1): head.bias", "unexpected keys (1): extra.weight")
+    torch.save({"args": argparse.Namespace(lr=0.1)}, tmp_path / "pickled.pth")
+    _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "pickled.pth"), *SMALL], "neither safetensors nor a weights-only")
+    _fails(capsys, ["analyze", "a", "b", "--checkpoint", str(tmp_path / "bad.safetensors")], "1 --checkpoint files for 2 models")
+    _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "missing.safetensors")], "does not exist")
+
+
+def test_pretrained_offline(monkeypatch, tmp_path, capsys):
+    import huggingface_hub.constants as hf_constants
+
+    from freqkit.cli import analyze as cmd
+
+    monkeypatch.setattr(cmd, "_online", lambda *a, **k: False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    _fails(capsys, ["analyze", "--pretrained", *SMALL], "--pretrained", "offline", "--checkpoint")
+
+
+def test_help_is_fast_and_imports_no_torch():
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "freqkit", "analyze", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage: freqkit analyze" in proc.stdout and "--attention" in proc.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" not in imported and "timm" not in imported

@@ -1,0 +1,103 @@
+"""Effective rank, stable rank and rank-collapse residual against closed forms and numpy."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from freqkit.errors import FreqkitError
+from freqkit.spectral import effective_rank, rank_collapse_residual, stable_rank
+
+F64 = torch.float64
+
+
+def _equal_singular_values(n: int, c: int, r: int, value: float = 3.0) -> torch.Tensor:
+    """An (n, c) matrix whose r non-zero singular values all equal `value` (orthonormal factors by QR)."""
+    u, _ = torch.linalg.qr(torch.randn(n, n, dtype=F64))
+    v, _ = torch.linalg.qr(torch.randn(c, c, dtype=F64))
+    return value * u[:, :r] @ v[:, :r].T
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 5])
+def test_effective_and_stable_rank_of_r_equal_singular_values(r):
+    x = torch.stack([_equal_singular_values(6, 5, r), _equal_singular_values(6, 5, r, value=0.01)])
+    torch.testing.assert_close(effective_rank(x), torch.full((2,), float(r), dtype=F64))
+    torch.testing.assert_close(stable_rank(x), torch.full((2,), float(r), dtype=F64))
+
+
+def test_effective_rank_matches_numpy_entropy():
+    x = torch.randn(3, 7, 4, dtype=F64)
+    for b in range(3):
+        s = np.linalg.svd(x[b].numpy(), compute_uv=False)
+        p = s / s.sum()
+        expect = math.exp(-(p * np.log(p)).sum())
+        assert effective_rank(x)[b].item() == pytest.approx(expect, rel=1e-12)
+        assert effective_rank(x[b]).item() == pytest.approx(expect, rel=1e-12)
+    assert effective_rank(x[0]).ndim == 0
+
+
+def test_stable_rank_closed_form():
+    x = torch.zeros(4, 3, dtype=F64)
+    x[0, 0], x[1, 1] = 3.0, 1.0
+    assert stable_rank(x).item() == pytest.approx(10 / 9, rel=1e-12)
+
+
+def test_center_removes_the_shared_token():
+    row = torch.randn(1, 5, dtype=F64)
+    same = row.expand(6, 5).clone()
+    assert effective_rank(same).item() == pytest.approx(1.0, rel=1e-12)
+    # centring leaves only rounding noise, which must not count as rank (float32 and float64)
+    assert effective_rank(same, center=True).item() == 0.0
+    assert effective_rank(same.float(), center=True).item() == 0.0
+    # center=True equals the plain effective rank of the explicitly centred matrix
+    x = torch.randn(2, 6, 5, dtype=F64) + 4.0
+    torch.testing.assert_close(effective_rank(x, center=True), effective_rank(x - x.mean(1, keepdim=True)))
+    assert (effective_rank(x, center=True) > effective_rank(x)).all()
+
+
+def test_rank_zero_matrix_gives_zero():
+    z = torch.zeros(2, 4, 3)
+    for fn in (effective_rank, stable_rank, rank_collapse_residual):
+        out = fn(z)
+        assert out.shape == (2,) and torch.equal(out, torch.zeros(2))
+    assert effective_rank(torch.zeros(4, 3), center=True).item() == 0.0
+
+
+def _composite(m: np.ndarray) -> float:
+    return math.sqrt(np.abs(m).sum(axis=0).max() * np.abs(m).sum(axis=1).max())
+
+
+def test_rank_collapse_residual_matches_definition():
+    x = torch.randn(3, 6, 4, dtype=F64)
+    for b in range(3):
+        m = x[b].numpy()
+        expect = _composite(m - m.mean(axis=0, keepdims=True)) / _composite(m)
+        assert rank_collapse_residual(x)[b].item() == pytest.approx(expect, rel=1e-12)
+    assert rank_collapse_residual(x[0]).ndim == 0
+
+
+def test_rank_collapse_residual_zero_for_identical_rows():
+    row = torch.randn(1, 1, 5, dtype=F64)
+    assert rank_collapse_residual(row.expand(2, 7, 5)).abs().max().item() < 1e-15
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 6), c=st.integers(1, 6), scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**16))
+def test_property_rank_bounds_and_scale_invariance(n, c, scale, seed):
+    x = torch.randn(2, n, c, dtype=F64, generator=torch.Generator().manual_seed(seed))
+    er, sr = effective_rank(x), stable_rank(x)
+    hard = torch.linalg.matrix_rank(x).to(F64)
+    assert (er >= 1 - 1e-9).all() and (er <= hard + 1e-9).all()
+    assert (sr >= 1 - 1e-9).all() and (sr <= hard + 1e-9).all()
+    torch.testing.assert_close(effective_rank(scale * x), er)
+    torch.testing.assert_close(stable_rank(scale * x), sr)
+    torch.testing.assert_close(rank_collapse_residual(scale * x), rank_collapse_residual(x))
+
+
+def test_rank_shape_errors():
+    with pytest.raises(FreqkitError, match=r"\(B, N, C\)"):
+        effective_rank(torch.zeros(5))
+    with pytest.raises(FreqkitError, match=r"\(B, N, C\)"):
+        stable_rank(torch.zeros(1, 2, 3, 4))

@@ -13,9 +13,12 @@ model with ``fused=False``: the N x N attention matrix is built). Large images r
 
 Latency: the three models are timed interleaved (each repeat runs every model once, alternating
 order), and ``time x`` is the median over repeats of model / baseline in the same repeat, so load
-changes on a shared machine cancel. Peak memory: one fresh subprocess per (setting, model, dtype)
-so that the process high-water mark (``resource.getrusage``, CPU) or ``max_memory_allocated``
-(CUDA) belongs to one forward: peak minus the level after building the model and input.
+changes on a shared machine cancel (on a loaded machine, also pass ``--threads 1 --clock cpu``:
+with idle-waiting OpenMP threads the many small FDAM ops suffer far more than large GEMMs).
+Peak memory: one fresh subprocess per (setting, model, dtype), one warm-up forward, then the rise
+of the process high-water mark during one forward over the level before it (CPU: anonymous memory
+from /proc/self/status with the high-water mark reset, glibc's mmap threshold fixed so that freed
+buffers leave; CUDA: ``max_memory_allocated``).
 Aims: FDAM <= 1.10x timm latency on CPU (1.05x on GPU) and <= 1.1x peak memory; at 512x2048 the
 fused path >= 1.5x faster and <= 0.5x the peak memory of the explicit path.
 """
@@ -91,15 +94,22 @@ def _peak_memory_worker(setting: str, name: str, dtype: str, device: str, batch:
         run()  # first forward: lazy library state (thread pools, kernels) stays resident
         base = _reset_cpu_peak()
         run()
-        # ru_maxrss is the process high-water mark (KiB): its rise over the resident size before the
-        # forward is the forward's peak working set (activations, attention matrices, FFT buffers)
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+        peak = _cpu_peak_since(base)
     print(json.dumps({"peak_mb": peak / 2**20}))
 
 
-def _reset_cpu_peak() -> int:
-    """Return memory freed while building the model to the OS and reset the high-water mark to the
-    current resident size (Linux); returns the resulting baseline in KiB."""
+def _status() -> dict[str, int]:
+    """Memory fields of /proc/self/status in KiB (Linux); empty elsewhere."""
+    try:
+        with open("/proc/self/status") as fh:
+            return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in fh) if v.strip().endswith("kB")}
+    except OSError:
+        return {}
+
+
+def _reset_cpu_peak() -> dict[str, int]:
+    """Return memory freed so far to the OS and reset the high-water mark to the current resident
+    size; returns the memory fields at that point (Linux; elsewhere ru_maxrss only)."""
     import ctypes
     import gc
 
@@ -111,15 +121,27 @@ def _reset_cpu_peak() -> int:
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # resets the peak resident set size (VmHWM) to the current one
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
     except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        pass
+    return _status() or {"VmHWM": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def _cpu_peak_since(base: dict[str, int]) -> float:
+    """Bytes of anonymous memory (activations, attention matrices, FFT buffers) at the forward's peak
+    beyond the level before it. VmHWM counts file-backed pages too, and a machine that reclaims cold
+    pages (library code) re-reads them during the forward: those are subtracted."""
+    now = _status()
+    if "RssAnon" not in base or "RssAnon" not in now:
+        return float((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base["VmHWM"]) * 1024)
+    non_anon_now = now.get("RssFile", 0) + now.get("RssShmem", 0)
+    return float(max(0, now["VmHWM"] - non_anon_now - base["RssAnon"]) * 1024)
 
 
 def _peak_memory(setting: str, name: str, dtype: str, args: argparse.Namespace, shape: tuple[int, int, int]) -> float:
     cmd = [sys.executable, "-m", "benchmarks.fdam", "--_memory-worker", setting, name, dtype, args.device, *map(str, shape), str(args.threads)]
-    env = dict(os.environ)
+    # a fixed mmap threshold gives each large buffer its own mapping, returned to the OS when freed, so
+    # the high-water mark is the peak of live tensors rather than glibc heap slack (CPU only)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"memory worker failed for {setting} {name} {dtype}:\n{out.stderr[-2000:]}")

@@ -46,6 +46,20 @@ def test_compare_writes_a_consistent_report(tmp_path, capsys):
     # the full report of seed 0 carries the same curve that results.json lists for seed 0
     assert rep["vit_micro+fdam"].series("hf_ratio") == pytest.approx(results["runs"]["vit_micro+fdam"][0]["hf_ratio"])
 
+    # --resume reuses the finished runs (same settings): no training, the same numbers
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 0
+    assert capsys.readouterr().err.count("reusing the finished run") == 4
+    again = json.loads((out / "results.json").read_text())
+    for name in ("vit_micro", "vit_micro+fdam"):
+        assert again["summary"][name]["miou"] == results["summary"][name]["miou"]
+        assert again["summary"][name]["hf_ratio"] == pytest.approx(results["summary"][name]["hf_ratio"])
+    # runs of other settings (here 3 steps instead of 2) are not reused
+    changed = list(argv)
+    changed[changed.index("--steps") + 1] = "3"
+    assert main(changed + ["--resume"]) == 0
+    assert "reusing" not in capsys.readouterr().err
+
 
 def test_parse_seeds():
     assert parse_seeds("3") == [0, 1, 2]

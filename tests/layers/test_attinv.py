@@ -143,6 +143,14 @@ def test_bfloat16_autocast_and_weights():
         torch.testing.assert_close(y16.float(), ref, atol=0.05, rtol=0.05)
 
 
+def test_inference_path_equals_autograd_path():
+    attn = _model()
+    x = torch.randn(B, N, C)
+    with torch.no_grad():  # in-place path, heads written in (B, N, heads, d) memory
+        fast = attn(x)
+    torch.testing.assert_close(fast, attn(x).detach(), atol=1e-6, rtol=1e-6)
+
+
 def test_gradients_reach_gates_and_gammas():
     attn = _model().train()
     attn(torch.randn(B, N, C)).square().sum().backward()

@@ -165,9 +165,11 @@ def _formulas() -> tuple[dict[Any, Callable[..., int]], dict[Any, str]]:
     for p, f in zip(_packets(_FFT), (_fft_r2c_macs, _fft_c2r_macs, _fft_c2c_macs)):
         mapping[p], kind[p] = f, "fft"
     for name in _POINTWISE:
-        if hasattr(aten, name):
-            p = getattr(aten, name)
-            mapping[p], kind[p] = _pointwise(name in _COMPLEX_PRODUCTS), "pointwise"
+        # in-place variants (``mul_``) do the same work; inference paths use them to save memory
+        for variant in (name, name + "_"):
+            if hasattr(aten, variant):
+                p = getattr(aten, variant)
+                mapping[p], kind[p] = _pointwise(name in _COMPLEX_PRODUCTS), "pointwise"
     return mapping, kind
 
 

@@ -52,6 +52,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="freqkit-compare", help="output folder (default freqkit-compare)")
     p.add_argument("--analyze-images", type=int, default=16, help="validation images fed to freqkit.analyze (default 16)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's resumable checkpoint/ folder")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished runs of the same settings found in OUT/runs (and continue checkpointed ones)")
     p.set_defaults(run=run)
     return p
 
@@ -116,6 +118,43 @@ def _fixed_images(dataset, count: int):
     return torch.stack([dataset[i][0] for i in range(n)])
 
 
+# settings that define a run: a finished run in OUT/runs is reused by --resume only when all agree
+_RUN_KEYS = ("model", "data", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio",
+             "layer_decay", "freq_lr_mult", "clip_grad", "amp", "seed", "drop_path", "head_channels")
+
+
+def _finished_run(run_dir: Path, cfg) -> dict[str, Any] | None:
+    """A finished run of ``cfg``'s settings in ``run_dir`` as {model, metrics, seconds, seconds_per_step, history}, else None."""
+    from freqkit.models.checkpoint import load_checkpoint
+    from freqkit.train.models import build_model
+
+    files = [run_dir / n for n in ("config.json", "model.safetensors", "metrics.json", "log.jsonl")]
+    if not all(f.is_file() for f in files):
+        return None
+    saved = json.loads(files[0].read_text())
+    want = cfg.to_dict()
+    if any(saved.get(k) != want[k] for k in _RUN_KEYS) or any(
+        want[k] is not None and saved.get(k) != want[k] for k in ("task", "img_size", "num_classes")
+    ):
+        return None
+    model = build_model(saved["model"], saved["task"], saved["num_classes"], saved["img_size"], head_channels=saved["head_channels"])
+    load_checkpoint(model, str(files[1]))
+    history = [json.loads(line) for line in files[3].read_text().splitlines() if line.strip()]
+    history = [h for h in history if h.get("split") == "train"]
+    timing_path = run_dir / "timing.json"
+    if timing_path.is_file():
+        timing = json.loads(timing_path.read_text())
+    else:  # runs written without timing.json: per-step time from the logged throughput
+        rates = [saved["global_batch_size"] / h["img_per_s"] for h in history[1:] if h.get("img_per_s")]
+        per_step = statistics.median(rates) if rates else float("nan")
+        timing = {"seconds": per_step * saved["steps"], "seconds_per_step": per_step}
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    return {"model": model.to(device), "metrics": json.loads(files[2].read_text()),
+            "history": history, **timing}
+
+
 def _encoder(model):
     """The part of a trained model that ``analyze`` diagnoses: the backbone of a segmenter, the classifier itself."""
     return getattr(model, "encoder", model)
@@ -156,15 +195,23 @@ def run(args: argparse.Namespace) -> int:
         for seed in seeds:
             run_dir = out / "runs" / _slug(model_spec) / f"seed{seed}"
             cfg = config_from_args(args, model_spec, seed, str(run_dir))
-            res = train(cfg)
-            net = res.model.eval()
+            done = _finished_run(run_dir, cfg) if args.resume else None
+            if done is None:
+                cfg.resume = bool(args.resume)
+                res = train(cfg)
+                done = {"model": res.model, "metrics": res.metrics, "history": res.history,
+                        "seconds": res.seconds, "seconds_per_step": res.seconds_per_step}
+                (run_dir / "timing.json").write_text(json.dumps({k: done[k] for k in ("seconds", "seconds_per_step")}))
+            else:
+                print(f"{model_spec} seed {seed}: reusing the finished run in {run_dir}", file=sys.stderr)
+            net = done["model"].eval()
             mean, std = input_stats(net)
             enc = _encoder(net)
             device = next(enc.parameters()).device
             x = normalize(images01.to(device), mean, std)
             try:
                 with torch.no_grad():
-                    rep = analyze({model_spec: enc}, x, info={model_spec: {"weights": f"trained {res.steps_done} steps, seed {seed}"}})
+                    rep = analyze({model_spec: enc}, x, info={model_spec: {"weights": f"trained {args.steps} steps, seed {seed}"}})
             except FreqkitError as err:  # e.g. a features-only wrapper whose layers analyze cannot find
                 print(f"{model_spec}: no spectral diagnostics ({err})", file=sys.stderr)
                 rep = None
@@ -172,11 +219,11 @@ def run(args: argparse.Namespace) -> int:
             runs[model_spec].append(
                 {
                     "seed": seed,
-                    "metrics": res.metrics,
-                    "seconds": res.seconds,
-                    "seconds_per_step": res.seconds_per_step,
+                    "metrics": done["metrics"],
+                    "seconds": done["seconds"],
+                    "seconds_per_step": done["seconds_per_step"],
                     "parameters": int(sum(p.numel() for p in net.parameters())),
-                    "history": [h for h in res.history if h.get("split") == "train"],
+                    "history": [h for h in done["history"] if h.get("split") == "train"],
                     **{key: None if rep is None else rep[model_spec].series(key) for key in CURVES},
                 }
             )
@@ -184,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
                 import shutil
 
                 shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
-            print(f"{model_spec} seed {seed}: {format_metrics(res.metrics)}  ({res.seconds:.1f} s)", file=sys.stderr)
+            print(f"{model_spec} seed {seed}: {format_metrics(done['metrics'])}  ({done['seconds']:.1f} s)", file=sys.stderr)
 
     elapsed = time.perf_counter() - t0
     summary = summarize(runs, info.task)

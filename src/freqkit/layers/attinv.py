@@ -94,7 +94,7 @@ class AttInv(AttentionFilter):
         # afterwards (transpose + reshape in Attention) is a free view instead of a copy
         y = torch.empty(B, N, h, d, dtype=out.dtype, device=out.device).transpose(1, 2)
         torch.mul(out, sl, out=y)
-        y.mul_(g_lf).add_(out)
+        torch.addcmul(out, y, g_lf, out=y)
         hp = torch.sub(ctx.v, out).mul_(sh)
         return y.addcmul_(hp, g_hf)
 

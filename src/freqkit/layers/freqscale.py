@@ -14,16 +14,19 @@ Modes (parameter counts for C = 384, S = 14, n = 4, g = 16, reduction 16, see DE
 - ``dynamic``: bank (n, C, S, S//2+1), routing C -> C/16 -> n (one group): 181,346.
 - ``static``: one filter per channel (C, S, S//2+1), no routing: 43,008.
 
-Two exact implementations of the transform pair: ``fft`` (torch.fft) and ``matmul`` (the real DFT
-written as four small real matrix products over the channels-last map, no transposes). ``auto``
-uses ``matmul`` while exporting (ONNX has no FFT in every runtime) and on CPU for grids where it
-is the faster of the two (measured in benchmarks/fdam.py), ``fft`` otherwise. The bicubic
-resize of the bank is applied as two constant interpolation matrices (the exact linear map of
-``F.interpolate(..., mode="bicubic", align_corners=True)``), which also exports as plain matmuls.
+Two exact implementations of the transform pair, both over dims (1, 2) of the channels-last
+(B, H, W, C) view of the tokens (no transposes): ``fft`` (torch.fft) and ``matmul`` (the real DFT as
+four small real matrix products, see :func:`dft_matrices`). ``auto`` uses ``matmul`` while exporting
+(the legacy ONNX exporter has no FFT) and on CPU for grids up to 2W + 4H <= 300 (2.6x faster than
+pocketfft at 14 x 14), ``fft`` otherwise (cuFFT on GPU). The bicubic resize of the bank is applied as
+two constant interpolation matrices, the exact linear map of ``F.interpolate(..., mode="bicubic",
+align_corners=True)``, which also exports as plain matmuls and is well defined at size 1. The routing
+input (channel means) is read off the DC bin of the transform instead of another pass over the map.
 
-Caching: in no-grad use (eval / inference) the resized, re-laid-out bank is cached per grid, keyed
-on the parameter's storage and ``_version``, so an optimizer step or ``load_state_dict`` can never
-leave a stale copy; with autograd on it is recomputed every call so gradients reach the bank.
+Inference (no autograd): the resized, re-laid-out bank is cached per grid, keyed on the parameter's
+storage and ``_version``, so an optimizer step or ``load_state_dict`` can never leave a stale copy,
+and the transforms reuse their buffers in place; with autograd on everything is recomputed
+functionally so gradients reach the bank.
 """
 from __future__ import annotations
 
@@ -42,9 +45,10 @@ __all__ = ["FreqScale", "dft_matrices", "bicubic_matrix", "MODES", "TRANSFORMS"]
 
 MODES = ("group", "static", "dynamic")
 TRANSFORMS = ("auto", "fft", "matmul")
-# cost per spatial element of the matmul DFT is about 2W + 4H multiply-adds; below this bound it
-# beats pocketfft on CPU for the channel counts of ViTs (see benchmarks/fdam.py)
-_MATMUL_MAX_COST = 160
+# the matmul DFT costs about 2W + 4H multiply-adds per element and channel; measured on CPU with
+# 384 channels (eval, one thread) it beats pocketfft up to about 2W + 4H = 300 (2.6x faster at 14 x 14,
+# even at 48 x 48, 1.2x slower at 32 x 128)
+_MATMUL_MAX_COST = 300
 _CACHE_SIZE = 4
 
 
@@ -111,36 +115,34 @@ def dft_matrices(h: int, w: int, dtype: torch.dtype = torch.float32) -> tuple[to
     return tuple(torch.from_numpy(np.ascontiguousarray(m)).to(dtype) for m in mats)
 
 
-def _filter_fft(xs: torch.Tensor, weight: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """irfft2(rfft2(xs) * weight) over dims (1, 2) of a float32 (B, H, W, C) map; weight (B|1, H, W//2+1, C) real."""
-    h, w = xs.shape[1], xs.shape[2]
-    spec = torch.fft.rfft2(xs, dim=(1, 2), norm="ortho")
-    if inplace:
-        torch.view_as_real(spec).mul_(weight.unsqueeze(-1))
-    else:
-        spec = torch.view_as_complex(torch.view_as_real(spec) * weight.unsqueeze(-1))
-    return torch.fft.irfft2(spec, s=(h, w), dim=(1, 2), norm="ortho")
+def _matmul_rfft2(xs: torch.Tensor, mats: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """rfft2(xs, dim=(1, 2), norm="ortho") of a float32 (B, H, W, C) map as real matrix products.
 
-
-def _filter_matmul(xs: torch.Tensor, weight: torch.Tensor, mats: tuple[torch.Tensor, ...], inplace: bool = False) -> torch.Tensor:
-    """Same as :func:`_filter_fft` with the DFT as real matrix products (exact up to float rounding).
-
-    With ``inplace`` (no autograd) the intermediate buffers are reused: the four transforms and the
-    filter allocate two (B, H, 2(W//2+1), C) tensors in all, which matters on CPU, where every fresh
-    large allocation pays page faults.
+    Returns the spectrum as a real (B, H, 2, W//2+1, C) tensor (real parts, then imaginary parts,
+    per frequency row k) and the (B, H, 2(W//2+1), C) buffer of the first product, free for reuse.
     """
-    mw1, mh1, mh2, mw2 = mats
+    mw1, mh1 = mats[0], mats[1]
     b, h, w, c = xs.shape
     rw = w // 2 + 1
     # (B, H, 2R, C) = (B, H, re/im, R, C): rows (h, re/im) for the H transform
     p = torch.matmul(mw1, xs.contiguous())
     spec = torch.matmul(mh1, p.view(b, 2 * h, rw * c))
-    if not inplace:
-        spec = spec.view(b, h, 2, rw, c) * weight.unsqueeze(2)
-        q = torch.matmul(mh2, spec.view(b, 2 * h, rw * c)).view(b, h, 2 * rw, c)
-        return torch.matmul(mw2, q)
-    spec.view(b, h, 2, rw, c).mul_(weight.unsqueeze(2))
-    q = torch.matmul(mh2, spec, out=p.view(b, 2 * h, rw * c))
+    return spec.view(b, h, 2, rw, c), p
+
+
+def _matmul_irfft2(spec: torch.Tensor, w: int, mats: tuple[torch.Tensor, ...], scratch: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """irfft2 of a (B, H, 2, W//2+1, C) real spectrum (see :func:`_matmul_rfft2`) -> (B, H, W, C).
+
+    With ``scratch`` (a free tensor of the first product's size; no autograd), no new buffer is
+    allocated: the inverse H product goes to ``scratch`` and the result into ``spec``'s storage,
+    which matters on CPU, where every fresh large allocation pays page faults.
+    """
+    mh2, mw2 = mats[2], mats[3]
+    b, h, _, rw, c = spec.shape
+    flat = spec.reshape(b, 2 * h, rw * c)
+    if scratch is None:
+        return torch.matmul(mw2, torch.matmul(mh2, flat).view(b, h, 2 * rw, c))
+    q = torch.matmul(mh2, flat, out=scratch.view(b, 2 * h, rw * c))
     # spec's storage (B * 2H * R * C >= B * H * W * C elements) is free again: the result goes there
     y = spec.view(-1)[: b * h * w * c].view(b, h, w, c)
     return torch.matmul(mw2, q.view(b, h, 2 * rw, c), out=y)
@@ -158,10 +160,6 @@ def _is_exporting() -> bool:
         return True
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return bool(is_exporting()) if is_exporting is not None else False
-
-
-def _is_compiling() -> bool:
-    return bool(torch.compiler.is_compiling())
 
 
 class _Routing(nn.Module):
@@ -229,7 +227,7 @@ class FreqScale(nn.Module):
 
     # ----------------------------------------------------------------------------------------- caching
     def _cached(self, key: tuple, build: Callable[[], object]) -> object:
-        if _is_compiling():
+        if torch.compiler.is_compiling():
             return build()
         value = self._cache.get(key)
         if value is None:
@@ -285,13 +283,16 @@ class FreqScale(nn.Module):
     def spectral_weight(self, xs: torch.Tensor) -> torch.Tensor:
         """The real filter W (B or 1, H, W//2+1, C), float32, for a channels-last map xs (B, H, W, C)."""
         b, h, w, c = (int(v) for v in xs.shape)
+        return self._weight(xs.mean(dim=(1, 2), dtype=torch.float32), h, w)
+
+    def _weight(self, gap: torch.Tensor, h: int, w: int) -> torch.Tensor:
         bank = self.resized_bank(h, w)
         rw = w // 2 + 1
         if self.mode == "static":
-            return bank.view(1, h, rw, c)
-        r = self.routing(xs.mean(dim=(1, 2), dtype=torch.float32))
-        with torch.autocast(xs.device.type, enabled=False):  # the filter stays float32 under autocast
-            return torch.einsum("bgn,npc->bpgc", r, bank).reshape(b, h, rw, c)
+            return bank.view(1, h, rw, self.dim)
+        r = self.routing(gap)
+        with torch.autocast(gap.device.type, enabled=False):  # the filter stays float32 under autocast
+            return torch.einsum("bgn,npc->bpgc", r, bank).reshape(gap.shape[0], h, rw, self.dim)
 
     def _use_matmul(self, h: int, w: int, device: torch.device) -> bool:
         if self.transform != "auto":
@@ -302,20 +303,35 @@ class FreqScale(nn.Module):
 
     def filter_channels_last(self, xs: torch.Tensor) -> torch.Tensor:
         """Filtered part (B, H, W, C) of a channels-last map xs (B, H, W, C), in xs's dtype."""
+        return self._filtered32(xs).to(xs.dtype)
+
+    def _filtered32(self, xs: torch.Tensor) -> torch.Tensor:
+        """Filtered part (B, H, W, C) of xs (B, H, W, C) in float32."""
         if xs.ndim != 4 or xs.shape[-1] != self.dim:
             raise FreqkitError(f"FreqScale: expected a channels-last map (B, H, W, {self.dim}), got {tuple(xs.shape)}")
         # plain ints: the legacy ONNX exporter traces sizes as tensors; the grid is fixed per export
         b, h, w, c = (int(v) for v in xs.shape)
         x32 = xs.float()
-        weight = self.spectral_weight(xs)
         inplace = _inference(xs, self.complex_weights) and not _is_exporting()
         # autocast would run the DFT products in half precision: the transform is float32 throughout
         with torch.autocast(xs.device.type, enabled=False):
+            # the routing input, the channel means, is the DC bin of the orthonormal transform / sqrt(HW):
+            # reading it there saves a pass over the map
             if self._use_matmul(h, w, xs.device):
-                y = _filter_matmul(x32, weight, self._constants("dft", h, w, xs.device), inplace)
+                mats = self._constants("dft", h, w, xs.device)
+                spec, scratch = _matmul_rfft2(x32, mats)
+                del x32  # a float32 copy for half-precision input: free it before the inverse (peak memory)
+                weight = self._weight(spec[:, 0, 0, 0] / math.sqrt(h * w), h, w).unsqueeze(2)
+                spec = spec.mul_(weight) if inplace else spec * weight
+                y = _matmul_irfft2(spec, w, mats, scratch if inplace else None)
             else:
-                y = _filter_fft(x32, weight, inplace)
-        return y.to(xs.dtype)
+                spec = torch.fft.rfft2(x32, dim=(1, 2), norm="ortho")
+                del x32
+                real = torch.view_as_real(spec)
+                weight = self._weight(real[:, 0, 0, :, 0] / math.sqrt(h * w), h, w).unsqueeze(-1)
+                spec = torch.view_as_complex(real.mul_(weight) if inplace else real * weight)
+                y = torch.fft.irfft2(spec, s=(h, w), dim=(1, 2), norm="ortho")
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Filtered part (B, C, H, W) of a map x (B, C, H, W), in x's dtype (the released module's output)."""
@@ -340,13 +356,14 @@ class FreqScale(nn.Module):
                 "check the grid size (image size / patch size) and the number of CLS / register tokens"
             )
         xs = (t[:, p:] if p else t).reshape(b, h, w, c)
-        filtered = self.filter_channels_last(xs)
-        if p == 0:
-            return t + filtered.view(b, n, c)
+        filtered = self._filtered32(xs)
         if not _inference(t, filtered):
-            return torch.cat([t[:, :p], (xs + filtered).view(b, h * w, c)], dim=1)
-        # inference: one pass writes the sum straight into the output (no concatenation copy)
+            y = xs + filtered.to(t.dtype)
+            return torch.cat([t[:, :p], y.view(b, h * w, c)], dim=1) if p else y.view(b, n, c)
+        # inference: one pass adds the float32 filtered part straight into the output, in t's dtype
+        # (no half-precision copy of it, no concatenation)
         out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
-        out[:, :p] = t[:, :p]
+        if p:
+            out[:, :p] = t[:, :p]
         torch.add(xs, filtered, out=out[:, p:].view(b, h, w, c))
         return out

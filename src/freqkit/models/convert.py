@@ -24,12 +24,16 @@ SUPPORTED_FAMILIES = "timm VisionTransformer models: vit_*, deit_* (distilled to
 def _attinv(dim: int, heads: int, opts: dict) -> dict:
     from freqkit.layers.attinv import AttInv
 
+    # retrofits start exactly at the identity (the released 1e-5 gammas move logits ~1e-4 relative);
+    # gradients still reach the gammas at 0, so training behaves as with a zero-init LayerScale
+    opts.setdefault("init_value", 0.0)
     return {"attn_filter": AttInv(dim, heads, **opts)}
 
 
 def _freqscale(dim: int, heads: int, opts: dict) -> dict:
     from freqkit.layers.freqscale import FreqScale
 
+    opts.setdefault("init_std", 0.0)  # exact identity at init, as for AttInv above
     return {"freq_scale_1": FreqScale(dim, **opts), "freq_scale_2": FreqScale(dim, **opts)}
 
 

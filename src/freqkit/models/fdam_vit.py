@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from functools import partial
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -44,7 +43,7 @@ from freqkit.layers.attention import Attention
 from freqkit.layers.attinv import AttInv
 from freqkit.layers.block import FreqBlock, set_grid
 from freqkit.layers.freqscale import FreqScale
-from freqkit.models.checkpoint import StateDictSource, _unwrap, load_checkpoint, load_state_dict_file
+from freqkit.models.checkpoint import StateDictSource, _unwrap, load_checkpoint
 from freqkit.models.convert import convert
 
 __all__ = [
@@ -99,10 +98,9 @@ def remap_released_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     return out
 
 
-def _resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int], num_prefix: int = 0) -> torch.Tensor:
-    """(1, P + h*w, C) position embedding -> (1, P + H*W, C) on ``grid``, bicubic, align_corners=False."""
-    prefix, spatial = pos[:, :num_prefix], pos[:, num_prefix:]
-    n = spatial.shape[1]
+def _resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(1, h*w, C) square-grid position embedding -> (1, H*W, C) on ``grid``, bicubic, align_corners=False."""
+    n = pos.shape[1]
     side = math.isqrt(n)
     if side * side != n:
         raise FreqkitError(
@@ -110,10 +108,9 @@ def _resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int], num_prefix: int 
         )
     if (side, side) == tuple(grid):
         return pos
-    sp = spatial.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    sp = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
     sp = F.interpolate(sp, size=tuple(grid), mode="bicubic", align_corners=False)
-    sp = sp.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(pos.dtype)
-    return torch.cat([prefix, sp], dim=1)
+    return sp.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(pos.dtype)
 
 
 def _adapt_pos_embed(sd: dict[str, torch.Tensor], model: nn.Module) -> None:
@@ -135,12 +132,12 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
     their init) and logged; classification-only tensors the model lacks are dropped.
     """
     sd = remap_released_keys(_unwrap(dict(state_dict), "state dict"))
+    own = model.state_dict()
     if isinstance(model, FdamViTDense):
-        sd = {k: v for k, v in sd.items() if not (k.startswith(_CLASSIFIER_PREFIXES) and k not in model.state_dict())}
+        sd = {k: v for k, v in sd.items() if not (k.startswith(_CLASSIFIER_PREFIXES) and k not in own)}
         _adapt_pos_embed(sd, model)
     else:
         sd = _vit_checkpoint_filter_fn(sd, model)
-    own = model.state_dict()
     kept = []
     for key, value in own.items():
         if key in sd:
@@ -164,13 +161,12 @@ def load_fdam_checkpoint(model: nn.Module, source: StateDictSource, strict: bool
     raises one FreqkitError naming them; with ``strict=False`` the matching tensors are loaded and
     the lists are returned (e.g. the neck ``up*`` keys of a checkpoint trained without it).
     """
+
     def filter_fn(sd: dict[str, torch.Tensor], m: nn.Module) -> dict[str, torch.Tensor]:
         sd = remap_released_keys(sd)
         _adapt_pos_embed(sd, m)
         return sd
 
-    if isinstance(source, (str, os.PathLike)):
-        source = load_state_dict_file(source)
     return load_checkpoint(model, source, filter_fn=filter_fn, strict=strict)
 
 

@@ -131,7 +131,8 @@ def evaluate(
         if len(data) == 0:
             raise FreqkitError("the evaluation split is empty; add validation images")
         rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
-        loader = DataLoader(data, batch_size=batch_size, sampler=_ShardSampler(len(data), rank, world))
+        # a private generator: evaluating must not draw from the global RNG (training streams stay reproducible)
+        loader = DataLoader(data, batch_size=batch_size, sampler=_ShardSampler(len(data), rank, world), generator=torch.Generator())
     mean, std = input_stats(net)
     metrics = build_metrics(task, num_classes).to(device)
     was_training = net.training

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from freqkit.errors import FreqkitError
+from freqkit.layers.attention import additive_mask
 from freqkit.spectral import infer_grid, split_tokens
 
 __all__ = ["capture", "Capture", "LayerCapture", "default_layers", "token_layout"]
@@ -144,21 +145,6 @@ def _attention_of(block: nn.Module) -> Optional[nn.Module]:
     return None
 
 
-def _additive_bias(attn_mask: Optional[torch.Tensor], is_causal: bool, n: int, like: torch.Tensor) -> Optional[torch.Tensor]:
-    """An SDPA-style bool / float mask (and causal flag) as an additive bias on the logits."""
-    bias = None
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            bias = torch.zeros(attn_mask.shape, dtype=like.dtype, device=like.device).masked_fill(~attn_mask, float("-inf"))
-        else:
-            bias = attn_mask.to(like.dtype)
-    if is_causal:
-        keep = torch.ones(n, n, dtype=torch.bool, device=like.device).tril()
-        causal = torch.zeros(n, n, dtype=like.dtype, device=like.device).masked_fill(~keep, float("-inf"))
-        bias = causal if bias is None else bias + causal
-    return bias
-
-
 def _recompute_attention(attn: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor], is_causal: bool):
     """softmax(q k^T * scale + mask) (B, heads, N, N), A V and V (B, heads, N, d) from the layer's own weights."""
     b, n, _ = x.shape
@@ -172,7 +158,7 @@ def _recompute_attention(attn: nn.Module, x: torch.Tensor, attn_mask: Optional[t
     if k_norm is not None:
         k = k_norm(k)
     logits = (q * attn.scale) @ k.transpose(-2, -1)
-    bias = _additive_bias(attn_mask, is_causal, n, logits)
+    bias = additive_mask(attn_mask, is_causal, n, logits)
     if bias is not None:
         logits = logits + bias
     probs = logits.softmax(dim=-1)

@@ -15,7 +15,7 @@ from torch import nn
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["Attention", "AttentionContext", "AttentionFilter"]
+__all__ = ["Attention", "AttentionContext", "AttentionFilter", "additive_mask"]
 
 
 @dataclass
@@ -51,8 +51,8 @@ class AttentionFilter(nn.Module):
         raise NotImplementedError
 
 
-def _additive_mask(attn_mask: Optional[torch.Tensor], is_causal: bool, n: int, like: torch.Tensor) -> Optional[torch.Tensor]:
-    """Bool / float SDPA-style mask -> additive float mask broadcastable to (B, heads, N, N)."""
+def additive_mask(attn_mask: Optional[torch.Tensor], is_causal: bool, n: int, like: torch.Tensor) -> Optional[torch.Tensor]:
+    """SDPA-style bool / float mask (and causal flag) -> additive float mask broadcastable to (B, heads, N, N)."""
     bias = None
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
@@ -128,7 +128,7 @@ class Attention(nn.Module):
 
     def _matrix(self, q, k, attn_mask, is_causal) -> torch.Tensor:
         logits = (q * self.scale) @ k.transpose(-2, -1)
-        bias = _additive_mask(attn_mask, is_causal, q.shape[-2], logits)
+        bias = additive_mask(attn_mask, is_causal, q.shape[-2], logits)
         if bias is not None:
             logits = logits + bias
         return logits.softmax(dim=-1)

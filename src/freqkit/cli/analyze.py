@@ -42,7 +42,13 @@ def add_parser(subparsers: Any, name: str = "analyze") -> argparse.ArgumentParse
     p.add_argument("--img-size", nargs="+", type=int, default=[224, 224], metavar="N", help="image size H W (or one N for N x N; default 224 224)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
-    p.add_argument("--attention", action="store_true", help="also capture attention maps: local and global attention responses (slower)")
+    p.add_argument(
+        "--attention",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="capture attention maps for the local and global attention responses (slower); "
+        "default: on for the built-in demo run without model names, off otherwise",
+    )
     p.add_argument("--cutoff", type=float, default=0.5, help="normalized radius above which energy counts as high frequency (default 0.5)")
     p.add_argument("--bins", type=int, default=16, help="rings of the radial profiles (default 16)")
     p.add_argument("--out", default="freqkit-report", metavar="DIR", help="output folder (default freqkit-report/)")
@@ -191,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     from freqkit.data.builtin import builtin_images, folder_images
 
     _check_names(names)
+    # random-init models (no --pretrained / --checkpoint) give the same report on every run
+    torch.manual_seed(0)
     device = _device(args.device)
     if args.images == "builtin":
         images, source = builtin_images(size), "built-in scikit-image photographs"
@@ -231,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     report = analyze(
         models,
         images,
-        attention=args.attention,
+        attention=args.attention if args.attention is not None else not args.models,
         cutoff=args.cutoff,
         bins=args.bins,
         batch_size=args.batch_size,

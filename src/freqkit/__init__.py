@@ -1,8 +1,8 @@
 """freqkit: diagnose, fix and train the frequency behaviour of vision backbones.
 
 The public API is loaded lazily (PEP 562) so that ``freqkit --help`` does not import torch or
-timm. Accessing any attribute below, or ``import freqkit.models``, registers freqkit's models
-with timm.
+timm. ``import freqkit`` is enough for ``timm.create_model`` to know every freqkit model: the models
+register when timm is imported (or at once, if it already is); see :mod:`freqkit._register`.
 """
 from __future__ import annotations
 
@@ -23,10 +23,24 @@ _LAZY: dict[str, str] = {
     "flops": "freqkit.analysis.flops",
     "FreqkitError": "freqkit.errors",
     "load_fdam_checkpoint": "freqkit.models.fdam_vit",
+    "TrainConfig": "freqkit.train.config",
+    "TrainResult": "freqkit.train.loop",
+    "compare": "freqkit.experiment",
+    "Comparison": "freqkit.experiment",
+    "simulate": "freqkit.experiment",
+    "Simulation": "freqkit.experiment",
+    "open_run": "freqkit.experiment",
+    "evaluate_run": "freqkit.experiment",
+    "Run": "freqkit.experiment",
 }
-_SUBMODULES = ("spectral", "layers", "models", "probe", "analysis", "data", "train")
+# freqkit.train is also callable: freqkit.train(config, model=None, datasets=None) trains
+_SUBMODULES = ("spectral", "layers", "models", "probe", "analysis", "data", "train", "experiment")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
+
+from freqkit._register import register_with_timm as _register_with_timm  # noqa: E402
+
+_register_with_timm()
 
 
 def __getattr__(name: str) -> Any:

@@ -70,7 +70,7 @@ def _pairs(root: Path, top: int) -> None:
         (["train", "--data", "shapes:size=32,train=1", "--batch-size", "4"], "fewer than one global batch"),
         (["train", "--data", "imagefolder:{tmp}/empty"], "the split is empty"),
         (["eval", "{tmp}/missing"], "does not exist"),
-        (["eval", "{tmp}"], "no config.json"),
+        (["eval", "{tmp}"], "has no model.safetensors"),
     ],
 )
 def test_bad_input_gives_one_line(tmp_path, capsys, argv, message):

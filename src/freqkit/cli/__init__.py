@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except FreqkitError as err:
-        print(f"freqkit {args.command}: error: {err}", file=sys.stderr)
+        from freqkit.cli._config import error_line
+
+        # one line: a multi-line message (e.g. a DataLoader worker's traceback) keeps its first line
+        line = " ".join(error_line(err, args).split("\n")[0].split())
+        print(f"freqkit {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("freqkit: interrupted", file=sys.stderr)

@@ -53,6 +53,8 @@ __all__ = [
     "torus_frequencies",
     "default_windows",
     "window_sweep",
+    "STENCILS",
+    "stencil",
 ]
 
 _DTYPE = torch.float64
@@ -284,3 +286,21 @@ def window_sweep(
         out[name] = eigenspace_response(window_average(h, w, k, periodic), freqs, basis, tol)
     return out
 
+
+
+# named conv stencils of freqkit simulate: name -> (maker, description)
+STENCILS: dict[str, tuple] = {
+    "box3": (lambda: box_stencil(3), "3 x 3 box average"),
+    "box5": (lambda: box_stencil(5), "5 x 5 box average"),
+    "gauss3": (lambda: gaussian_stencil(3, 0.8), "3 x 3 Gaussian, sigma 0.8"),
+    "gauss5": (lambda: gaussian_stencil(5, 1.0), "5 x 5 Gaussian, sigma 1"),
+    "laplacian": (laplacian_stencil, "4-neighbour Laplacian (high-pass)"),
+    "sharpen": (sharpen_stencil, "identity + Laplacian (high-boost)"),
+}
+
+
+def stencil(name: str) -> torch.Tensor:
+    """The named (k, k) stencil of :data:`STENCILS`; an unknown name raises a FreqkitError listing them."""
+    if name not in STENCILS:
+        raise FreqkitError(f"unknown stencil {name!r}; choose from {', '.join(STENCILS)}")
+    return STENCILS[name][0]()

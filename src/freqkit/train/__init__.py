@@ -1,32 +1,60 @@
 """Training and evaluation: classification and segmentation loops, single process or torchrun DDP.
 
-``train(TrainConfig(model="vit_mini+fdam", data="shapes", steps=300))`` returns a :class:`TrainResult`;
-``evaluate(model, dataset, task, num_classes)`` returns metrics; ``build_model("vit_mini+fdam", ...)``
-turns a model spec into a network (see :mod:`freqkit.train.models`).
-"""
-from freqkit.train.checkpoint import load_train_state, save_train_state
-from freqkit.train.config import TrainConfig
-from freqkit.train.loop import TrainResult, evaluate, input_stats, normalize, train
-from freqkit.train.metrics import BoundaryF1, boundary_f1, build_metrics
-from freqkit.train.models import MODEL_PRESETS, build_model, parse_model_spec
-from freqkit.train.optim import build_optimizer, lr_factor, param_groups
+``freqkit.train(TrainConfig(model="vit_mini+fdam", data="shapes", steps=300))`` returns a
+:class:`TrainResult`; ``evaluate(model, dataset, task, num_classes)`` returns metrics;
+``build_model("vit_mini+fdam", ...)`` turns a model spec into a network (see :mod:`freqkit.train.models`).
 
-__all__ = [
-    "BoundaryF1",
-    "MODEL_PRESETS",
-    "TrainConfig",
-    "TrainResult",
-    "boundary_f1",
-    "build_metrics",
-    "build_model",
-    "build_optimizer",
-    "evaluate",
-    "input_stats",
-    "load_train_state",
-    "lr_factor",
-    "normalize",
-    "param_groups",
-    "parse_model_spec",
-    "save_train_state",
-    "train",
-]
+This package is callable: ``freqkit.train(config, model=None, datasets=None)`` is
+:func:`freqkit.train.loop.train`, so the function and the package (``freqkit.train.TrainConfig``) share
+one name. Its names load lazily so that the CLI can read :class:`TrainConfig` without importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "BoundaryF1": "freqkit.train.metrics",
+    "MODEL_PRESETS": "freqkit.train.models",
+    "TrainConfig": "freqkit.train.config",
+    "TrainResult": "freqkit.train.loop",
+    "boundary_f1": "freqkit.train.metrics",
+    "build_metrics": "freqkit.train.metrics",
+    "build_model": "freqkit.train.models",
+    "build_optimizer": "freqkit.train.optim",
+    "evaluate": "freqkit.train.loop",
+    "input_stats": "freqkit.train.loop",
+    "load_train_state": "freqkit.train.checkpoint",
+    "lr_factor": "freqkit.train.optim",
+    "normalize": "freqkit.train.loop",
+    "param_groups": "freqkit.train.optim",
+    "parse_model_spec": "freqkit.train.models",
+    "save_train_state": "freqkit.train.checkpoint",
+    "train": "freqkit.train.loop",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'freqkit.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _CallableModule(types.ModuleType):
+    """``freqkit.train(...)`` calls :func:`freqkit.train.loop.train`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from freqkit.train.loop import train
+
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,10 +1,10 @@
 """``TrainConfig``: every setting of a training run (saved with each checkpoint)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-from freqkit.errors import FreqkitError
+from freqkit.errors import ParameterError
 
 __all__ = ["TrainConfig", "RESUME_SENSITIVE"]
 
@@ -16,58 +16,68 @@ RESUME_SENSITIVE = (
 )
 
 
+def _opt(default: Any, help: str, **cli: Any) -> Any:
+    """A dataclass field whose ``help`` (and optional ``flag`` / ``choices`` / ``cli=False``) the CLI turns into a flag."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass
 class TrainConfig:
-    """Settings of one training run; defaults are the CPU-sized ``freqkit compare`` recipe."""
+    """Settings of one training run; the single source of every default and help text (the CLI flags are generated from it)."""
 
-    model: str = "vit_mini"
-    data: str = "shapes"
-    task: Optional[str] = None  # inferred from the data when None
-    out: str = "freqkit-run"
-    steps: int = 300
-    batch_size: int = 16  # per process; the global batch is batch_size x world size
-    eval_batch_size: Optional[int] = None
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: Optional[int] = None  # None: 5 % of steps
-    schedule: str = "cosine"  # cosine | poly | constant
-    min_lr_ratio: float = 0.01
-    layer_decay: float = 1.0
-    freq_lr_mult: float = 1.0
-    clip_grad: Optional[float] = 1.0
-    amp: Optional[bool] = None  # None: bf16 autocast on CUDA with bf16 support, off on CPU
-    seed: int = 0
-    img_size: Optional[int] = None
-    num_classes: Optional[int] = None
-    drop_path: float = 0.0
-    head_channels: int = 64
-    eval_every: int = 0  # 0: evaluate at the end only
-    ckpt_every: int = 0  # 0: checkpoint at the end (and at stop_at) only
-    log_every: int = 10
-    num_workers: int = 0
-    device: str = "auto"
-    resume: bool = False
-    stop_at: Optional[int] = None  # stop (with a checkpoint) after this many steps; resume later
-    progress: bool = True
-    global_batch_size: int = 0  # filled in by the loop: batch_size x world size
+    model: str = _opt("vit_mini", "model spec BASE[+METHOD...]: BASE is a preset (vit_mini: dim 128, depth 4, patch 8; "
+                      "vit_micro: dim 32) or a timm / freqkit model name; each +METHOD (fdam, attinv, freqscale, attnscale, "
+                      "featscale, gfsa) retrofits a ViT base with freqkit.convert, e.g. vit_mini+fdam")
+    data: str = _opt("shapes", "dataset: shapes[:size=64,train=2000,val=128,seed=0] | textures[:classes=6,size=64,...] | "
+                     "imagefolder:ROOT (ROOT/train/<class>/*, ROOT/val/<class>/*) | ade20k:ROOT (ADEChallengeData2016 "
+                     "layout) | pairs:IMAGES:MASKS (matched by file stem)")
+    task: Optional[str] = _opt(None, "classification or segmentation (default: the dataset's task)",
+                               choices=("classification", "segmentation"))
+    out: str = _opt("freqkit-run", "output folder")
+    steps: int = _opt(300, "optimizer steps")
+    batch_size: int = _opt(16, "images per process and step; the global batch is batch_size x world size")
+    eval_batch_size: Optional[int] = _opt(None, "images per evaluation batch (default: batch_size)")
+    lr: float = _opt(1e-3, "peak AdamW learning rate")
+    weight_decay: float = _opt(0.05, "AdamW weight decay, not applied to norms, biases and embeddings")
+    warmup_steps: Optional[int] = _opt(None, "linear warmup steps (default: 5% of steps)")
+    schedule: str = _opt("cosine", "lr decay after warmup", choices=("cosine", "poly", "constant"))
+    min_lr_ratio: float = _opt(0.01, "final lr / peak lr")
+    layer_decay: float = _opt(1.0, "layer-wise lr decay from the model's group_matcher, e.g. 0.65 for fine-tuning (1: off)")
+    freq_lr_mult: float = _opt(1.0, "lr multiplier of FreqScale parameters (names containing 'freq_scale')")
+    clip_grad: Optional[float] = _opt(1.0, "gradient-norm clip (None / 0 on the command line: off)")
+    amp: Optional[bool] = _opt(None, "bf16 autocast (default: on for CUDA with bf16 support, off on CPU)")
+    seed: int = _opt(0, "seed of the initialization and the data order")
+    img_size: Optional[int] = _opt(None, "square image size (default: the dataset's, 64 for built-ins)")
+    num_classes: Optional[int] = _opt(None, "class count; checked against the data (pairs: default max label + 1)")
+    drop_path: float = _opt(0.0, "stochastic depth rate")
+    head_channels: int = _opt(64, "UPerNet head width for segmentation")
+    eval_every: int = _opt(0, "evaluate every N steps (0: at the end only)")
+    ckpt_every: int = _opt(0, "checkpoint every N steps (0: at the end only)")
+    log_every: int = _opt(10, "JSON log line every N steps")
+    num_workers: int = _opt(0, "DataLoader worker processes", flag="--workers")
+    device: str = _opt("auto", "cpu, cuda, cuda:1 ... (auto: cuda if available)")
+    resume: bool = _opt(False, "continue from out/checkpoint if it exists (same settings)")
+    stop_at: Optional[int] = _opt(None, "stop after this step with a checkpoint; finish later with resume")
+    progress: bool = _opt(True, "progress bar")
+    global_batch_size: int = _opt(0, "filled in by the loop: batch_size x world size", cli=False)
 
     def validate(self) -> "TrainConfig":
         """Raise a FreqkitError for an impossible setting; return self."""
         checks = [
-            (self.steps >= 1, f"--steps must be at least 1, got {self.steps}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (0 < self.layer_decay <= 1, f"--layer-decay must be in (0, 1], got {self.layer_decay}"),
-            (self.freq_lr_mult >= 0, f"--freq-lr-mult must be >= 0, got {self.freq_lr_mult}"),
-            (self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive (or omitted), got {self.clip_grad}"),
-            (self.schedule in ("cosine", "poly", "constant"), f"unknown --schedule {self.schedule!r}; use cosine, poly or constant"),
-            (self.stop_at is None or 1 <= self.stop_at <= self.steps, f"--stop-at must be in 1..{self.steps}, got {self.stop_at}"),
-            (self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps, f"--warmup-steps must be in 0..{self.steps}"),
-            (self.task in (None, "classification", "segmentation"), f"unknown --task {self.task!r}; use classification or segmentation"),
+            ("steps", self.steps >= 1, f"must be at least 1, got {self.steps}"),
+            ("batch_size", self.batch_size >= 1, f"must be at least 1, got {self.batch_size}"),
+            ("lr", self.lr > 0, f"must be positive, got {self.lr}"),
+            ("layer_decay", 0 < self.layer_decay <= 1, f"must be in (0, 1], got {self.layer_decay}"),
+            ("freq_lr_mult", self.freq_lr_mult >= 0, f"must be >= 0, got {self.freq_lr_mult}"),
+            ("clip_grad", self.clip_grad is None or self.clip_grad > 0, f"must be positive (or None), got {self.clip_grad}"),
+            ("schedule", self.schedule in ("cosine", "poly", "constant"), f"{self.schedule!r} is unknown; use cosine, poly or constant"),
+            ("stop_at", self.stop_at is None or 1 <= self.stop_at <= self.steps, f"must be in 1..{self.steps}, got {self.stop_at}"),
+            ("warmup_steps", self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps, f"must be in 0..{self.steps}"),
+            ("task", self.task in (None, "classification", "segmentation"), f"{self.task!r} is unknown; use classification or segmentation"),
         ]
-        for ok, msg in checks:
+        for param, ok, detail in checks:
             if not ok:
-                raise FreqkitError(msg)
+                raise ParameterError(param, detail)
         return self
 
     @property

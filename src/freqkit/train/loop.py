@@ -179,17 +179,56 @@ def _write_jsonl(path: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train (and evaluate) one model as ``config`` says; works alone or as one process of a torchrun job."""
-    cfg = TrainConfig.from_dict(config.to_dict()).validate()
+def train(
+    config: Optional[TrainConfig] = None,
+    model: Optional[nn.Module] = None,
+    datasets: Optional[dict[str, Dataset]] = None,
+    **options: Any,
+) -> TrainResult:
+    """Train (and evaluate) one model as ``config`` says; works alone or as one process of a torchrun job.
+
+    ``config`` is a :class:`TrainConfig` (or ``None``: its defaults); ``options`` override its fields, as in
+    ``freqkit.train(model_cfg, lr=3e-4)`` or ``freqkit.train(model="vit_mini+fdam", steps=50)``. ``model``: your own
+    network (classifier, or segmenter returning (B, K, H, W) logits) instead of building ``config.model``, which
+    then only names it. ``datasets``: ``{"train": Dataset, "val": Dataset}`` (items: image (3, H, W) in [0, 1] and
+    an int class or a (H, W) long mask) instead of ``config.data``; ``config.task`` and ``config.num_classes`` are
+    required then.
+    """
+    import dataclasses
+
+    from freqkit.errors import ParameterError
+
+    if isinstance(model, str):  # train(model="vit_mini+fdam"): a spec, i.e. a config field
+        options["model"], model = model, None
+    base = config if config is not None else TrainConfig()
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in options:
+        if key not in known:
+            raise ParameterError(key, f"is not a TrainConfig field; use one of {', '.join(sorted(known))}")
+    cfg = dataclasses.replace(TrainConfig.from_dict(base.to_dict()), **options).validate()
     info = init_distributed(cfg.device)
     try:
-        return _train(cfg, info)
+        return _train(cfg, info, model, datasets)
     finally:
         cleanup_distributed(info)
 
 
-def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
+def _given_datasets(datasets: dict[str, Dataset], cfg: TrainConfig):
+    """The caller's datasets and their DataInfo (task and class count from ``cfg``, size from the first image)."""
+    from freqkit.data.spec import DataInfo
+    from freqkit.errors import ParameterError
+
+    if not isinstance(datasets, dict) or not {"train", "val"} <= set(datasets):
+        raise ParameterError("datasets", "must be a dict with 'train' and 'val' datasets")
+    if cfg.task is None or cfg.num_classes is None:
+        raise ParameterError("task", "and num_classes must be set in the config when you pass your own datasets")
+    first = datasets["train"][0][0]
+    if not (torch.is_tensor(first) and first.dim() == 3 and first.shape[0] == 3):
+        raise ParameterError("datasets", f"items must be (image (3, H, W) tensor in [0, 1], target); got an image of shape {tuple(getattr(first, 'shape', ()))}")
+    return datasets, DataInfo(name=cfg.data, task=cfg.task, num_classes=cfg.num_classes, img_size=int(first.shape[-1]), classes=())
+
+
+def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, given: Optional[dict[str, Dataset]] = None) -> TrainResult:
     from tqdm.auto import tqdm
 
     from freqkit.data import build_datasets
@@ -203,7 +242,10 @@ def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
     if main:
         out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    datasets, data_info = build_datasets(cfg.data, task=cfg.task, img_size=cfg.img_size, num_classes=cfg.num_classes, seed=cfg.seed)
+    if given is None:
+        datasets, data_info = build_datasets(cfg.data, task=cfg.task, img_size=cfg.img_size, num_classes=cfg.num_classes, seed=cfg.seed)
+    else:
+        datasets, data_info = _given_datasets(given, cfg)
     cfg.task, cfg.img_size, cfg.num_classes = data_info.task, data_info.img_size, data_info.num_classes
     train_ds, val_ds = datasets["train"], datasets["val"]
     if len(train_ds) < cfg.global_batch_size:
@@ -211,7 +253,9 @@ def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
             f"the training split has {len(train_ds)} images, fewer than one global batch ({cfg.global_batch_size}); "
             "lower --batch-size or add images"
         )
-    model = build_model(cfg.model, cfg.task, cfg.num_classes, cfg.img_size, cfg.drop_path, cfg.head_channels).to(device)
+    if net is None:
+        net = build_model(cfg.model, cfg.task, cfg.num_classes, cfg.img_size, cfg.drop_path, cfg.head_channels)
+    model = net.to(device)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult)
     amp = amp_enabled(cfg.amp, device)
     mean, std = input_stats(model)

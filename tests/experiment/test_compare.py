@@ -1,4 +1,4 @@
-"""``freqkit compare``, shrunk (2 steps, 32 x 32 images, 2 seeds): the report, its numbers and bad input."""
+"""``freqkit.compare`` and ``freqkit compare``, shrunk (2 steps, 32 x 32 images, 2 seeds): the report, its numbers, bad input."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from freqkit.cli import main
-from freqkit.cli.compare import parse_seeds
+from freqkit.experiment import Comparison, compare, parse_seeds
 
 
 def test_compare_writes_a_consistent_report(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_compare_writes_a_consistent_report(tmp_path, capsys):
 
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["seeds"] == [0, 1] and results["settings"]["task"] == "segmentation"
-    assert results["settings"]["command"].startswith("freqkit compare --models vit_micro,vit_micro+fdam")
+    assert results["settings"]["call"].startswith("freqkit.compare(['vit_micro', 'vit_micro+fdam']")
     for name in ("vit_micro", "vit_micro+fdam"):
         runs = results["runs"][name]
         assert [r["seed"] for r in runs] == [0, 1]
@@ -34,7 +34,10 @@ def test_compare_writes_a_consistent_report(tmp_path, capsys):
         assert row["hf_ratio"] == pytest.approx([statistics.fmean(v) for v in zip(*(r["hf_ratio"] for r in runs))])
         assert (out / "runs" / name.replace("+", "_") / "seed1" / "model.safetensors").is_file()
         assert not (out / "runs" / name.replace("+", "_") / "seed1" / "checkpoint").exists()
-    assert results["summary"]["vit_micro"]["miou"]["delta"] == 0.0
+    # the delta column is each model's mean minus the first (baseline) model's mean
+    base, fdam = results["summary"]["vit_micro"]["miou"], results["summary"]["vit_micro+fdam"]["miou"]
+    assert fdam["delta"] == pytest.approx(fdam["mean"] - base["mean"])
+    assert Comparison.from_json(out / "results.json").summary == results["summary"]
 
     page = (out / "report.html").read_text()
     assert "vit_micro+fdam" in page and "boundary_f1" in page and page.count("data:image/png;base64,") == 2
@@ -82,3 +85,44 @@ def test_bad_input_gives_one_line(tmp_path, capsys, extra, message):
     assert main(argv + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("freqkit compare: error:") and message in err[0]
+
+
+def test_compare_from_python_with_objects(tmp_path):
+    """The library call of the issue runs, and a model factory (an object, not a name) trains like a spec."""
+    import torch
+
+    from freqkit.data import build_datasets
+    from freqkit.train.models import build_model
+
+    res = compare(["vit_micro", "vit_micro+fdam"], steps=3, seeds=(0,), out=tmp_path / "a",
+                  data="shapes:size=32,train=8,val=4", batch_size=4, progress=False, analyze_images=2)
+    assert set(res.summary) == {"vit_micro", "vit_micro+fdam"} and "miou" in res.table()
+    assert (tmp_path / "a" / "report.html").is_file() and "<html>" in res.to_html()
+    again = Comparison.from_json(res.to_json())
+    assert again.summary == json.loads(res.to_json())["summary"] and set(res.plot()) == {"spectral", "loss"}
+
+    splits, info = build_datasets("shapes:size=32,train=8,val=4")
+    factory = lambda: build_model("vit_micro", info.task, info.num_classes, info.img_size)  # noqa: E731
+    mine = compare({"mine": factory}, data=splits, steps=3, seeds=(0,), out=None, batch_size=4, progress=False,
+                   task=info.task, num_classes=info.num_classes, analyze_images=2)
+    # the factory is called after seeding, so it trains exactly like the spec it builds
+    assert mine.summary["mine"]["miou"]["values"] == pytest.approx(res.summary["vit_micro"]["miou"]["values"])
+    assert torch.isfinite(torch.tensor(mine.summary["mine"]["hf_ratio"])).all()
+
+
+def test_bad_spec_fails_before_any_training(tmp_path, capsys):
+    # the second spec is wrong: nothing may train (no run folder of the first model) before the error
+    argv = ["compare", "--models", "vit_micro,vit_micro+fdam+gfsa", "--data", "shapes:size=32,train=8,val=4", "--steps", "1",
+            "--out", str(tmp_path / "c")]
+    assert main(argv) == 2
+    assert not (tmp_path / "c" / "runs").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_unwritable_out_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = ["compare", "--models", "vit_micro", "--data", "shapes:size=32,train=8,val=4", "--steps", "1", "--out", str(blocker)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "is a file" in err[0]

@@ -7,7 +7,7 @@ import pytest
 
 from freqkit.errors import FreqkitError
 from freqkit.train.models import build_model
-from freqkit.train.optim import layer_id, lr_factor, param_groups
+from freqkit.train.optim import lr_factor, param_groups
 
 
 def test_warmup_then_cosine_and_poly():
@@ -25,14 +25,32 @@ def test_warmup_then_cosine_and_poly():
         lr_factor(0, 10, 0, "step")
 
 
-def test_layer_id():
-    assert layer_id("features.vit.cls_token", 4) == 0
-    assert layer_id("features.vit.patch_embed.proj.weight", 4) == 0
-    assert layer_id("features.vit.blocks.2.attn.qkv.weight", 4) == 3
-    assert layer_id("head.classifier.weight", 4) == 5
+def _timm_scales(model, decay):
+    """Per-parameter lr scale from timm's own param_groups_layer_decay: the reference freqkit follows."""
+    from timm.optim import param_groups_layer_decay
+
+    groups = param_groups_layer_decay(model, weight_decay=0.05, layer_decay=decay)
+    return {id(p): g["lr_scale"] for g in groups for p in g["params"]}
 
 
-def test_layer_decay_freq_multiplier_and_no_decay():
+@pytest.mark.parametrize("spec", ["vit_micro+fdam", "spanet_small", "resnet18"])
+def test_classifier_layer_decay_equals_timms(spec):
+    import timm
+
+    import freqkit.models  # noqa: F401
+
+    model = build_model(spec, "classification", 5, 32 if spec.startswith("vit") else 64)
+    if spec == "spanet_small":
+        model = timm.create_model("spanet_small", num_classes=5)
+    want = _timm_scales(model, 0.7)
+    groups = param_groups(model, lr=1.0, weight_decay=0.05, layer_decay=0.7)
+    got = {id(p): g["base_lr"] for g in groups for p in g["params"]}
+    assert got.keys() == want.keys()
+    for name, p in model.named_parameters():
+        assert got[id(p)] == pytest.approx(want[id(p)], rel=1e-12), name
+
+
+def test_segmenter_layer_decay_freq_multiplier_and_no_decay():
     model = build_model("vit_micro+fdam", "segmentation", 3, 32)
     groups = param_groups(model, lr=1.0, weight_decay=0.05, layer_decay=0.5, freq_lr_mult=10.0)
     by_param = {id(p): g for g in groups for p in g["params"]}
@@ -41,7 +59,13 @@ def test_layer_decay_freq_multiplier_and_no_decay():
     freq_seen = 0
     for name, p in named.items():
         g = by_param[id(p)]
-        lid = layer_id(name, depth)
+        # mmsegmentation's ViT convention: embeddings decay^(L+1), block i decay^(L-i), norm and the decode head 1
+        if ".blocks." in name:
+            lid = int(name.split(".blocks.")[1].split(".")[0]) + 1
+        elif any(k in name for k in ("cls_token", "pos_embed", "patch_embed")):
+            lid = 0
+        else:
+            lid = depth + 1
         expected = 0.5 ** (depth + 1 - lid) * (10.0 if "freq_scale" in name else 1.0)
         assert g["base_lr"] == pytest.approx(expected), name
         freq_seen += "freq_scale" in name
@@ -54,8 +78,18 @@ def test_layer_decay_freq_multiplier_and_no_decay():
     assert sum(len(g["params"]) for g in groups) == len(named)
 
 
-def test_layer_decay_needs_blocks():
-    model = build_model("resnet18", "segmentation", 3, 32)
-    with pytest.raises(FreqkitError, match="layer_decay"):
+def test_layer_decay_on_spanet_segmenter_follows_its_stages():
+    model = build_model("spanet_small", "segmentation", 3, 64)
+    groups = param_groups(model, 1.0, 0.0, layer_decay=0.5)
+    lr = {id(p): g["base_lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    head = [lr[id(p)] for n, p in named.items() if n.startswith("head.")]
+    first = [lr[id(p)] for n, p in named.items() if "stages.0." in n or "downsample_layers.0." in n]
+    assert head and set(head) == {1.0} and first and max(first) < 0.5 ** 3
+
+
+def test_layer_decay_needs_a_group_matcher():
+    model = build_model("resnet18", "segmentation", 3, 32)  # features_only drops ResNet's group_matcher
+    with pytest.raises(FreqkitError, match="group_matcher"):
         param_groups(model, 1.0, 0.0, layer_decay=0.7)
     assert param_groups(model, 1.0, 0.0)  # without layer decay any model works

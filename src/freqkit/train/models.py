@@ -18,7 +18,7 @@ from torch import nn
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model", "describe_presets"]
+__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model"]
 
 # name -> (timm architecture, keyword overrides, description). Sized for CPU experiments on 32-64 px images.
 MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -43,11 +43,6 @@ class ModelSpec:
     arch: str
     kwargs: tuple[tuple[str, Any], ...]
     methods: tuple[str, ...]
-
-
-def describe_presets() -> str:
-    """One line per preset, for --help texts."""
-    return "; ".join(f"{k}: {v[2]}" for k, v in MODEL_PRESETS.items())
 
 
 def parse_model_spec(text: str) -> ModelSpec:

@@ -6,29 +6,33 @@ The schedule is a pure function of the step (:func:`lr_factor`), applied to ever
 from __future__ import annotations
 
 import math
-import re
-from typing import Iterable
 
 import torch
 from torch import nn
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["param_groups", "build_optimizer", "lr_factor", "set_lr", "layer_id", "SCHEDULES"]
+__all__ = ["param_groups", "build_optimizer", "lr_factor", "set_lr", "layer_ids", "SCHEDULES"]
 
 SCHEDULES = ("cosine", "poly", "constant")
-_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
-_EMBED = re.compile(r"(?:^|\.)(cls_token|dist_token|reg_token|pos_embed|patch_embed|mask_token)(?:\.|$)")
 
 
-def layer_id(name: str, num_layers: int) -> int:
-    """Depth of a ViT parameter for layer-wise lr decay: embeddings 0, block i -> i + 1, the rest num_layers + 1."""
-    m = _BLOCK.search(name)
-    if m:
-        return int(m.group(1)) + 1
-    if _EMBED.search(name):
-        return 0
-    return num_layers + 1
+def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
+    """(parameter name -> depth, deepest depth) from the first module's timm ``group_matcher``; ({}, 0) if none has one.
+
+    Depths follow timm's ``param_groups_layer_decay``: the matcher's groups in order (stem 0, then each
+    block or stage), unmatched parameters (a classifier head) last. Parameters outside the matched backbone
+    (a segmentation neck and head) are not in the map: :func:`param_groups` puts them one level deeper.
+    """
+    from timm.models import group_parameters
+
+    for prefix, module in model.named_modules():
+        matcher = getattr(module, "group_matcher", None)
+        if callable(matcher):
+            ids = group_parameters(module, matcher(coarse=False), reverse=True)
+            pre = f"{prefix}." if prefix else ""
+            return {pre + n: i for n, i in ids.items()}, max(ids.values(), default=0)
+    return {}, 0
 
 
 def _no_decay_names(model: nn.Module) -> set[str]:
@@ -43,22 +47,28 @@ def _no_decay_names(model: nn.Module) -> set[str]:
 def param_groups(
     model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0, freq_lr_mult: float = 1.0
 ) -> list[dict]:
-    """AdamW groups: no decay for 1-D tensors and ``no_weight_decay()`` names; lr x layer_decay^(L + 1 - depth)
-    for ViT blocks (L = number of ``blocks.<i>``); lr x ``freq_lr_mult`` for parameters named ``*freq_scale*``.
+    """AdamW groups: no decay for 1-D tensors and ``no_weight_decay()`` names; lr x layer_decay^(deepest - depth)
+    with depths from the model's timm ``group_matcher`` (:func:`layer_ids`); lr x ``freq_lr_mult`` for parameters
+    named ``*freq_scale*``.
 
     Each group carries ``base_lr`` (its peak lr) and ``name`` (for logs).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    block_ids = {int(m.group(1)) for n, _ in named if (m := _BLOCK.search(n))}
-    num_layers = max(block_ids) + 1 if block_ids else 0
-    if layer_decay != 1.0 and not block_ids:
-        raise FreqkitError(f"layer_decay {layer_decay} needs a ViT-style model with blocks.<i> parameters; use layer_decay 1.0")
+    depths, deepest = layer_ids(model) if layer_decay != 1.0 else ({}, 0)
+    if layer_decay != 1.0 and not depths:
+        raise FreqkitError(
+            f"layer_decay {layer_decay} needs a model whose backbone defines timm's group_matcher "
+            f"({type(model).__name__} has none); use layer_decay 1.0"
+        )
+    if depths and any(n not in depths for n, _ in named):
+        # a decode head sits above the whole backbone, as in mmsegmentation's layer-decay constructor
+        deepest += 1
     skip = _no_decay_names(model)
     groups: dict[tuple, dict] = {}
     for name, p in named:
         decay = 0.0 if (p.ndim <= 1 or name in skip or name.endswith(".bias")) else weight_decay
-        depth = layer_id(name, num_layers) if block_ids else 0
-        scale = layer_decay ** (num_layers + 1 - depth) if block_ids else 1.0
+        depth = depths.get(name, deepest)
+        scale = layer_decay ** (deepest - depth)
         freq = "freq_scale" in name
         if freq:
             scale *= freq_lr_mult
@@ -104,8 +114,3 @@ def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
     """Set every group's lr to its ``base_lr`` times ``factor``."""
     for g in optimizer.param_groups:
         g["lr"] = g["base_lr"] * factor
-
-
-def count_params(params: Iterable[torch.Tensor]) -> int:
-    """Total number of elements."""
-    return sum(p.numel() for p in params)

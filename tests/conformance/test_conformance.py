@@ -1,6 +1,8 @@
-"""Released-code conformance: every fixture in FREQKIT_CONFORMANCE_DIR runs through freqkit.
+"""Released-code conformance: every shipped fixture, and every one in FREQKIT_CONFORMANCE_DIR, runs through freqkit.
 
-Each ``*.safetensors`` fixture holds the released module's state dict (``state.*``), inputs
+``tests/conformance/fixtures/`` ships the layer-level fixtures (see its README for how they were made);
+``FREQKIT_CONFORMANCE_DIR`` (one folder, or several joined with ``os.pathsep``) adds more, e.g. the
+whole-model ones. Each ``*.safetensors`` fixture holds the released module's state dict (``state.*``), inputs
 (``input.*``) and outputs (``output.*``) plus JSON metadata naming the released class. One mapping
 from released class names to freqkit builders covers every fixture, so a new file of a known class
 is picked up without a code change.
@@ -15,10 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-CONFORMANCE_DIR = Path(
-    os.environ.get("FREQKIT_CONFORMANCE_DIR", REPO.parent / "shared" / "conformance")
-)
+SHIPPED = Path(__file__).resolve().parent / "fixtures"
+EXTRA = [Path(p) for p in os.environ.get("FREQKIT_CONFORMANCE_DIR", "").split(os.pathsep) if p]
 ATOL = 1e-4
 
 # released class (as written in the fixture metadata) -> "module:function" under tests/conformance/
@@ -38,7 +38,17 @@ BUILDERS: dict[str, str] = {
 
 
 def _fixtures() -> list[Path]:
-    return sorted(CONFORMANCE_DIR.glob("*.safetensors")) if CONFORMANCE_DIR.is_dir() else []
+    """Shipped fixtures, then those of FREQKIT_CONFORMANCE_DIR that are not shipped (same file name: one run)."""
+    found: dict[str, Path] = {}
+    for folder in [SHIPPED, *EXTRA]:
+        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            found.setdefault(path.name, path)
+    return sorted(found.values(), key=lambda p: p.name)
+
+
+def test_shipped_fixtures_are_found():
+    # a clean clone, with nothing beside it, runs the shipped fixtures
+    assert len([p for p in _fixtures() if p.parent == SHIPPED]) >= 8
 
 
 def load_fixture(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -65,7 +75,6 @@ def resolve_builder(cls: str):
     return getattr(importlib.import_module(f"conformance.{module}"), func)
 
 
-@pytest.mark.skipif(not _fixtures(), reason=f"no fixtures in {CONFORMANCE_DIR}")
 @pytest.mark.parametrize("path", _fixtures(), ids=lambda p: p.stem)
 def test_fixture_matches_released_output(path: Path) -> None:
     meta, state, inputs, outputs = load_fixture(path)

@@ -1,7 +1,6 @@
 """freqkit.flops against closed-form MAC counts of single layers and of whole converted models."""
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
@@ -122,7 +121,6 @@ def test_complex_pointwise_products_count_four():
     assert freqkit.flops(_Fn(lambda t: t + z), z).by_kind["pointwise"] == 2 * 24
 
 
-@pytest.mark.skipif(importlib.util.find_spec("freqkit.layers.freqscale") is None, reason="FreqScale not in the tree yet")
 def test_freqscale_counts_its_two_ffts():
     from freqkit.layers.freqscale import FreqScale
 

@@ -273,7 +273,7 @@ def _attinv_response(model: str, d: dict[str, Any]) -> Figure:
         ax.plot(xs, s["first"], ls="--", label="layer 1")
         ax.plot(xs, s["second"], ls="--", label="layer 2")
         ax.plot(xs, s["stack"], lw=2, color="k", label="stack")
-        ax.set_title(f"synthetic {label} (Gaussian A, {syn['grid'][0]}x{syn['grid'][1]})", fontsize=9)
+        ax.set_title(f"synthetic {label} stack (Gaussian A)", fontsize=9)
         ax.set_xlabel("normalized radius", fontsize=8)
         ax.set_yscale("log")
         ax.legend(fontsize=7)

@@ -650,7 +650,7 @@ def _synthetic_stacks(grid: tuple[int, int] = (16, 16), bins: int = 8) -> dict[s
 
 
 def attinv_response(model: nn.Module, images: Images, *, layer: Optional[str] = None, image_index: int = 0,
-                    bins: int = 8, _high_means: Optional[dict[str, float]] = None) -> Optional[dict[str, Any]]:
+                    bins: int = 8) -> Optional[dict[str, Any]]:
     """Local frequency responses of one AttInv layer for one image of images (B, 3, H, W); None without AttInv.
 
     The layer is ``layer`` or the one with the largest mean high-pass weight. At the spatial positions of
@@ -664,17 +664,22 @@ def attinv_response(model: nn.Module, images: Images, *, layer: Optional[str] = 
     _check_images(images)
     if not 0 <= int(image_index) < images.shape[0]:
         raise FreqkitError(f"attinv_response: image_index {image_index} is outside the batch of {images.shape[0]} images")
-    one = images[int(image_index) : int(image_index) + 1]
+    return _attinv_response(model, images[int(image_index) : int(image_index) + 1], layer, bins, None)
+
+
+def _attinv_response(model: nn.Module, one: torch.Tensor, layer: Optional[str], bins: int,
+                     high_means: Optional[dict[str, float]]) -> Optional[dict[str, Any]]:
+    """attinv_response on one image (1, 3, H, W); ``high_means`` (layer -> mean high-pass weight on it) saves a forward."""
     names = [n for n, _ in _modules_of(model, "attinv")]
     if not names:
         return None
     if layer is None:
-        if _high_means is None:
+        if high_means is None:
             store = _capture(model, one, attinv=True)["attinv"]
-            _high_means = {n: float(r["high"].mean()) for n, r in store.items()}
-        if not _high_means:
+            high_means = {n: float(r["high"].mean()) for n, r in store.items()}
+        if not high_means:
             return None
-        layer = max(_high_means, key=_high_means.get)
+        layer = max(high_means, key=high_means.get)
     if layer not in names:
         raise FreqkitError(f"attinv_response: {layer!r} is not an AttInv layer of the model; choose one of {names}")
     i = names.index(layer)
@@ -741,7 +746,7 @@ def method_figures_data(models: Models, images: Images, *, display: Optional[Ima
             found["attinv_modulation"][name] = mod
             # the response layer is picked on the first image, as attinv_response does on its own
             means = {n: float(r["high"][:1].mean()) for n, r in cap["attinv"].items()}
-            resp = attinv_response(model, images, _high_means=means)
+            resp = _attinv_response(model, images[:1], None, 8, means)
             if resp is not None:
                 found["attinv_response"][name] = resp
         fs = _freqscale_result(model, _freqscale_full(cap["freqscale"]))

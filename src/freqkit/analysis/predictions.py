@@ -172,10 +172,11 @@ def _slug(name: str) -> str:
 
 
 def _colour(labels: np.ndarray, pal: np.ndarray, ignore_index: int) -> np.ndarray:
-    rgb = np.zeros((*labels.shape, 3), dtype=np.uint8)
+    # unlabeled (ignore_index) and out-of-range labels are grey: black and white mark boundary errors
+    rgb = np.full((*labels.shape, 3), 128, dtype=np.uint8)
     ok = (labels >= 0) & (labels < len(pal))
     rgb[ok] = pal[labels[ok]]
-    return rgb  # ignore_index and out-of-range labels stay black
+    return rgb
 
 
 def plot_predictions(data: dict[str, Any]):
@@ -206,7 +207,7 @@ def plot_predictions(data: dict[str, Any]):
             ax.set_title(f"{m} (accuracy {data['accuracy'][m]:.3f})", fontsize=9)
         cb = fig.colorbar(im, ax=list(axes), shrink=0.8)
         cb.set_label("share of the true class", fontsize=8)
-        fig.suptitle("confusion matrices on the validation images (counts; colour = share of each true class)", fontsize=10)
+        fig.suptitle("confusion matrices on the validation images\n(counts; colour = share of each true class)", fontsize=10)
         return {"predictions_confusion.png": fig}
 
     pal = np.asarray(data["palette"], dtype=np.uint8)
@@ -235,5 +236,6 @@ def plot_predictions(data: dict[str, Any]):
     fig.legend(handles=[Patch(facecolor="white", edgecolor="k", label="missed boundary"),
                         Patch(facecolor="black", edgecolor="k", label="spurious boundary")],
                loc="outside lower center", ncol=2, fontsize=8)
-    fig.suptitle(f"predictions on {n} fixed validation images (boundary errors within {data.get('tolerance')} px tolerance, as boundary F1)", fontsize=10)
+    fig.suptitle(f"predictions on {n} fixed validation images; grey = unlabeled\n"
+                 f"boundary errors: boundary pixels unmatched within {data.get('tolerance')} px (as boundary F1)", fontsize=10)
     return {"predictions.png": fig}

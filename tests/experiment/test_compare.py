@@ -40,7 +40,9 @@ def test_compare_writes_a_consistent_report(tmp_path, capsys):
     assert Comparison.from_json(out / "results.json").summary == results["summary"]
 
     page = (out / "report.html").read_text()
-    assert "vit_micro+fdam" in page and "boundary_f1" in page and page.count("data:image/png;base64,") == 2
+    assert "vit_micro+fdam" in page and "boundary_f1" in page and page.count("data:image/png;base64,") == 3
+    assert "<h2>Predictions</h2>" in page and (out / "predictions.png").is_file()
+    assert results["predictions"]["models"] == ["vit_micro", "vit_micro+fdam"] and len(results["predictions"]["target"]) == 4
     assert (out / "spectral.png").stat().st_size > 0 and (out / "analysis" / "report.html").is_file()
     from freqkit.analysis import Report
 
@@ -99,7 +101,7 @@ def test_compare_from_python_with_objects(tmp_path):
     assert set(res.summary) == {"vit_micro", "vit_micro+fdam"} and "miou" in res.table()
     assert (tmp_path / "a" / "report.html").is_file() and "<html>" in res.to_html()
     again = Comparison.from_json(res.to_json())
-    assert again.summary == json.loads(res.to_json())["summary"] and set(res.plot()) == {"spectral", "loss"}
+    assert again.summary == json.loads(res.to_json())["summary"] and set(res.plot()) == {"spectral", "loss", "predictions"}
 
     splits, info = build_datasets("shapes:size=32,train=8,val=4")
     factory = lambda: build_model("vit_micro", info.task, info.num_classes, info.img_size)  # noqa: E731
@@ -126,3 +128,21 @@ def test_unwritable_out_is_one_line(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out" in err[0] and "is a file" in err[0]
+
+
+def test_prediction_panel_is_the_argmax_of_each_trained_model(tmp_path):
+    """The panel's label maps are argmax of the (first-seed) model's logits on the first validation images."""
+    import torch
+
+    from freqkit.data import build_datasets
+    from freqkit.experiment import open_run
+    from freqkit.train.loop import input_stats, normalize
+
+    res = compare(["vit_micro"], steps=2, seeds=(0,), out=tmp_path, data="shapes:size=32,train=8,val=6", batch_size=4,
+                  progress=False, analyze_images=2, keep_checkpoints=False)
+    net = open_run(tmp_path / "runs" / "vit_micro" / "seed0").model()
+    splits, _ = build_datasets("shapes:size=32,train=8,val=6", splits=("val",))
+    x = torch.stack([splits["val"][i][0] for i in range(4)])
+    with torch.no_grad():
+        want = net(normalize(x, *input_stats(net))).argmax(1)
+    assert torch.equal(torch.tensor(res.predictions["labels"]["vit_micro"]), want)

@@ -126,6 +126,7 @@ class Comparison:
     settings: dict[str, Any]
     summary: dict[str, dict[str, Any]]
     runs: dict[str, list[dict[str, Any]]]
+    predictions: Optional[dict[str, Any]] = None  # first seed's predictions on fixed validation images (prediction_panel_data)
     analysis: Any = field(default=None, repr=False)  # freqkit.Report of the first seed's models (not in the JSON)
 
     @property
@@ -138,8 +139,14 @@ class Comparison:
         return format_table(self.summary, self.task)
 
     def plot(self) -> dict[str, Any]:
-        """Matplotlib figures by file stem: ``spectral`` (per-layer curves) and ``loss`` (training loss)."""
-        return _figures(self.runs)
+        """Matplotlib figures by file stem: ``spectral`` (per-layer curves), ``loss`` (training loss) and
+        ``predictions`` (segmentation panels, or ``predictions_confusion`` matrices for classification)."""
+        figs = _figures(self.runs)
+        if self.predictions:
+            from freqkit.analysis.predictions import plot_predictions
+
+            figs.update({name.removesuffix(".png"): fig for name, fig in plot_predictions(self.predictions).items()})
+        return figs
 
     def to_html(self) -> str:
         """The self-contained report page (figures inlined as base64 PNG)."""
@@ -148,7 +155,7 @@ class Comparison:
     def to_json(self) -> str:
         """Every number: ``{"schema_version", "settings", "summary", "runs"}``."""
         return json.dumps({"schema_version": SCHEMA_VERSION, "settings": self.settings, "summary": self.summary,
-                           "runs": self.runs}, indent=1)
+                           "runs": self.runs, "predictions": self.predictions}, indent=1)
 
     @classmethod
     def from_json(cls, source: Union[str, Path]) -> "Comparison":
@@ -156,7 +163,7 @@ class Comparison:
         text = Path(source).read_text() if isinstance(source, Path) or not str(source).lstrip().startswith("{") else str(source)
         try:
             d = json.loads(text)
-            return cls(settings=d["settings"], summary=d["summary"], runs=d["runs"])
+            return cls(settings=d["settings"], summary=d["summary"], runs=d["runs"], predictions=d.get("predictions"))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise FreqkitError(f"not a freqkit compare results file ({type(err).__name__}: {err}); pass results.json of freqkit compare") from None
 
@@ -242,6 +249,7 @@ def compare(
     import torch
 
     from freqkit.analysis import Report, analyze
+    from freqkit.analysis.predictions import prediction_panel_data
     from freqkit.data import build_datasets
     from freqkit.data.spec import DataInfo
     from freqkit.train import TrainConfig, train
@@ -282,6 +290,12 @@ def compare(
             info = DataInfo(name="custom", task=base_cfg.task, num_classes=base_cfg.num_classes, img_size=size, classes=())
         _build_check(named, info)
         images01 = _fixed_images(splits["val"], analyze_images)
+        # predictions: 4 fixed images for segmentation panels; up to 512 for classification confusion matrices
+        n_pred = min(len(splits["val"]), 4 if info.task == "segmentation" else 512)
+        pred_items = [splits["val"][i] for i in range(n_pred)]
+        pred_images = torch.stack([it[0] for it in pred_items])
+        pred_targets = torch.stack([torch.as_tensor(it[1]) for it in pred_items])
+        predictions: Optional[dict[str, Any]] = None
 
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in named}
         first_reports = []
@@ -314,8 +328,12 @@ def compare(
                 except FreqkitError as err:  # e.g. a features-only wrapper whose layers analyze cannot find
                     print(f"{name}: no spectral diagnostics ({err})", file=sys.stderr)
                     rep = None
-                if seed == seed_list[0] and rep is not None:
-                    first_reports.append(rep)
+                if seed == seed_list[0]:
+                    if rep is not None:
+                        first_reports.append(rep)
+                    predictions = _merge_predictions(predictions, prediction_panel_data(
+                        {name: net}, pred_images.to(device), pred_targets, info.task, mean, std,
+                        num_classes=info.num_classes, class_names=list(info.classes) or None))
                 runs[name].append({
                     "seed": seed,
                     "metrics": done["metrics"],
@@ -343,7 +361,7 @@ def compare(
             "device": str(device), "torch_threads": torch.get_num_threads(),
             "total_seconds": round(time.perf_counter() - t0, 1),
         }
-        result = Comparison(settings=settings, summary=summarize(runs, info.task), runs=runs,
+        result = Comparison(settings=settings, summary=summarize(runs, info.task), runs=runs, predictions=predictions,
                             analysis=Report.merge(*first_reports) if first_reports else None)
         if out is not None:
             result.save(root)
@@ -351,6 +369,17 @@ def compare(
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _merge_predictions(acc: Optional[dict[str, Any]], one: dict[str, Any]) -> dict[str, Any]:
+    """Panel data of several models computed one model at a time: per-model entries gathered, shared ones kept."""
+    if acc is None:
+        return one
+    acc["models"] = acc["models"] + one["models"]
+    for key, value in one.items():
+        if isinstance(value, dict) and isinstance(acc.get(key), dict):
+            acc[key].update(value)
+    return acc
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
@@ -477,9 +506,19 @@ def render_html(settings: dict[str, Any], summary: dict[str, dict[str, Any]], ru
     for name, row in summary.items():
         for i, (hf, cs, er) in enumerate(zip(row["hf_ratio"], row["cosine_similarity"], row["effective_rank"])):
             layer_rows.append(f"<tr><td>{e(name)}</td><td>{i + 1}</td><td>{hf:.4f}</td><td>{cs:.4f}</td><td>{er:.2f}</td></tr>")
-    imgs = "".join(
-        f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>' for n, b in figures
+    def img(n: str, b: bytes) -> str:
+        return f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
+
+    imgs = "".join(img(n, b) for n, b in figures if not n.startswith("predictions"))
+    pred_imgs = "".join(img(n, b) for n, b in figures if n.startswith("predictions"))
+    pred_note = (
+        "Four fixed validation images: the image, the ground truth and each model's prediction (first seed), one palette. "
+        "White: true boundary pixels with no predicted boundary nearby (missed); black: predicted boundary pixels with no "
+        "true boundary nearby (spurious); the tolerance is boundary F1's. Grey: unlabelled."
+        if task == "segmentation" else
+        "Confusion matrix per model (first seed) over the validation images: rows the true class, columns the prediction."
     )
+    predictions_html = f"<h2>Predictions</h2><p style='font-size:12px'>{e(pred_note)}</p>{pred_imgs}" if pred_imgs else ""
     settings_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in settings.items())
     metric_note = (
         "mIoU: torchmetrics MulticlassJaccardIndex (macro over classes present, ignore_index 255); boundary F1: class-agnostic "
@@ -509,6 +548,7 @@ Spectral curves: <code>freqkit.analyze</code> on the trained backbone, {settings
 </div>
 <div><h2>Spectral diagnostics</h2>{imgs}</div>
 </div>
+{predictions_html}
 <h2>Per-layer values (mean over seeds)</h2>
 <table><tr><th>model</th><th>block</th><th>HF ratio</th><th>token cos sim</th><th>eff. rank</th></tr>{''.join(layer_rows)}</table>
 <h2>Settings</h2><table>{settings_rows}</table>

@@ -103,7 +103,7 @@ def test_rank_shape_errors():
         stable_rank(torch.zeros(1, 2, 3, 4))
 
 
-@pytest.mark.parametrize("scale", [0.5, 3.0, 10.0])
+@pytest.mark.parametrize("scale", [0.001, 0.01, 0.05, 3.0])  # near-uniform maps were 0.6 % off
 def test_effective_rank_agrees_between_float32_and_float64_on_attention_maps(scale):
     """Softmax attention maps have many small singular values that float32 still resolves; the
     float32 input and its float64 copy must give the same effective rank (1e-4 relative)."""

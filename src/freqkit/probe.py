@@ -28,7 +28,7 @@ from freqkit.errors import FreqkitError
 from freqkit.layers.attention import additive_mask
 from freqkit.spectral import infer_grid, split_tokens
 
-__all__ = ["capture", "Capture", "LayerCapture", "default_layers", "token_layout"]
+__all__ = ["capture", "Capture", "LayerCapture", "default_layers", "token_layout", "effective_receptive_field"]
 
 # containers whose children are the "stages" of a hierarchical model, in the order we look for them
 _STAGE_CONTAINERS = ("stages", "layers", "network")
@@ -316,3 +316,68 @@ def capture(
         captured.append(layer)
     return Capture(layers=captured, output=output)
 
+
+
+def _center_unit(out: torch.Tensor, name: str, grid: Optional[tuple[int, int]], num_prefix: int, nhwc: bool) -> torch.Tensor:
+    """Sum over batch and channels of the centre spatial unit of a layer output (tokens or map) -> scalar."""
+    if out.ndim == 3:
+        if grid is None or grid[0] * grid[1] != out.shape[1] - num_prefix:
+            grid = infer_grid(out.shape[1], num_prefix)
+        idx = num_prefix + (grid[0] // 2) * grid[1] + grid[1] // 2
+        return out[:, idx].sum()
+    if out.ndim == 4:
+        m = _as_map(out, nhwc)
+        return m[:, :, m.shape[-2] // 2, m.shape[-1] // 2].sum()
+    raise FreqkitError(f"effective_receptive_field: layer {name!r} returned shape {tuple(out.shape)}; pick token or map layers")
+
+
+def effective_receptive_field(model: nn.Module, images: torch.Tensor, layers: Optional[Sequence[str]] = None) -> dict[str, torch.Tensor]:
+    """Effective receptive field (Luo et al. 2016) of each layer on images (B, 3, H, W) -> {name: (H, W)}.
+
+    The map is |d y_c / d x| summed over the input channels and averaged over the images, where y_c
+    is the centre spatial unit of the layer's output (summed over its channels; prefix tokens are not
+    spatial). One backward pass per layer; the model runs as it is (call ``model.eval()`` first, so
+    that images do not interact through batch statistics) and its parameters get no gradients.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise FreqkitError(f"effective_receptive_field expects images of shape (B, 3, H, W), got {shape}")
+    names = list(default_layers(model) if layers is None else layers)
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown or not names:
+        raise FreqkitError(f"effective_receptive_field: model {type(model).__name__} has no module named {unknown}; use names from model.named_modules()")
+    is_vit = token_layout(model)
+    num_prefix = int(getattr(model, "num_prefix_tokens", 0)) if is_vit else 0
+    channels_last = _nhwc(model)
+    outputs: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] = {"patch_out": None}
+
+    def hook(name: str):
+        def fn(module: nn.Module, args: tuple, out: Any) -> None:
+            outputs[name] = out[0] if isinstance(out, (tuple, list)) else out
+
+        return fn
+
+    def patch_hook(module: nn.Module, args: tuple, out: Any) -> None:
+        state["patch_out"] = out if isinstance(out, torch.Tensor) else None
+
+    x = images.detach().clone().requires_grad_(True)
+    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    if is_vit:
+        handles.append(model.patch_embed.register_forward_hook(patch_hook))
+    try:
+        with torch.enable_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    grid = _grid_of_tokens(model, (int(x.shape[-2]), int(x.shape[-1])), state["patch_out"]) if is_vit else None
+    result: dict[str, torch.Tensor] = {}
+    for i, name in enumerate(names):
+        if name not in outputs:
+            raise FreqkitError(f"effective_receptive_field: layer {name!r} did not run in the forward pass")
+        target = _center_unit(outputs[name], name, grid, num_prefix, channels_last)
+        (grad,) = torch.autograd.grad(target, x, retain_graph=i < len(names) - 1)
+        result[name] = grad.abs().sum(dim=1).mean(dim=0).detach()
+    return result

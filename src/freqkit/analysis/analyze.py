@@ -432,11 +432,13 @@ def analyze(
             )
 
     bar = None
-    if progress and rank == 0:
+
+    def new_bar() -> Any:
         from tqdm.auto import tqdm
 
         desc = "analyze" if world == 1 else f"analyze (rank 0 of {world})"
-        bar = tqdm(total=source.total, initial=accs[pairs[0][0]].n, desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1)
+        # images per second and the time left come from tqdm's rate; smoothing follows recent batches
+        return tqdm(total=source.total, initial=accs[pairs[0][0]].n, desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1)
     modes = [m.training for _, m in pairs]
     erf_names: dict[str, list[str]] = {}
     batches = 0
@@ -445,6 +447,8 @@ def analyze(
             m.eval()
         for images, position in source.batches(position):
             b = int(images.shape[0])
+            if bar is None and progress and rank == 0:
+                bar = new_bar()  # after the first batch arrived: a source that fails at once prints one line
             model_maps: list[Optional[list[torch.Tensor]]] = []
             for name, model in pairs:
                 device, dtype = _device_dtype(model)

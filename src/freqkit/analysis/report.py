@@ -311,13 +311,15 @@ class Report:
 
         return write_html(self, Path(path))
 
-    def save(self, out_dir: str | Path = "freqkit-report") -> dict[str, Any]:
-        """Write ``report.json``, ``report.html`` and ``figures/*.png`` under ``out_dir``; returns their paths."""
+    def save(self, out_dir: str | Path = "freqkit-report", figures: bool = True) -> dict[str, Any]:
+        """Write ``report.json``, ``report.html`` and ``figures/*.png`` under ``out_dir`` (only the JSON without ``figures``); returns their paths."""
         from freqkit.analysis.html import write_html
         from freqkit.analysis.plots import rendered, write_pngs
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        if not figures:
+            return {"json": self.to_json(out / "report.json"), "html": None, "figures": []}
         pngs = rendered(self)  # rendered once for both the PNG files and the HTML page
         return {
             "json": self.to_json(out / "report.json"),

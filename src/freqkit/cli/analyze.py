@@ -30,6 +30,7 @@ EXAMPLES = """examples:
 _FLAGS = [
     (r"\bpretrained=False\b", "no --pretrained"),
     (r"\bpretrained=True\b", "--pretrained"),
+    (r"\bcheckpoint=PATH both", "--checkpoint both"),
     (r"\bcheckpoint=", "--checkpoint "),
     (r"\bimg_size=\((\d+), (\d+)\)", r"--img-size \1 \2"),
     (r"\bimg_size\b", "--img-size"),
@@ -87,6 +88,8 @@ def add_parser(subparsers: Any, name: str = "analyze") -> argparse.ArgumentParse
     p.add_argument("--cutoff", type=float, default=0.5, help="normalized radius above which energy counts as high frequency (default 0.5)")
     p.add_argument("--bins", type=int, default=16, help="rings of the radial profiles (default 16)")
     p.add_argument("--out", default="freqkit-report", metavar="DIR", help="output folder (default freqkit-report/)")
+    p.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                   help="write report.html and figures/*.png besides report.json (default on)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from the statistics saved in DIR/state/")
     p.add_argument("--save-every", type=int, default=50, metavar="K", help="save the running statistics every K batches (default 50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
@@ -174,14 +177,17 @@ def _run(args: argparse.Namespace) -> int:
         )
         if rank == 0:
             try:
-                paths = report.save(out)
+                paths = report.save(out, figures=args.figures)
             except OSError as err:
                 raise FreqkitError(f"cannot write the report to {str(out)!r} ({err.strerror or err}); pass a writable --out DIR") from None
             if loud:
                 s = report.settings
                 print(f"analysed {s['num_images']} images ({s['images']}) at {s['image_size'][0]}x{s['image_size'][1]}")
                 print(report.table(), end="")
-                print(f"wrote {paths['json']}, {paths['html']} and {len(paths['figures'])} figures in {out / 'figures'}")
+                if args.figures:
+                    print(f"wrote {paths['json']}, {paths['html']} and {len(paths['figures'])} figures in {out / 'figures'}")
+                else:
+                    print(f"wrote {paths['json']}")
     finally:
         stop_distributed(started)
     return 0

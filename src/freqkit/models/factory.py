@@ -136,7 +136,7 @@ def create(
     check_model_name(name)
     size = _size(img_size)
     if pretrained and checkpoint is not None:
-        raise FreqkitError("pretrained=True and checkpoint both give weights; pass only one of them")
+        raise FreqkitError("pretrained=True and checkpoint=PATH both give weights; pass only one of them")
     if checkpoint is not None and not os.path.isfile(checkpoint):
         raise FreqkitError(f"checkpoint={checkpoint} does not exist or is not a file; check the path")
     if pretrained:

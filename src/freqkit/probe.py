@@ -13,6 +13,12 @@
   own ``qkv``, ``q_norm``, ``k_norm`` and ``scale``. The model keeps its fused attention path, so
   its output is bitwise the same as a plain forward pass.
 
+Hugging Face ``transformers`` ViT-family models (ViT, DeiT, DINOv2, with or without registers) work
+too when that optional package is installed: their encoder layers are captured with the same hooks,
+the grid comes from ``config.patch_size`` and the image size, the prefix tokens (CLS, distillation,
+registers) are the rest, and attention maps come from ``output_attentions`` (that pass runs the
+eager attention path, restored after).
+
 Hooks are removed when the pass ends, also when it raises.
 """
 from __future__ import annotations
@@ -113,13 +119,34 @@ class Capture:
         return self.layers[key]
 
 
+def _hf_layers(model: nn.Module) -> Optional[list[str]]:
+    """Encoder layer names of a Hugging Face ViT-family model (``*.layers.i`` or ``*encoder.layer.i``), else None."""
+    if not type(model).__module__.startswith("transformers.") or getattr(getattr(model, "config", None), "patch_size", None) is None:
+        return None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and (name == "layers" or name.endswith((".layers", "encoder.layer"))) and len(mod) > 0:
+            return [f"{name}.{i}" for i in range(len(mod))]
+    return None
+
+
+def _hf_geometry(model: nn.Module, image_hw: tuple[int, int], num_tokens: int) -> tuple[tuple[int, int], int]:
+    """(grid, prefix tokens) of a Hugging Face ViT's token sequence of ``num_tokens`` for images of ``image_hw``."""
+    ps = model.config.patch_size
+    ph, pw = (ps, ps) if isinstance(ps, int) else (int(ps[0]), int(ps[1]))
+    grid = (image_hw[0] // ph, image_hw[1] // pw)
+    return grid, num_tokens - grid[0] * grid[1]
+
+
 def token_layout(model: nn.Module) -> bool:
     """True when the model is a ViT-family token model (``patch_embed`` + ``blocks``)."""
     return hasattr(model, "patch_embed") and isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList))
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """Module names captured by default: ``blocks.*`` of a ViT, else the stages of a hierarchical model."""
+    """Module names captured by default: ``blocks.*`` of a ViT (a Hugging Face ViT's encoder layers), else the stages of a hierarchical model."""
+    hf = _hf_layers(model)
+    if hf is not None:
+        return hf
     if token_layout(model):
         return [f"blocks.{i}" for i in range(len(model.blocks))]
     for container in _STAGE_CONTAINERS:
@@ -215,10 +242,12 @@ def capture(
             f"capture: model {type(model).__name__} has no module named {unknown}; use names from model.named_modules(), "
             f"e.g. {default_layers(model)[:3]}"
         )
+    image_hw = (int(images.shape[-2]), int(images.shape[-1]))
+    if _hf_layers(model) is not None:
+        return _capture_hf(model, images, names, modules, attention)
     is_vit = token_layout(model)
     num_prefix = int(getattr(model, "num_prefix_tokens", 0)) if is_vit else 0
     channels_last = _nhwc(model)
-    image_hw = (int(images.shape[-2]), int(images.shape[-1]))
 
     state: dict[str, Any] = {"patch_out": None}
     outputs: dict[str, torch.Tensor] = {}
@@ -318,6 +347,76 @@ def capture(
 
 
 
+def _capture_hf(model: nn.Module, images: torch.Tensor, names: list[str], modules: dict[str, nn.Module], attention: bool) -> Capture:
+    """:func:`capture` for a Hugging Face ViT-family model (see the module docs)."""
+    layers = _hf_layers(model) or []
+    outputs: dict[str, torch.Tensor] = {}
+    values: dict[str, torch.Tensor] = {}
+    handles: list[Any] = []
+
+    def layer_hook(name: str):
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            outputs[name] = t.detach().clone()
+
+        return hook
+
+    def value_hook(name: str):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            values[name] = out.detach()
+
+        return hook
+
+    for name in names:
+        handles.append(modules[name].register_forward_hook(layer_hook(name)))
+        if attention and name in layers:
+            # the value projection (``v_proj``, or ``attention.value`` in older transformers) gives V for the global response
+            proj = next((m for n, m in modules[name].named_modules() if n.endswith(("v_proj", "attention.value")) and isinstance(m, nn.Linear)), None)
+            if proj is not None:
+                handles.append(proj.register_forward_hook(value_hook(name)))
+    setter = getattr(model, "set_attn_implementation", None)
+    before = getattr(model.config, "_attn_implementation", None)
+    try:
+        if attention:
+            if setter is not None:
+                setter("eager")
+            else:  # pragma: no cover - older transformers
+                model.config._attn_implementation = "eager"
+        with torch.no_grad():
+            output = model(pixel_values=images, output_attentions=bool(attention))
+    finally:
+        for h in handles:
+            h.remove()
+        if attention and before is not None and before != "eager":
+            if setter is not None:
+                setter(before)
+            else:  # pragma: no cover
+                model.config._attn_implementation = before
+    attns = list(getattr(output, "attentions", None) or []) if attention else []
+    if attention and len(attns) != len(layers):
+        raise FreqkitError(f"capture(attention=True): {type(model).__name__} returned {len(attns)} attention maps for {len(layers)} layers; capture without attention")
+    image_hw = (int(images.shape[-2]), int(images.shape[-1]))
+    captured = []
+    for name in names:
+        if name not in outputs:
+            raise FreqkitError(f"capture: layers {[name]} did not run in the forward pass; pick layers on the model's forward path")
+        out = outputs[name]
+        if out.ndim != 3:
+            raise FreqkitError(f"capture: layer {name!r} returned shape {tuple(out.shape)}; pick encoder layers (tokens (B, N, C))")
+        grid, prefix = _hf_geometry(model, image_hw, out.shape[1])
+        layer = LayerCapture(name=name, grid_size=grid, num_prefix_tokens=prefix, tokens=out)
+        if attention and name in layers:
+            a = attns[layers.index(name)].detach()
+            layer.attn = a
+            if name in values:
+                b, heads, n, _ = a.shape
+                v = values[name].view(b, n, heads, -1).transpose(1, 2)
+                layer.v = _merge_heads(v)
+                layer.attn_out = _merge_heads(a.to(v.dtype) @ v)
+        captured.append(layer)
+    return Capture(layers=captured, output=output)
+
+
 def _center_unit(out: torch.Tensor, name: str, grid: Optional[tuple[int, int]], num_prefix: int, nhwc: bool) -> torch.Tensor:
     """Sum over batch and channels of the centre spatial unit of a layer output (tokens or map) -> scalar."""
     if out.ndim == 3:
@@ -347,7 +446,8 @@ def effective_receptive_field(model: nn.Module, images: torch.Tensor, layers: Op
     unknown = [n for n in names if n not in modules]
     if unknown or not names:
         raise FreqkitError(f"effective_receptive_field: model {type(model).__name__} has no module named {unknown}; use names from model.named_modules()")
-    is_vit = token_layout(model)
+    is_hf = _hf_layers(model) is not None
+    is_vit = token_layout(model) and not is_hf
     num_prefix = int(getattr(model, "num_prefix_tokens", 0)) if is_vit else 0
     channels_last = _nhwc(model)
     outputs: dict[str, torch.Tensor] = {}
@@ -372,12 +472,16 @@ def effective_receptive_field(model: nn.Module, images: torch.Tensor, layers: Op
     finally:
         for h in handles:
             h.remove()
-    grid = _grid_of_tokens(model, (int(x.shape[-2]), int(x.shape[-1])), state["patch_out"]) if is_vit else None
+    image_hw = (int(x.shape[-2]), int(x.shape[-1]))
+    grid = _grid_of_tokens(model, image_hw, state["patch_out"]) if is_vit else None
     result: dict[str, torch.Tensor] = {}
     for i, name in enumerate(names):
         if name not in outputs:
             raise FreqkitError(f"effective_receptive_field: layer {name!r} did not run in the forward pass")
-        target = _center_unit(outputs[name], name, grid, num_prefix, channels_last)
+        out, prefix = outputs[name], num_prefix
+        if is_hf and out.ndim == 3:
+            grid, prefix = _hf_geometry(model, image_hw, out.shape[1])
+        target = _center_unit(out, name, grid, prefix, channels_last)
         (grad,) = torch.autograd.grad(target, x, retain_graph=i < len(names) - 1)
         result[name] = grad.abs().sum(dim=1).mean(dim=0).detach()
     return result

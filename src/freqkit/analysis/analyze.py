@@ -147,6 +147,30 @@ def _hsic_sum(maps: Sequence[torch.Tensor]) -> torch.Tensor:
     return total
 
 
+def _fourier_stats(maps: torch.Tensor, cutoff: float, layers: int, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One FFT for three statistics of maps (L * B, C, H, W): the high-frequency ratio (L, B), the
+    centred log-amplitude spectrum (L, H, W) and the relative log amplitude (L, K), each as
+    `high_frequency_ratio`, `spectrum` and `relative_log_amplitude` define them, per layer."""
+    from freqkit.spectral._common import to_compute
+    from freqkit.spectral.fourier import _half_diagonal
+
+    x = to_compute(maps)
+    lb, c, h, w = x.shape
+    amp = torch.fft.fft2(x).abs()
+    # the ratio is scale-free; dividing by each channel's largest amplitude keeps |F|^2 far from overflow
+    top = amp.amax(dim=(-2, -1), keepdim=True)
+    power = (amp / torch.where(top > 0, top, torch.ones_like(top))).square()
+    high = (S.frequency_radius(h, w, centered=False, device=x.device, dtype=torch.float64) > cutoff).to(power.dtype)
+    total = power.sum(dim=(-2, -1))
+    above = (power * high).sum(dim=(-2, -1))
+    hf = torch.where(total > 0, above / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(total)).mean(dim=1)
+    logs = torch.log(amp + eps).view(layers, lb // layers, c, h, w).mean(dim=(1, 2))
+    spec = torch.fft.fftshift(logs, dim=(-2, -1))
+    rows, cols = _half_diagonal(h, w, spec.device)
+    line = spec[:, rows, cols]
+    return hf.view(layers, lb // layers), spec, line - line[:, :1]
+
+
 def _batch_stats(cap: Capture, acc: _Accumulator, cutoff: float, bins: int, chunk_size: int, cka: bool) -> Optional[list[torch.Tensor]]:
     """Add one batch's statistics (sums over its images) to ``acc``; returns the model-grid maps for CKA."""
     b = int(cap.layers[0].spatial_map().shape[0])
@@ -162,14 +186,17 @@ def _batch_stats(cap: Capture, acc: _Accumulator, cutoff: float, bins: int, chun
         erank = S.effective_rank(flat).view(len(tokens), b)
         cos = S.token_cosine_similarity(flat).view(len(tokens), b)
         resid = S.rank_collapse_residual(flat).view(len(tokens), b)
-        hf = S.high_frequency_ratio(torch.stack(maps).flatten(0, 1), cutoff).view(len(maps), b)
+        hf, spec, rla = _fourier_stats(torch.stack(maps).flatten(0, 1), cutoff, len(maps))
         # the similarity is a mean over images (each with the same token count): weight by batch size
         acc.add(-1, "cross", S.cross_layer_similarity(stacked), b)
     else:
         erank = [S.effective_rank(t) for t in tokens]
         cos = [S.token_cosine_similarity(t) for t in tokens]
         resid = [S.rank_collapse_residual(t) for t in tokens]
-        hf = [S.high_frequency_ratio(m, cutoff) for m in maps]
+        per_layer = [_fourier_stats(m, cutoff, 1) for m in maps]
+        hf = [x[0][0] for x in per_layer]
+        spec = [x[1][0] for x in per_layer]
+        rla = [x[2][0] for x in per_layer]
         acc.cross_ok = False
     for i, (layer, m) in enumerate(zip(cap.layers, maps)):
         acc.add(i, "effective_rank", erank[i].sum())
@@ -177,8 +204,8 @@ def _batch_stats(cap: Capture, acc: _Accumulator, cutoff: float, bins: int, chun
         acc.add(i, "rank_collapse_residual", resid[i].sum())
         acc.add(i, "hf_ratio", hf[i].sum())
         # the spectrum and the relative log amplitude are means over the batch: weight by its size
-        acc.add(i, "spectrum", S.spectrum(m), b)
-        acc.add(i, "relative_log_amplitude", S.relative_log_amplitude(m), b)
+        acc.add(i, "spectrum", spec[i], b)
+        acc.add(i, "relative_log_amplitude", rla[i], b)
         if layer.attn is not None:
             a, grid, p = layer.attn, layer.grid_size, layer.num_prefix_tokens
             summary = S.local_response_summary(a, grid, p, bins=bins, chunk_size=chunk_size)

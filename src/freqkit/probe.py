@@ -13,6 +13,12 @@
   own ``qkv``, ``q_norm``, ``k_norm`` and ``scale``. The model keeps its fused attention path, so
   its output is bitwise the same as a plain forward pass.
 
+Hugging Face ``transformers`` ViT-family models (ViT, DeiT, DINOv2, with or without registers) work
+too when that optional package is installed: their encoder layers are captured with the same hooks,
+the grid comes from ``config.patch_size`` and the image size, the prefix tokens (CLS, distillation,
+registers) are the rest, and attention maps come from ``output_attentions`` (that pass runs the
+eager attention path, restored after).
+
 Hooks are removed when the pass ends, also when it raises.
 """
 from __future__ import annotations
@@ -28,7 +34,7 @@ from freqkit.errors import FreqkitError
 from freqkit.layers.attention import additive_mask
 from freqkit.spectral import infer_grid, split_tokens
 
-__all__ = ["capture", "Capture", "LayerCapture", "default_layers", "token_layout"]
+__all__ = ["capture", "Capture", "LayerCapture", "default_layers", "token_layout", "effective_receptive_field"]
 
 # containers whose children are the "stages" of a hierarchical model, in the order we look for them
 _STAGE_CONTAINERS = ("stages", "layers", "network")
@@ -113,13 +119,34 @@ class Capture:
         return self.layers[key]
 
 
+def _hf_layers(model: nn.Module) -> Optional[list[str]]:
+    """Encoder layer names of a Hugging Face ViT-family model (``*.layers.i`` or ``*encoder.layer.i``), else None."""
+    if not type(model).__module__.startswith("transformers.") or getattr(getattr(model, "config", None), "patch_size", None) is None:
+        return None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and (name == "layers" or name.endswith((".layers", "encoder.layer"))) and len(mod) > 0:
+            return [f"{name}.{i}" for i in range(len(mod))]
+    return None
+
+
+def _hf_geometry(model: nn.Module, image_hw: tuple[int, int], num_tokens: int) -> tuple[tuple[int, int], int]:
+    """(grid, prefix tokens) of a Hugging Face ViT's token sequence of ``num_tokens`` for images of ``image_hw``."""
+    ps = model.config.patch_size
+    ph, pw = (ps, ps) if isinstance(ps, int) else (int(ps[0]), int(ps[1]))
+    grid = (image_hw[0] // ph, image_hw[1] // pw)
+    return grid, num_tokens - grid[0] * grid[1]
+
+
 def token_layout(model: nn.Module) -> bool:
     """True when the model is a ViT-family token model (``patch_embed`` + ``blocks``)."""
     return hasattr(model, "patch_embed") and isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList))
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """Module names captured by default: ``blocks.*`` of a ViT, else the stages of a hierarchical model."""
+    """Module names captured by default: ``blocks.*`` of a ViT (a Hugging Face ViT's encoder layers), else the stages of a hierarchical model."""
+    hf = _hf_layers(model)
+    if hf is not None:
+        return hf
     if token_layout(model):
         return [f"blocks.{i}" for i in range(len(model.blocks))]
     for container in _STAGE_CONTAINERS:
@@ -215,10 +242,12 @@ def capture(
             f"capture: model {type(model).__name__} has no module named {unknown}; use names from model.named_modules(), "
             f"e.g. {default_layers(model)[:3]}"
         )
+    image_hw = (int(images.shape[-2]), int(images.shape[-1]))
+    if _hf_layers(model) is not None:
+        return _capture_hf(model, images, names, modules, attention)
     is_vit = token_layout(model)
     num_prefix = int(getattr(model, "num_prefix_tokens", 0)) if is_vit else 0
     channels_last = _nhwc(model)
-    image_hw = (int(images.shape[-2]), int(images.shape[-1]))
 
     state: dict[str, Any] = {"patch_out": None}
     outputs: dict[str, torch.Tensor] = {}
@@ -316,3 +345,143 @@ def capture(
         captured.append(layer)
     return Capture(layers=captured, output=output)
 
+
+
+def _capture_hf(model: nn.Module, images: torch.Tensor, names: list[str], modules: dict[str, nn.Module], attention: bool) -> Capture:
+    """:func:`capture` for a Hugging Face ViT-family model (see the module docs)."""
+    layers = _hf_layers(model) or []
+    outputs: dict[str, torch.Tensor] = {}
+    values: dict[str, torch.Tensor] = {}
+    handles: list[Any] = []
+
+    def layer_hook(name: str):
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            outputs[name] = t.detach().clone()
+
+        return hook
+
+    def value_hook(name: str):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            values[name] = out.detach()
+
+        return hook
+
+    for name in names:
+        handles.append(modules[name].register_forward_hook(layer_hook(name)))
+        if attention and name in layers:
+            # the value projection (``v_proj``, or ``attention.value`` in older transformers) gives V for the global response
+            proj = next((m for n, m in modules[name].named_modules() if n.endswith(("v_proj", "attention.value")) and isinstance(m, nn.Linear)), None)
+            if proj is not None:
+                handles.append(proj.register_forward_hook(value_hook(name)))
+    setter = getattr(model, "set_attn_implementation", None)
+    before = getattr(model.config, "_attn_implementation", None)
+    try:
+        if attention:
+            if setter is not None:
+                setter("eager")
+            else:  # pragma: no cover - older transformers
+                model.config._attn_implementation = "eager"
+        with torch.no_grad():
+            output = model(pixel_values=images, output_attentions=bool(attention))
+    finally:
+        for h in handles:
+            h.remove()
+        if attention and before is not None and before != "eager":
+            if setter is not None:
+                setter(before)
+            else:  # pragma: no cover
+                model.config._attn_implementation = before
+    attns = list(getattr(output, "attentions", None) or []) if attention else []
+    if attention and len(attns) != len(layers):
+        raise FreqkitError(f"capture(attention=True): {type(model).__name__} returned {len(attns)} attention maps for {len(layers)} layers; capture without attention")
+    image_hw = (int(images.shape[-2]), int(images.shape[-1]))
+    captured = []
+    for name in names:
+        if name not in outputs:
+            raise FreqkitError(f"capture: layers {[name]} did not run in the forward pass; pick layers on the model's forward path")
+        out = outputs[name]
+        if out.ndim != 3:
+            raise FreqkitError(f"capture: layer {name!r} returned shape {tuple(out.shape)}; pick encoder layers (tokens (B, N, C))")
+        grid, prefix = _hf_geometry(model, image_hw, out.shape[1])
+        layer = LayerCapture(name=name, grid_size=grid, num_prefix_tokens=prefix, tokens=out)
+        if attention and name in layers:
+            a = attns[layers.index(name)].detach()
+            layer.attn = a
+            if name in values:
+                b, heads, n, _ = a.shape
+                v = values[name].view(b, n, heads, -1).transpose(1, 2)
+                layer.v = _merge_heads(v)
+                layer.attn_out = _merge_heads(a.to(v.dtype) @ v)
+        captured.append(layer)
+    return Capture(layers=captured, output=output)
+
+
+def _center_unit(out: torch.Tensor, name: str, grid: Optional[tuple[int, int]], num_prefix: int, nhwc: bool) -> torch.Tensor:
+    """Sum over batch and channels of the centre spatial unit of a layer output (tokens or map) -> scalar."""
+    if out.ndim == 3:
+        if grid is None or grid[0] * grid[1] != out.shape[1] - num_prefix:
+            grid = infer_grid(out.shape[1], num_prefix)
+        idx = num_prefix + (grid[0] // 2) * grid[1] + grid[1] // 2
+        return out[:, idx].sum()
+    if out.ndim == 4:
+        m = _as_map(out, nhwc)
+        return m[:, :, m.shape[-2] // 2, m.shape[-1] // 2].sum()
+    raise FreqkitError(f"effective_receptive_field: layer {name!r} returned shape {tuple(out.shape)}; pick token or map layers")
+
+
+def effective_receptive_field(model: nn.Module, images: torch.Tensor, layers: Optional[Sequence[str]] = None) -> dict[str, torch.Tensor]:
+    """Effective receptive field (Luo et al. 2016) of each layer on images (B, 3, H, W) -> {name: (H, W)}.
+
+    The map is |d y_c / d x| summed over the input channels and averaged over the images, where y_c
+    is the centre spatial unit of the layer's output (summed over its channels; prefix tokens are not
+    spatial). One backward pass per layer; the model runs as it is (call ``model.eval()`` first, so
+    that images do not interact through batch statistics) and its parameters get no gradients.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise FreqkitError(f"effective_receptive_field expects images of shape (B, 3, H, W), got {shape}")
+    names = list(default_layers(model) if layers is None else layers)
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown or not names:
+        raise FreqkitError(f"effective_receptive_field: model {type(model).__name__} has no module named {unknown}; use names from model.named_modules()")
+    is_hf = _hf_layers(model) is not None
+    is_vit = token_layout(model) and not is_hf
+    num_prefix = int(getattr(model, "num_prefix_tokens", 0)) if is_vit else 0
+    channels_last = _nhwc(model)
+    outputs: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] = {"patch_out": None}
+
+    def hook(name: str):
+        def fn(module: nn.Module, args: tuple, out: Any) -> None:
+            outputs[name] = out[0] if isinstance(out, (tuple, list)) else out
+
+        return fn
+
+    def patch_hook(module: nn.Module, args: tuple, out: Any) -> None:
+        state["patch_out"] = out if isinstance(out, torch.Tensor) else None
+
+    x = images.detach().clone().requires_grad_(True)
+    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    if is_vit:
+        handles.append(model.patch_embed.register_forward_hook(patch_hook))
+    try:
+        with torch.enable_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    image_hw = (int(x.shape[-2]), int(x.shape[-1]))
+    grid = _grid_of_tokens(model, image_hw, state["patch_out"]) if is_vit else None
+    result: dict[str, torch.Tensor] = {}
+    for i, name in enumerate(names):
+        if name not in outputs:
+            raise FreqkitError(f"effective_receptive_field: layer {name!r} did not run in the forward pass")
+        out, prefix = outputs[name], num_prefix
+        if is_hf and out.ndim == 3:
+            grid, prefix = _hf_geometry(model, image_hw, out.shape[1])
+        target = _center_unit(out, name, grid, prefix, channels_last)
+        (grad,) = torch.autograd.grad(target, x, retain_graph=i < len(names) - 1)
+        result[name] = grad.abs().sum(dim=1).mean(dim=0).detach()
+    return result

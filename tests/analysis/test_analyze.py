@@ -116,7 +116,7 @@ def test_conv_model_has_no_cross_layer_matrix(images, tmp_path):
 def test_json_round_trip(report, tmp_path):
     path = report.to_json(tmp_path / "r.json")
     raw = json.loads(path.read_text())
-    assert raw["schema"] == "freqkit.report" and raw["schema_version"] == 1
+    assert raw["schema"] == "freqkit.report" and raw["schema_version"] == 2
     for key in ("cutoff", "bins", "image_size", "models", "attention", "batch_size"):
         assert key in raw["settings"]
     back = Report.from_json(path)
@@ -151,10 +151,13 @@ def test_plots_and_html(report, tmp_path):
     assert names == [
         "layer_metrics.png",
         "cross_layer_similarity.png",
+        "cka.png",
         "spectra_deit.png",
         "spectra_distilled.png",
         "spectral_curves.png",
         "responses.png",
+        "heads_deit.png",
+        "heads_distilled.png",
     ]
     for p in paths:
         data = p.read_bytes()
@@ -175,6 +178,8 @@ def test_bad_input():
     with pytest.raises(FreqkitError, match=r"\(B, 3, H, W\)"):
         analyze(model, torch.randn(3, 32, 32))
     with pytest.raises(FreqkitError, match="not a torch.nn.Module"):
+        analyze({"a": 3}, torch.randn(1, 3, 32, 32))
+    with pytest.raises(FreqkitError, match="unknown model 'deit'"):
         analyze({"a": "deit"}, torch.randn(1, 3, 32, 32))
     with pytest.raises(FreqkitError, match="cutoff"):
         analyze(model, torch.randn(1, 3, 32, 32), cutoff=3.0)

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 import freqkit.cli as cli
 
-SMALL = ["--img-size", "32", "32", "--batch-size", "4"]
+SMALL = ["--img-size", "32", "32", "--batch-size", "4", "--workers", "0"]
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +47,12 @@ def test_end_to_end_builtin_images(tmp_path, capsys):
     assert data["models"][1]["layers"][0]["num_prefix_tokens"] == 2
     assert data["models"][0]["info"]["weights"].startswith("random init")
     assert data["models"][0]["layers"][0]["local_response"] is not None
+    assert data["models"][0]["layers"][0]["heads"] is not None and data["models"][0]["layers"][0]["erf"] is not None
+    assert len(data["model_cka"]) == 1 and len(data["model_cka"][0]["matrix"]) == 12
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png"))) == 6
+    names = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert html.count("data:image/png;base64,") == len(names) == 11
+    assert "cka.png" in names and "heads_deit_tiny_patch16_224.png" in names and "erf_deit_tiny_distilled_patch16_224.png" in names
 
 
 def test_image_folder_and_checkpoint(tmp_path, capsys):
@@ -97,15 +101,16 @@ def test_checkpoint_errors(tmp_path, capsys):
     torch.save({"args": argparse.Namespace(lr=0.1)}, tmp_path / "pickled.pth")
     _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "pickled.pth"), *SMALL], "neither safetensors nor a weights-only")
     _fails(capsys, ["analyze", "a", "b", "--checkpoint", str(tmp_path / "bad.safetensors")], "1 --checkpoint files for 2 models")
-    _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "missing.safetensors")], "does not exist")
+    _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "missing.safetensors")], "--checkpoint", "does not exist")
+    _fails(capsys, ["analyze", "--pretrained", "--checkpoint", str(tmp_path / "bad.safetensors")], "--pretrained and --checkpoint")
 
 
 def test_pretrained_offline(monkeypatch, tmp_path, capsys):
     import huggingface_hub.constants as hf_constants
 
-    from freqkit.cli import analyze as cmd
+    from freqkit.models import factory
 
-    monkeypatch.setattr(cmd, "_online", lambda *a, **k: False)
+    monkeypatch.setattr(factory, "_online", lambda *a, **k: False)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
     _fails(capsys, ["analyze", "--pretrained", *SMALL], "--pretrained", "offline", "--checkpoint")
@@ -119,3 +124,39 @@ def test_help_is_fast_and_imports_no_torch():
     assert "usage: freqkit analyze" in proc.stdout and "--attention" in proc.stdout
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" not in imported and "timm" not in imported
+
+
+def test_folder_with_workers_max_images_and_resume(tmp_path, capsys):
+    from PIL import Image
+
+    from freqkit.analysis.stream import load_state
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "imgs").mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    argv = ["analyze", "deit_tiny_patch16_224", "--images", str(tmp_path / "imgs"), "--img-size", "32", "--batch-size", "2",
+            "--workers", "1", "--max-images", "3", "--no-figures", "--save-every", "1", "--out", str(tmp_path / "o")]
+    assert cli.main(argv) == 0
+    assert "analysed 3 images" in capsys.readouterr().out
+    first = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert first["settings"]["num_images"] == 3 and not (tmp_path / "o" / "figures").exists()
+    state = load_state(tmp_path / "o" / "state" / "analyze-state-rank0of1.pt")
+    assert state["position"] == 3 and state["models"]["deit_tiny_patch16_224"]["n"] == 3
+    assert cli.main([*argv, "--resume"]) == 0
+    again = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert again["models"] == first["models"]
+    _fails(capsys, [*argv, "--resume", "--cutoff", "0.25"], "different run", "no --resume")
+
+
+def test_models_create_names_python_parameters(tmp_path):
+    from freqkit.errors import FreqkitError
+    from freqkit.models import create
+
+    m = create("deit_tiny_patch16_224", img_size=32)
+    assert not m.training and m.patch_embed.grid_size == (2, 2)
+    assert create("resnet18", img_size=32).fc.out_features == 1000  # models without img_size ignore it
+    with pytest.raises(FreqkitError, match=r"img_size=\(48, 32\)"):
+        create("deit_tiny_patch16_224", img_size=(40, 36))
+    with pytest.raises(FreqkitError, match="checkpoint=.* does not exist"):
+        create("deit_tiny_patch16_224", checkpoint=tmp_path / "nope.safetensors")

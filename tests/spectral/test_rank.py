@@ -101,3 +101,16 @@ def test_rank_shape_errors():
         effective_rank(torch.zeros(5))
     with pytest.raises(FreqkitError, match=r"\(B, N, C\)"):
         stable_rank(torch.zeros(1, 2, 3, 4))
+
+
+@pytest.mark.parametrize("scale", [0.001, 0.01, 0.05, 3.0])  # near-uniform maps were 0.6 % off
+def test_effective_rank_agrees_between_float32_and_float64_on_attention_maps(scale):
+    """Softmax attention maps have many small singular values that float32 still resolves; the
+    float32 input and its float64 copy must give the same effective rank (1e-4 relative)."""
+    g = torch.Generator().manual_seed(7)
+    attn64 = (scale * torch.randn(6, 197, 197, dtype=F64, generator=g)).softmax(-1)
+    attn32 = attn64.float()
+    er32, er64 = effective_rank(attn32), effective_rank(attn32.double())
+    assert er32.dtype == torch.float32
+    torch.testing.assert_close(er32.double(), er64, rtol=1e-4, atol=0)
+    torch.testing.assert_close(er32.double(), effective_rank(attn64), rtol=1e-4, atol=0)

@@ -26,11 +26,26 @@ figcaption{font-size:.85em;color:#555}.note{color:#555;font-size:.9em}
 """
 
 _CAPTIONS = {
-    "layer_metrics.png": "Per-layer effective rank, token cosine similarity, high-frequency ratio and high-frequency dlog amplitude (seed 002 Fig. 4).",
-    "cross_layer_similarity.png": "Cross-layer similarity: mean cosine between the same token at two layers (seed 002 Fig. 5).",
+    "layer_metrics.png": "Per-layer effective rank, token cosine similarity, high-frequency ratio and high-frequency dlog amplitude.",
+    "cross_layer_similarity.png": "Cross-layer similarity: mean cosine between the same token at two layers.",
+    "cka.png": "Linear CKA (Kornblith et al. 2019) between layers, and between the layers of two models, over the dataset: "
+    "mini-batch unbiased HSIC (Nguyen et al. 2021) with the spatial tokens of each image as samples, finer grids average-pooled to the coarsest.",
     "spectral_curves.png": "Relative log amplitude (Park & Kim 2022) and radial log-amplitude profile per layer; darker = shallower.",
-    "responses.png": "Attention responses per layer: local response log(1 + |F(W_q)|) (mean +- std over queries and heads) and global response |F(AV)| / |F(V)| (seed 002 A).",
+    "responses.png": "Attention responses per layer: local response log(1 + |F(W_q)|) (mean +- std over queries and heads) and global response |F(AV)| / |F(V)|.",
 }
+_PREFIX_CAPTIONS = {
+    "spectra_": "Grid of per-layer 2-D log-amplitude spectra minus their DC value, one colour scale for all models.",
+    "heads_": "Per-head heat maps (layer x head): local-response high-frequency share, attention entropy, mean attention distance "
+    "in patches (Dosovitskiy et al. 2021, Fig. 7) and effective rank of the attention map.",
+    "erf_": "Effective receptive field (Luo et al. 2016): mean |input gradient| of the centre unit of selected layers "
+    "(each normalised to its maximum), and the radial profile of its log-amplitude spectrum.",
+}
+
+
+def _caption(name: str) -> str:
+    if name in _CAPTIONS:
+        return _CAPTIONS[name]
+    return next((text for prefix, text in _PREFIX_CAPTIONS.items() if name.startswith(prefix)), name)
 
 
 def _e(v: object) -> str:
@@ -97,15 +112,14 @@ def render_html(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None
     parts.append("<h2>Figures</h2>")
     for name, data in pngs:
         b64 = base64.b64encode(data).decode("ascii")
-        caption = _CAPTIONS.get(name, "Grid of per-layer 2-D log-amplitude spectra minus their DC value, one colour scale for all models (seed 002 Fig. 6)." if name.startswith("spectra_") else name)
+        caption = _caption(name)
         parts.append(f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{b64}'><figcaption>{_e(name)}: {_e(caption)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def write_html(report: "Report", path: Path, pngs: Optional[list[tuple[str, bytes]]] = None) -> Path:
-    """Write :func:`render_html` to ``path``; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report, pngs), encoding="utf-8")
-    return path
+    """Write :func:`render_html` to ``path`` (atomically); returns the path."""
+    from freqkit.analysis.report import _atomic_write
+
+    return _atomic_write(path, render_html(report, pngs).encode("utf-8"))

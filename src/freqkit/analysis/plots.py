@@ -1,12 +1,17 @@
 """Matplotlib figures of a :class:`~freqkit.analysis.report.Report` (Agg canvas, no pyplot state).
 
 - ``layer_metrics.png``: effective rank, token cosine similarity, high-frequency ratio and
-  high-frequency dlog amplitude per layer, one line per model (seed 002 Fig. 4);
-- ``cross_layer_similarity.png``: the L x L cross-layer similarity heat map of each model (Fig. 5);
-- ``spectra_<model>.png``: the grid of per-layer 2-D log-amplitude spectra of each model (Fig. 6);
+  high-frequency dlog amplitude per layer, one line per model;
+- ``cross_layer_similarity.png``: the L x L cross-layer similarity heat map of each model;
+- ``cka.png``: the L x L linear CKA matrix of each model and the L_a x L_b matrix of each pair of models;
+- ``spectra_<model>.png``: the grid of per-layer 2-D log-amplitude spectra of each model;
 - ``spectral_curves.png``: relative log amplitude and radial spectrum profile per layer;
 - ``responses.png`` (attention captured): local response (mean +- std over queries and heads) and
-  global response radial curves per layer (seed 002 Fig. 1 / section A).
+  global response radial curves per layer;
+- ``heads_<model>.png`` (attention captured): layer x head heat maps of the local-response HF share,
+  attention entropy, mean attention distance and attention effective rank;
+- ``erf_<model>.png`` (receptive fields computed): the effective receptive field of each selected
+  layer and the radial profiles of their log-amplitude spectra.
 """
 from __future__ import annotations
 
@@ -194,17 +199,112 @@ def _responses(report: "Report") -> Figure | None:
     return fig
 
 
+def _heatmap(ax, mat, xlabels, ylabels, cmap="magma", vmin=None, vmax=None, annotate=True):
+    im = ax.imshow(mat, cmap=cmap, vmin=vmin, vmax=vmax, origin="upper", aspect="auto")
+    ax.set_xticks(list(range(len(xlabels))), xlabels, fontsize=7)
+    ax.set_yticks(list(range(len(ylabels))), ylabels, fontsize=7)
+    if annotate and len(mat) <= 14 and len(mat[0]) <= 14:
+        lo = min(min(r) for r in mat) if vmin is None else vmin
+        hi = max(max(r) for r in mat) if vmax is None else vmax
+        mid = lo + 0.6 * (hi - lo)
+        for i, row in enumerate(mat):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}", ha="center", va="center", fontsize=5.5, color="w" if v < mid else "k")
+    return im
+
+
+def _cka(report: "Report") -> Figure | None:
+    panels = [(m.name, m.cka, len(m.cka), len(m.cka)) for m in report.models if m.cka is not None]
+    panels += [(f"{p['a']} vs {p['b']}", p["matrix"], len(p["matrix"]), len(p["matrix"][0])) for p in report.model_cka if p["matrix"]]
+    if not panels:
+        return None
+    n = len(panels)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(4.4 * cols + 0.8, 4.2 * rows), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    im = None
+    for ax, (title, mat, r, c) in zip(axes, panels):
+        im = _heatmap(ax, mat, [str(j + 1) for j in range(c)], [str(i + 1) for i in range(r)], vmin=0.0, vmax=1.0)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("layer" if " vs " not in title else f"layer of {title.split(' vs ')[1]}")
+        ax.set_ylabel("layer" if " vs " not in title else f"layer of {title.split(' vs ')[0]}")
+    for ax in axes[n:]:
+        ax.axis("off")
+    fig.colorbar(im, ax=list(axes[:n]), shrink=0.85, label="linear CKA")
+    fig.suptitle("linear CKA over the dataset (tokens as samples)", fontsize=11)
+    return fig
+
+
+def _heads(report: "Report") -> list[tuple[str, Figure]]:
+    from freqkit.analysis.report import HEAD_METRICS
+
+    out = []
+    for m in report.models:
+        layers = [layer for layer in m.layers if layer.heads is not None]
+        if not layers:
+            continue
+        fig = Figure(figsize=(10, 1.0 + 0.32 * len(layers) * 2 + 1.2), dpi=_DPI, layout="constrained")
+        axes = fig.subplots(2, 2).ravel()
+        ylabels = [layer.name for layer in layers]
+        for ax, (key, (title, _)) in zip(axes, HEAD_METRICS.items()):
+            mat = [layer.heads[key] for layer in layers]
+            width = max(len(r) for r in mat)
+            mat = [r + [float("nan")] * (width - len(r)) for r in mat]
+            im = _heatmap(ax, mat, [str(h) for h in range(width)], ylabels, cmap="viridis")
+            fig.colorbar(im, ax=ax, shrink=0.9)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("head")
+        fig.suptitle(f"{m.name}: per-head attention maps", fontsize=10)
+        out.append((f"heads_{_slug(m.name)}.png", fig))
+    return out
+
+
+def _erf(report: "Report") -> list[tuple[str, Figure]]:
+    out = []
+    for m in report.models:
+        layers = [layer for layer in m.layers if layer.erf is not None]
+        if not layers:
+            continue
+        n = len(layers)
+        fig = Figure(figsize=(2.3 * n + 3.8, 2.9), dpi=_DPI, layout="constrained")
+        axes = fig.subplots(1, n + 1, squeeze=False, width_ratios=[1] * n + [1.6])[0]
+        colors = _depth_colors(n)
+        for k, (ax, layer) in enumerate(zip(axes, layers)):
+            mat = layer.erf["map"]
+            top = max(max(r) for r in mat) or 1.0
+            ax.imshow([[v / top for v in r] for r in mat], cmap="inferno", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(layer.name, fontsize=8, color=colors[k])
+            prof = layer.erf["radial_spectrum"]
+            axes[-1].plot(_bin_centers(len(prof)), prof, color=colors[k], lw=1.3, label=layer.name)
+        axes[-1].set_title("radial spectrum of the ERF", fontsize=9)
+        axes[-1].set_xlabel("normalized radius rho (1 = Nyquist)")
+        axes[-1].set_ylabel("mean log amplitude")
+        axes[-1].grid(alpha=0.3)
+        axes[-1].legend(fontsize=6)
+        fig.suptitle(f"{m.name}: effective receptive field (|d centre unit / d input|, max = 1)", fontsize=10)
+        out.append((f"erf_{_slug(m.name)}.png", fig))
+    return out
+
+
 def figures(report: "Report") -> list[tuple[str, Figure]]:
     """Every figure of ``report`` as (file name, matplotlib Figure), in display order."""
     out: list[tuple[str, Figure]] = [("layer_metrics.png", _layer_metrics(report))]
     cross = _cross_layer(report)
     if cross is not None:
         out.append(("cross_layer_similarity.png", cross))
+    cka = _cka(report)
+    if cka is not None:
+        out.append(("cka.png", cka))
     out += _spectra(report)
     out.append(("spectral_curves.png", _curves(report)))
     resp = _responses(report)
     if resp is not None:
         out.append(("responses.png", resp))
+    out += _heads(report)
+    out += _erf(report)
     return out
 
 
@@ -221,14 +321,10 @@ def rendered(report: "Report") -> list[tuple[str, bytes]]:
 
 
 def write_pngs(pngs: list[tuple[str, bytes]], out_dir: Path) -> list[Path]:
-    """Write rendered figures under ``out_dir``; returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in pngs:
-        path = out_dir / name
-        path.write_bytes(data)
-        paths.append(path)
-    return paths
+    """Write rendered figures under ``out_dir`` (each atomically); returns the paths."""
+    from freqkit.analysis.report import _atomic_write
+
+    return [_atomic_write(Path(out_dir) / name, data) for name, data in pngs]
 
 
 def plot_report(report: "Report", out_dir: Path) -> list[Path]:

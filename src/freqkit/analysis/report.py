@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "LayerStats", "ModelReport", "Report", "METRICS"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "LayerStats", "ModelReport", "Report", "METRICS", "HEAD_METRICS"]
 
 SCHEMA = "freqkit.report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 adds per-head maps, effective receptive fields and CKA matrices
 
 # settings that define the numbers: reports can only be merged when these agree
 _METRIC_SETTINGS = ("cutoff", "bins", "global_response_mode", "spectrum_eps", "effective_rank_center", "cosine_absolute")
@@ -27,10 +29,36 @@ _METRIC_SETTINGS = ("cutoff", "bins", "global_response_mode", "spectrum_eps", "e
 METRICS: dict[str, tuple[str, str]] = {
     "hf_ratio": ("HF ratio", "share of spectral energy above the cutoff radius"),
     "hf_log_amplitude": ("dlogA HF", "relative log amplitude at the highest frequency (Park & Kim 2022)"),
-    "effective_rank": ("eff. rank", "effective rank of the (N, C) spatial-token matrix (seed 002 F)"),
-    "cosine_similarity": ("cos sim", "mean pairwise |cosine| between spatial tokens (seed 002 eq. 36)"),
+    "effective_rank": ("eff. rank", "effective rank of the (N, C) spatial-token matrix (Roy & Vetterli 2007)"),
+    "cosine_similarity": ("cos sim", "mean pairwise |cosine| between spatial tokens (over-smoothing; Wang et al. 2022)"),
     "rank_collapse_residual": ("residual", "relative rank-collapse residual (Dong et al. 2021)"),
 }
+
+# per-head metric (key of LayerStats.heads) -> (title, description)
+HEAD_METRICS: dict[str, tuple[str, str]] = {
+    "hf_share": ("local-response HF share", "share of each query kernel's spectral energy above the cutoff radius"),
+    "entropy": ("attention entropy (nats)", "mean over queries of the entropy of the attention row"),
+    "distance": ("mean attention distance (patches)", "expected grid distance to the attended spatial keys (Dosovitskiy et al. 2021, Fig. 7)"),
+    "effective_rank": ("attention effective rank", "effective rank of the (N, N) attention map"),
+}
+
+
+def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
 
 
 @dataclass
@@ -40,7 +68,11 @@ class LayerStats:
     ``spectrum`` is the centred (H, W) log-amplitude spectrum; ``radial_profile`` its ring means
     (``bins``); ``relative_log_amplitude`` the half-diagonal curve (K,). With attention captured,
     ``local_response`` = {"mean", "std": (bins,), "dc": float} summarizes log(1 + |F(W_q)|) over
-    queries and heads, and ``global_response`` is the radial profile (bins,) of R = |F(A V)| / |F(V)|.
+    queries and heads, and ``global_response`` is the radial profile (bins,) of R = |F(A V)| / |F(V)|;
+    ``heads`` maps each key of :data:`HEAD_METRICS` to one value per head. With the effective
+    receptive field computed, ``erf`` = {"map": (h, w) mean |input gradient| of the centre unit (at
+    most 64 px a side), "image_size": [H, W], "radial_spectrum": (bins,) ring means of its log
+    amplitude spectrum}.
     """
 
     name: str
@@ -58,6 +90,8 @@ class LayerStats:
     spectrum: list[list[float]]
     local_response: Optional[dict[str, Any]] = None
     global_response: Optional[list[float]] = None
+    heads: Optional[dict[str, list[float]]] = None
+    erf: Optional[dict[str, Any]] = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayerStats":
@@ -72,18 +106,25 @@ class ModelReport:
     """The per-layer statistics of one model, the cross-layer similarity matrix and model facts (``info``).
 
     ``cross_layer_similarity`` is (L, L) as nested lists, or None when the layers differ in token
-    count or width (hierarchical models).
+    count or width (hierarchical models). ``cka`` is the (L, L) linear CKA matrix over the dataset
+    (tokens as samples, finer grids pooled to the coarsest; None when not computed).
     """
 
     name: str
     layers: list[LayerStats]
     cross_layer_similarity: Optional[list[list[float]]] = None
     info: dict[str, Any] = field(default_factory=dict)
+    cka: Optional[list[list[float]]] = None
 
     @property
     def has_attention(self) -> bool:
         """True when the attention responses were captured for at least one layer."""
         return any(layer.local_response is not None for layer in self.layers)
+
+    @property
+    def has_heads(self) -> bool:
+        """True when per-head attention maps were captured for at least one layer."""
+        return any(layer.heads is not None for layer in self.layers)
 
     def series(self, metric: str) -> list[float]:
         """One scalar metric (a key of :data:`METRICS`) per layer, in depth order."""
@@ -106,6 +147,7 @@ class ModelReport:
             layers=[LayerStats.from_dict(x) for x in d["layers"]],
             cross_layer_similarity=d.get("cross_layer_similarity"),
             info=dict(d.get("info", {})),
+            cka=d.get("cka"),
         )
 
 
@@ -115,11 +157,13 @@ class Report:
 
     Several models in one report overlay their curves in each figure. Build one with
     ``freqkit.analyze({"a": m1, "b": m2}, images)`` or combine reports with :meth:`merge`.
+    ``model_cka`` lists the model-by-model CKA matrices: {"a", "b", "grid", "matrix" (L_a, L_b)}.
     """
 
     models: list[ModelReport]
     settings: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    model_cka: list[dict[str, Any]] = field(default_factory=list)
 
     # ---- access -------------------------------------------------------------------------
     @property
@@ -149,6 +193,7 @@ class Report:
             "freqkit_version": __version__,
             "settings": _jsonable(self.settings),
             "models": [_jsonable(m.to_dict()) for m in self.models],
+            "model_cka": _jsonable(self.model_cka),
         }
 
     @classmethod
@@ -161,14 +206,16 @@ class Report:
             raise FreqkitError(
                 f"report schema version {version} is not supported (this freqkit reads 1..{SCHEMA_VERSION}); upgrade freqkit"
             )
-        return cls(models=[ModelReport.from_dict(m) for m in d["models"]], settings=dict(d.get("settings", {})), schema_version=version)
+        return cls(
+            models=[ModelReport.from_dict(m) for m in d["models"]],
+            settings=dict(d.get("settings", {})),
+            schema_version=version,
+            model_cka=list(d.get("model_cka", [])),
+        )
 
     def to_json(self, path: str | Path) -> Path:
-        """Write the report to ``path`` as JSON; returns the path."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
-        return p
+        """Write the report to ``path`` as JSON (atomically); returns the path."""
+        return _atomic_write(path, json.dumps(self.to_dict(), indent=1, allow_nan=True).encode("utf-8"))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Report":
@@ -188,7 +235,8 @@ class Report:
         """One report with the models of all ``reports`` (repeated names get a ``-2``, ``-3`` suffix).
 
         The metric settings (cutoff, bins, ...) must agree; per-run facts (image size, number of
-        images, weights) live in each model's ``info`` and may differ.
+        images, weights) live in each model's ``info`` and may differ. Model-by-model CKA matrices
+        are kept only within each report (they need the same images).
         """
         if len(reports) == 1 and not isinstance(reports[0], Report):
             reports = tuple(reports[0])  # merge([r1, r2])
@@ -210,10 +258,11 @@ class Report:
                     seen[name] += 1
                     name = f"{name}-{seen[m.name]}"
                 seen.setdefault(name, 1)
-                models.append(ModelReport(name=name, layers=m.layers, cross_layer_similarity=m.cross_layer_similarity, info=dict(m.info)))
+                models.append(ModelReport(name=name, layers=m.layers, cross_layer_similarity=m.cross_layer_similarity, info=dict(m.info), cka=m.cka))
         settings = dict(base)
         settings["models"] = [m.name for m in models]
-        return cls(models=models, settings=settings)
+        model_cka = list(reports[0].model_cka) if len(reports) == 1 else []
+        return cls(models=models, settings=settings, model_cka=model_cka)
 
     # ---- text ---------------------------------------------------------------------------
     def table(self, max_rows: Optional[int] = None) -> str:
@@ -262,13 +311,15 @@ class Report:
 
         return write_html(self, Path(path))
 
-    def save(self, out_dir: str | Path = "freqkit-report") -> dict[str, Any]:
-        """Write ``report.json``, ``report.html`` and ``figures/*.png`` under ``out_dir``; returns their paths."""
+    def save(self, out_dir: str | Path = "freqkit-report", figures: bool = True) -> dict[str, Any]:
+        """Write ``report.json``, ``report.html`` and ``figures/*.png`` under ``out_dir`` (only the JSON without ``figures``); returns their paths."""
         from freqkit.analysis.html import write_html
         from freqkit.analysis.plots import rendered, write_pngs
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        if not figures:
+            return {"json": self.to_json(out / "report.json"), "html": None, "figures": []}
         pngs = rendered(self)  # rendered once for both the PNG files and the HTML page
         return {
             "json": self.to_json(out / "report.json"),

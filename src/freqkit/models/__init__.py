@@ -9,3 +9,4 @@ from freqkit.models.fdam_vit import load_fdam_checkpoint, remap_released_keys
 from freqkit.models import spanet  # noqa: F401  (registers spanet_{small,medium,mediumx,base,basex})
 from freqkit.models import spanetv2  # noqa: F401  (registers spanetv2_{s18,s36,m36,b36}_{pure,hybrid})
 from freqkit.models.segmentation import create_segmentation_model  # noqa: E402  (UPerNet segmenters on any backbone; not timm-registered)
+from freqkit.models.factory import create  # noqa: E402  (build an analysis model by name: pretrained, offline, checkpoint)

@@ -1,5 +1,6 @@
 """Spectral diagnostics: pure tensor functions (no nn.Module, no plotting) over token maps,
-attention matrices and token matrices. Definitions: DESIGN.md section 3."""
+attention matrices and token matrices, plus representation similarity (CKA)."""
+from freqkit.spectral.cka import cka_from_hsic, hsic_matrix, linear_cka, minibatch_cka, unbiased_hsic
 from freqkit.spectral.fourier import (
     frequency_radius,
     high_frequency_log_amplitude,
@@ -9,6 +10,7 @@ from freqkit.spectral.fourier import (
     relative_log_amplitude,
     spectrum,
 )
+from freqkit.spectral.heads import attention_distance, attention_entropy, local_response_hf_share
 from freqkit.spectral.rank import effective_rank, rank_collapse_residual, stable_rank
 from freqkit.spectral.response import (
     attention_token_spectrum,
@@ -20,7 +22,15 @@ from freqkit.spectral.similarity import cross_layer_similarity, token_cosine_sim
 from freqkit.spectral.tokens import infer_grid, split_tokens
 
 __all__ = [
+    "attention_distance",
+    "attention_entropy",
     "attention_token_spectrum",
+    "cka_from_hsic",
+    "hsic_matrix",
+    "linear_cka",
+    "local_response_hf_share",
+    "minibatch_cka",
+    "unbiased_hsic",
     "cross_layer_similarity",
     "effective_rank",
     "frequency_radius",

@@ -158,6 +158,7 @@ def test_plots_and_html(report, tmp_path):
         "responses.png",
         "heads_deit.png",
         "heads_distilled.png",
+        "features.png",  # plain ViTs: of the method figures only the feature maps apply
     ]
     for p in paths:
         data = p.read_bytes()

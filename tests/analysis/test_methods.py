@@ -254,3 +254,26 @@ def test_plot_method_figures_names(fdam, images):
     spn = timm.create_model("spanet_small", num_classes=3, depths=(1, 1, 1, 1))
     figs = plot_method_figures(M.method_figures_data({"spanet": spn}, images[:1], num_images=1))
     assert "spam_filters_spanet.png" in figs and "features.png" in figs
+
+
+def test_analyze_report_carries_the_method_figures_that_apply(tmp_path):
+    """FDAM models get the AttInv / FreqScale figures in the report and its JSON; a plain ViT only the feature maps."""
+    import timm
+
+    import freqkit
+    from freqkit.analysis import Report
+
+    torch.manual_seed(0)
+    fdam = timm.create_model("deit_tiny_fdam_patch16_224", img_size=32, depth=2, num_classes=0)
+    plain = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, num_classes=0)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    rep = freqkit.analyze({"fdam": fdam, "vit": plain}, x, cka=False)
+    assert {"attinv_modulation", "freqscale_gain", "features"} <= set(rep.methods["applies"])
+    assert set(rep.methods["attinv_modulation"]) == {"fdam"} and rep.methods["features"]["models"] == ["fdam", "vit"]
+    paths = rep.save(tmp_path)
+    names = {p.name for p in paths["figures"]}
+    assert "features.png" in names and any(n.startswith("attinv_modulation") for n in names)
+    assert Report.from_json(tmp_path / "report.json").methods["applies"] == rep.methods["applies"]
+    only_vit = freqkit.analyze({"vit": plain}, x, cka=False)
+    assert only_vit.methods["applies"] == ["features"]
+    assert freqkit.analyze({"vit": plain}, x, cka=False, methods=False).methods is None

@@ -51,7 +51,7 @@ def test_end_to_end_builtin_images(tmp_path, capsys):
     assert len(data["model_cka"]) == 1 and len(data["model_cka"][0]["matrix"]) == 12
     html = (out / "report.html").read_text()
     names = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert html.count("data:image/png;base64,") == len(names) == 11
+    assert html.count("data:image/png;base64,") == len(names) == 12  # 11 diagnostics + the feature maps
     assert "cka.png" in names and "heads_deit_tiny_patch16_224.png" in names and "erf_deit_tiny_distilled_patch16_224.png" in names
 
 

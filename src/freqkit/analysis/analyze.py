@@ -381,6 +381,7 @@ def analyze(
     img_size: Union[int, Sequence[int], None] = None,
     cka: bool = True,
     erf: Union[bool, Sequence[str]] = False,
+    methods: bool = True,
     chunk_size: int = 256,
     progress: bool = False,
     state_dir: Union[str, Path, None] = None,
@@ -404,7 +405,10 @@ def analyze(
     dtype. ``attention`` adds the attention responses and per-head maps; ``layers`` picks module
     names (default: every ViT block or stage); ``cka`` the linear CKA matrices (layer x layer, and
     model x model with several models); ``erf`` the effective receptive field of 4 evenly spaced
-    layers (True) or of the named layers (one backward pass per layer and batch).
+    layers (True) or of the named layers (one backward pass per layer and batch). ``methods`` adds the
+    figures of what FDAM / SPAM modules apply (AttInv modulation, FreqScale gain, SPAM filters, AttInv
+    responses) and one layer's feature maps, from the first 4 images of the first batch; only the kinds
+    whose modules the models have are computed (``Report.methods["applies"]``).
 
     Under torchrun (an initialised torch.distributed group) each rank analyses its shard and the
     statistics are summed over ranks; every rank returns the same report. With ``state_dir`` the
@@ -469,11 +473,14 @@ def analyze(
     modes = [m.training for _, m in pairs]
     erf_names: dict[str, list[str]] = {}
     batches = 0
+    first_images: Optional[torch.Tensor] = None
     try:
         for _, m in pairs:
             m.eval()
         for images, position in source.batches(position):
             b = int(images.shape[0])
+            if first_images is None and methods:
+                first_images = images[:4].detach().cpu()
             if bar is None and progress and rank == 0:
                 bar = new_bar()  # after the first batch arrived: a source that fails at once prints one line
             model_maps: list[Optional[list[torch.Tensor]]] = []
@@ -567,5 +574,12 @@ def analyze(
         "models": [n for n, _ in pairs],
     }
     all_settings.update(dict(settings or {}))
-    return Report(models=reports, settings=all_settings, model_cka=model_cka)
+    method_data = None
+    if methods and first_images is not None:
+        from freqkit.analysis.methods import method_figures_data
+
+        device, dtype = _device_dtype(pairs[0][1])
+        x = first_images.to(device=device, dtype=dtype or first_images.dtype)
+        method_data = method_figures_data(dict(pairs), x, num_images=int(x.shape[0]))
+    return Report(models=reports, settings=all_settings, model_cka=model_cka, methods=method_data)
 

@@ -37,6 +37,16 @@ _PREFIX_CAPTIONS = {
     "spectra_": "Grid of per-layer 2-D log-amplitude spectra minus their DC value, one colour scale for all models.",
     "heads_": "Per-head heat maps (layer x head): local-response high-frequency share, attention entropy, mean attention distance "
     "in patches (Dosovitskiy et al. 2021, Fig. 7) and effective rank of the attention map.",
+    "attinv_modulation": "AttInv modulation (FDAM supplementary, Fig. 7): the high-pass weight each AttInv layer applies at every "
+    "position (mean over heads and channels of g_hf * Sh), upsampled and overlaid on the input.",
+    "freqscale_gain": "FreqScale frequency modulation (FDAM supplementary, Fig. 8): the applied gain 1 + W per frequency, "
+    "low frequencies at the centre, mean over channels and images (the _spread figure: its std over images).",
+    "features": "One layer's feature map (channel-wise L2 norm of the RMS-normalised tokens) next to its centred "
+    "log-amplitude spectrum, per model, one colour scale across models (FDAM supplementary, Fig. 9).",
+    "spam_filters": "SPAM's spectral filters per stage: SPANet's fixed masks (one per lambda) and SPANetV2's learned "
+    "spectral gains after the sigmoid.",
+    "attinv_response": "Local frequency response of the attention kernel A, of its inversion I - A and of the learned combination "
+    "at a high- and a low-weight position; a two-layer stack and synthetic band-pass / band-stop stacks (FDAM supplementary, Figs. 2-3, eq. 25).",
     "erf_": "Effective receptive field (Luo et al. 2016): mean |input gradient| of the centre unit of selected layers "
     "(each normalised to its maximum), and the radial profile of its log-amplitude spectrum.",
 }
@@ -110,6 +120,15 @@ def render_html(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None
             parts.append(_kv_table(m.info))
         parts.append(_layer_table(m))
     parts.append("<h2>Figures</h2>")
+    if report.methods is not None:
+        from freqkit.analysis.methods import METHOD_FIGURES
+
+        applies = report.methods.get("applies", [])
+        skipped = [k for k in METHOD_FIGURES if k not in applies]
+        parts.append(
+            f"<p class=note>Method figures that apply to these models: {_e(', '.join(applies) or 'none')}"
+            + (f"; not applicable (no such modules): {_e(', '.join(skipped))}" if skipped else "") + ".</p>"
+        )
     for name, data in pngs:
         b64 = base64.b64encode(data).decode("ascii")
         caption = _caption(name)

@@ -305,6 +305,10 @@ def figures(report: "Report") -> list[tuple[str, Figure]]:
         out.append(("responses.png", resp))
     out += _heads(report)
     out += _erf(report)
+    if report.methods:
+        from freqkit.analysis.method_plots import plot_method_figures
+
+        out += list(plot_method_figures(report.methods).items())
     return out
 
 

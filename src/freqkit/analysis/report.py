@@ -157,13 +157,16 @@ class Report:
 
     Several models in one report overlay their curves in each figure. Build one with
     ``freqkit.analyze({"a": m1, "b": m2}, images)`` or combine reports with :meth:`merge`.
-    ``model_cka`` lists the model-by-model CKA matrices: {"a", "b", "grid", "matrix" (L_a, L_b)}.
+    ``model_cka`` lists the model-by-model CKA matrices: {"a", "b", "grid", "matrix" (L_a, L_b)};
+    ``methods`` the data of the method figures (:func:`freqkit.analysis.methods.method_figures_data`).
     """
 
     models: list[ModelReport]
     settings: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     model_cka: list[dict[str, Any]] = field(default_factory=list)
+    # what the models' FDAM / SPAM modules apply and one layer's feature maps (freqkit.analysis.methods)
+    methods: Optional[dict[str, Any]] = None
 
     # ---- access -------------------------------------------------------------------------
     @property
@@ -194,6 +197,7 @@ class Report:
             "settings": _jsonable(self.settings),
             "models": [_jsonable(m.to_dict()) for m in self.models],
             "model_cka": _jsonable(self.model_cka),
+            "methods": _jsonable(self.methods),
         }
 
     @classmethod
@@ -211,6 +215,7 @@ class Report:
             settings=dict(d.get("settings", {})),
             schema_version=version,
             model_cka=list(d.get("model_cka", [])),
+            methods=d.get("methods"),
         )
 
     def to_json(self, path: str | Path) -> Path:
@@ -262,7 +267,7 @@ class Report:
         settings = dict(base)
         settings["models"] = [m.name for m in models]
         model_cka = list(reports[0].model_cka) if len(reports) == 1 else []
-        return cls(models=models, settings=settings, model_cka=model_cka)
+        return cls(models=models, settings=settings, model_cka=model_cka, methods=_merge_methods([r.methods for r in reports]))
 
     # ---- text ---------------------------------------------------------------------------
     def table(self, max_rows: Optional[int] = None) -> str:
@@ -326,6 +331,32 @@ class Report:
             "html": write_html(self, out / "report.html", pngs=pngs),
             "figures": write_pngs(pngs, out / "figures"),
         }
+
+
+def _merge_methods(parts: list[Optional[dict[str, Any]]]) -> Optional[dict[str, Any]]:
+    """Method-figure data of several reports: per-model entries gathered; feature panels only when the images agree."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    out: dict[str, Any] = {"applies": []}
+    for p in parts:
+        for kind in p.get("applies", []):
+            if kind == "features":
+                f = p["features"]
+                if "features" not in out:
+                    out["features"] = {k: (dict(v) if isinstance(v, dict) else list(v) if k == "models" else v) for k, v in f.items()}
+                elif out["features"].get("images") == f.get("images"):  # side by side only on the same images
+                    out["features"]["models"] += [m for m in f["models"] if m not in out["features"]["models"]]
+                    for k, v in f.items():
+                        if isinstance(v, dict):
+                            out["features"].setdefault(k, {}).update(v)
+                else:
+                    continue
+            else:
+                out.setdefault(kind, {}).update(p[kind])
+            if kind not in out["applies"]:
+                out["applies"].append(kind)
+    return out
 
 
 def _fmt(v: Any) -> str:

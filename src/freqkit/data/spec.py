@@ -95,6 +95,11 @@ def parse_data_spec(spec: str) -> DataSpec:
     return DataSpec(kind, (rest,))
 
 
+# a class count read off the masks above this is almost surely a stray value (e.g. 60000 in a 16-bit mask);
+# it would also size the mIoU confusion matrix (K x K) beyond memory
+MAX_INFERRED_CLASSES = 1024
+
+
 def _infer_num_classes(ds) -> int:
     import numpy as np
 
@@ -108,6 +113,11 @@ def _infer_num_classes(ds) -> int:
             top = max(top, int(valid.max()))
             if int(valid.min()) < 0:
                 raise FreqkitError(f"mask {mask_path} has a negative label; labels must be 0..K-1 (255 = ignore)")
+            if top >= MAX_INFERRED_CLASSES:
+                raise FreqkitError(
+                    f"mask {mask_path} has label {top}, which would mean {top + 1} classes (more than {MAX_INFERRED_CLASSES} "
+                    "are not inferred); fix the mask, or declare the class count with num_classes"
+                )
     if top < 0:
         raise FreqkitError("every training mask is ignore (255) only; nothing to learn from")
     return int(np.int64(top) + 1)

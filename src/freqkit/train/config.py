@@ -1,12 +1,16 @@
 """``TrainConfig``: every setting of a training run (saved with each checkpoint)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["TrainConfig", "RESUME_SENSITIVE"]
+__all__ = ["TrainConfig", "RESUME_SENSITIVE", "MIN_IMG_SIZE", "MAX_IMG_SIZE"]
+
+# 4096 px is far above any recipe here; larger sizes fail with out-of-memory errors deep in the data code
+MIN_IMG_SIZE, MAX_IMG_SIZE = 8, 4096
 
 # fields that must match between a checkpoint and the run that resumes it (anything that changes the math)
 RESUME_SENSITIVE = (
@@ -52,22 +56,39 @@ class TrainConfig:
     global_batch_size: int = 0  # filled in by the loop: batch_size x world size
 
     def validate(self) -> "TrainConfig":
-        """Raise a FreqkitError for an impossible setting; return self."""
+        """Raise a FreqkitError naming the first impossible setting (and the device if unusable); return self."""
         checks = [
-            (self.steps >= 1, f"--steps must be at least 1, got {self.steps}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (0 < self.layer_decay <= 1, f"--layer-decay must be in (0, 1], got {self.layer_decay}"),
-            (self.freq_lr_mult >= 0, f"--freq-lr-mult must be >= 0, got {self.freq_lr_mult}"),
-            (self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive (or omitted), got {self.clip_grad}"),
-            (self.schedule in ("cosine", "poly", "constant"), f"unknown --schedule {self.schedule!r}; use cosine, poly or constant"),
-            (self.stop_at is None or 1 <= self.stop_at <= self.steps, f"--stop-at must be in 1..{self.steps}, got {self.stop_at}"),
-            (self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps, f"--warmup-steps must be in 0..{self.steps}"),
-            (self.task in (None, "classification", "segmentation"), f"unknown --task {self.task!r}; use classification or segmentation"),
+            (isinstance(self.model, str) and self.model.strip() != "", f"model must be a model spec such as 'vit_mini', got {self.model!r}"),
+            (isinstance(self.out, str) and self.out.strip() != "", f"out must be a folder path, got {self.out!r}"),
+            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.eval_batch_size is None or self.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (or None), got {self.eval_batch_size}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1], got {self.layer_decay}"),
+            (self.freq_lr_mult >= 0, f"freq_lr_mult must be >= 0, got {self.freq_lr_mult}"),
+            (self.clip_grad is None or self.clip_grad > 0, f"clip_grad must be positive (or None), got {self.clip_grad}"),
+            (0 <= self.drop_path < 1, f"drop_path must be in [0, 1), got {self.drop_path}"),
+            (self.head_channels >= 1, f"head_channels must be >= 1, got {self.head_channels}"),
+            (self.schedule in ("cosine", "poly", "constant"), f"unknown schedule {self.schedule!r}; use cosine, poly or constant"),
+            (self.stop_at is None or 1 <= self.stop_at <= self.steps, f"stop_at must be in 1..{self.steps}, got {self.stop_at}"),
+            (self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps, f"warmup_steps must be in 0..{self.steps}, got {self.warmup_steps}"),
+            (self.task in (None, "classification", "segmentation"), f"unknown task {self.task!r}; use classification or segmentation"),
+            (self.img_size is None or MIN_IMG_SIZE <= self.img_size <= MAX_IMG_SIZE,
+             f"img_size must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE}, got {self.img_size}"),
+            (self.num_classes is None or self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}"),
+            (self.eval_every >= 0, f"eval_every must be >= 0 (0: at the end only), got {self.eval_every}"),
+            (self.ckpt_every >= 0, f"ckpt_every must be >= 0 (0: at the end only), got {self.ckpt_every}"),
+            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise FreqkitError(msg)
+        from freqkit.train.distributed import resolve_device
+
+        resolve_device(self.device)
         return self
 
     @property

@@ -31,6 +31,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_writable_dir",
+    "check_writable_file",
+    "read_json",
     "fault_point",
     "fsync_dir",
 ]
@@ -126,6 +128,30 @@ def check_writable_dir(path: str | os.PathLike, parameter: str = "out") -> Path:
             f"{parameter}={str(p)!r} is not a writable folder ({err.strerror or err}); pass a folder you can write to"
         ) from None
     return p
+
+
+def check_writable_file(path: str | os.PathLike, parameter: str = "path") -> Path:
+    """Prove that ``path`` can be written later (not a folder; its folder exists or can be made, and is writable)."""
+    p = Path(path)
+    if p.is_dir():
+        raise FreqkitError(f"{parameter}={str(p)!r} is a folder; pass a file path")
+    check_writable_dir(p.parent if str(p.parent) else Path("."), parameter)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise FreqkitError(f"{parameter}={str(p)!r} exists and is read-only; pass another file path")
+    return p
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed one raises one FreqkitError naming it."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FreqkitError(f"{what} {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise FreqkitError(f"cannot read {what} {p} ({err}); check the file") from None
+    except ValueError as err:
+        raise FreqkitError(f"{what} {p} is not valid JSON ({err}); it is damaged: restore or re-create it") from None
 
 
 def _pid_alive(pid: int) -> bool:

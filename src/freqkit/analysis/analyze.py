@@ -74,6 +74,17 @@ class _Accumulator:
         return None if v is None else v / self.n
 
 
+def _check_finite(cap: Capture, name: str) -> None:
+    """NaN or inf would surface later as an SVD failure deep in the rank metrics: name the layer instead."""
+    for layer in cap.layers:
+        t = layer.spatial_tokens()
+        if not bool(torch.isfinite(t).all()):
+            raise FreqkitError(
+                f"model {name}: the output of layer {layer.name} holds NaN or inf; check the model's weights "
+                "(torch.isfinite on its parameters) and the input images"
+            )
+
+
 def _batch_stats(cap: Capture, acc: _Accumulator, cutoff: float, bins: int, chunk_size: int) -> None:
     """Add one batch's statistics (sums over its images) to ``acc``."""
     b = int(cap.layers[0].spatial_map().shape[0])
@@ -196,6 +207,8 @@ def analyze(
         raise FreqkitError(f"cutoff {cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5")
     if int(bins) < 1:
         raise FreqkitError(f"bins must be a positive int, got {bins!r}")
+    if images.device.type == "meta" or not bool(torch.isfinite(images).all()):
+        raise FreqkitError("analyze: the images hold NaN or inf (or are on the meta device); pass finite real-valued images")
     total = int(images.shape[0])
     step = total if batch_size is None else int(batch_size)
     if step < 1:
@@ -211,6 +224,8 @@ def analyze(
     try:
         for name, model in pairs:
             device, dtype = _device_dtype(model)
+            if device.type == "meta":
+                raise FreqkitError(f"model {name} is on the meta device (shapes only); materialize its weights (to_empty + init, or a checkpoint) to analyze it")
             was_training = model.training
             model.eval()
             acc = _Accumulator()
@@ -218,6 +233,7 @@ def analyze(
                 for s in starts:
                     batch = images[s : s + step].to(device=device, dtype=dtype or images.dtype)
                     cap = capture(model, batch, attention=attention, layers=layers)
+                    _check_finite(cap, name)
                     with torch.no_grad():
                         _batch_stats(cap, acc, float(cutoff), int(bins), int(chunk_size))
                     del cap

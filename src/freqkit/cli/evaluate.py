@@ -40,19 +40,23 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def _read_config(path: Path, model: str | None) -> tuple[dict, Path]:
     """(training config dict, weights file) for a run folder, a checkpoint folder or a weights file."""
     from freqkit.errors import FreqkitError
+    from freqkit.io import read_json
 
     if path.is_dir():
         weights = path / "model.safetensors"
         if (path / "config.json").is_file():
-            cfg = json.loads((path / "config.json").read_text())
+            cfg = read_json(path / "config.json", "training config")
         elif (path / "state.json").is_file():
-            cfg = json.loads((path / "state.json").read_text()).get("config", {})
+            state = read_json(path / "state.json", "checkpoint state")
+            cfg = state.get("config", {}) if isinstance(state, dict) else None
         elif model is None:
             raise FreqkitError(f"{path} has no config.json or state.json; pass a folder written by freqkit train, or --model")
         else:
             cfg = {}
         if not weights.is_file():
             raise FreqkitError(f"{path} has no model.safetensors; pass a folder written by freqkit train (it may still be training)")
+        if not isinstance(cfg, dict):
+            raise FreqkitError(f"the training config in {path} is not a JSON object; it is damaged: pass --model and --data")
         return cfg, weights
     if not path.is_file():
         raise FreqkitError(f"{path} does not exist; pass a run folder, a checkpoint folder or a .safetensors file")
@@ -66,9 +70,14 @@ def _read_config(path: Path, model: str | None) -> tuple[dict, Path]:
         except Exception as err:  # safetensors raises its own error types
             raise FreqkitError(f"{path} is not a readable safetensors file ({err}); pass weights written by freqkit train") from None
         if "config" in meta:
-            cfg = json.loads(meta["config"])
+            try:
+                cfg = json.loads(meta["config"])
+            except ValueError:
+                raise FreqkitError(f"{path} carries a malformed training config in its metadata; pass --model and --data") from None
     if not cfg and (path.parent / "config.json").is_file():
-        cfg = json.loads((path.parent / "config.json").read_text())
+        cfg = read_json(path.parent / "config.json", "training config")
+    if not isinstance(cfg, dict):
+        raise FreqkitError(f"the training config of {path} is not a JSON object; it is damaged: pass --model and --data")
     if not cfg and model is None:
         raise FreqkitError(f"{path} carries no training config; pass --model SPEC (and --data) to say what it is")
     return cfg, path
@@ -84,9 +93,17 @@ def run(args: argparse.Namespace) -> int:
     from freqkit.train.loop import amp_enabled, evaluate
     from freqkit.train.models import build_model, parse_model_spec
 
+    from freqkit.io import atomic_write_json, check_writable_file
+
+    if args.json:
+        check_writable_file(args.json, "json")  # before the evaluation, not after it
+    if args.batch_size < 1:
+        raise FreqkitError(f"batch_size must be >= 1, got {args.batch_size}")
     cfg, weights = _read_config(Path(args.path), args.model)
     model_spec = args.model or cfg.get("model")
     data = args.data or cfg.get("data")
+    if not model_spec:
+        raise FreqkitError(f"the training config of {args.path} names no model; pass --model SPEC")
     if data is None:
         raise FreqkitError("no --data given and the weights carry no training config; pass --data")
     parse_model_spec(model_spec)
@@ -108,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
     if is_main(info):
         print(f"{model_spec} on {data} (val, {len(splits['val'])} images): {format_metrics(metrics)}")
         if args.json:
-            Path(args.json).write_text(json.dumps({"model": model_spec, "data": data, **metrics}, indent=1))
+            atomic_write_json(args.json, {"model": model_spec, "data": data, **metrics})
     return 0

@@ -1,16 +1,12 @@
 """``TrainConfig``: every setting of a training run (saved with each checkpoint)."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["TrainConfig", "RESUME_SENSITIVE", "MIN_IMG_SIZE", "MAX_IMG_SIZE"]
-
-# 4096 px is far above any recipe here; larger sizes fail with out-of-memory errors deep in the data code
-MIN_IMG_SIZE, MAX_IMG_SIZE = 8, 4096
+__all__ = ["TrainConfig", "RESUME_SENSITIVE"]
 
 # fields that must match between a checkpoint and the run that resumes it (anything that changes the math)
 RESUME_SENSITIVE = (
@@ -57,6 +53,10 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise a FreqkitError naming the first impossible setting (and the device if unusable); return self."""
+        import math
+
+        from freqkit.data.spec import MAX_IMG_SIZE, MIN_IMG_SIZE
+
         checks = [
             (isinstance(self.model, str) and self.model.strip() != "", f"model must be a model spec such as 'vit_mini', got {self.model!r}"),
             (isinstance(self.out, str) and self.out.strip() != "", f"out must be a folder path, got {self.out!r}"),

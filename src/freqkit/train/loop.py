@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from freqkit.errors import FreqkitError
 from freqkit.io import RunLock, atomic_write_json, atomic_write_text, check_writable_dir
-from freqkit.train.checkpoint import find_checkpoint, load_train_state, save_model_file, save_train_state, unwrap
+from freqkit.train.checkpoint import find_checkpoint, load_train_state, save_model_file, save_train_state, settle_checkpoint, unwrap
 from freqkit.train.config import RESUME_SENSITIVE, TrainConfig
 from freqkit.train.distributed import DistInfo, ResumableDistributedSampler, cleanup_distributed, init_distributed, is_main
 from freqkit.train.metrics import IGNORE_INDEX, build_metrics
@@ -208,8 +208,12 @@ def _write_jsonl(path: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the log records of steps <= ``step`` (the resumed checkpoint's); drop replayed and partial ones."""
+def _truncate_log(path: Path, step: int, finished: bool) -> None:
+    """Keep the log records up to the resumed checkpoint's ``step``; drop partial lines and records the resumed run repeats.
+
+    Evaluations at a checkpoint's step ran before it was saved and are kept, except the final one
+    (``finished``: it runs after the last save, and runs again).
+    """
     if not path.is_file():
         return
     kept = []
@@ -218,8 +222,11 @@ def _truncate_log(path: Path, step: int) -> None:
             rec = json.loads(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
-            kept.append(line)
+        if not (isinstance(rec, dict) and isinstance(rec.get("step"), int)) or rec["step"] > step:
+            continue
+        if finished and rec["step"] == step and rec.get("split") == "val":
+            continue
+        kept.append(line)
     atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
@@ -299,10 +306,14 @@ def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
     if found is not None:
         path, saved = found
         _check_resume(saved.get("config", {}), cfg, path)
+        if main:
+            settle_checkpoint(ckpt_dir)  # the newest complete copy back under its own name, the others gone
+        if info.distributed:
+            torch.distributed.barrier()
         saved = load_train_state(ckpt_dir, model, optimizer)
         start = int(saved["step"])
         if main:
-            _truncate_log(log_path, start)
+            _truncate_log(log_path, start, finished=start >= cfg.steps)
     elif main and log_path.exists():
         log_path.unlink()
     if info.distributed:

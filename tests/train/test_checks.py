@@ -154,3 +154,22 @@ def test_a_worker_error_is_one_line(tmp_path):
         train(_cfg(tmp_path, data=data, num_workers=1, steps=4))
     msg = str(err.value)
     assert "\n" not in msg and "Traceback" not in msg and msg.startswith("cannot read image") and "1.png" in msg
+
+
+def test_preflight_finds_a_bad_model_before_any_run_trains(tmp_path, monkeypatch):
+    import freqkit.train.loop as loop
+    from freqkit.train import preflight
+
+    calls = []
+    monkeypatch.setattr(loop, "_train", lambda *a: calls.append(a))
+    specs = ["vit_micro", "vit_micro+fdam", "vit_micro+fdam+gfsa"]
+    cfgs = [_cfg(tmp_path, model=m, out=str(tmp_path / "runs" / str(i))) for i, m in enumerate(specs)]
+    with pytest.raises(FreqkitError, match=r"'fdam', 'gfsa'\] both need the attn filter"):
+        preflight(cfgs)
+    with pytest.raises(FreqkitError, match=r"resnet18 is ResNet"):
+        preflight([_cfg(tmp_path, model="resnet18+fdam")])
+    assert [c.model for c in preflight(cfgs[:2])] == specs[:2]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FreqkitError, match=r"out=.*is a file"):
+        preflight([_cfg(tmp_path, out=str(tmp_path / "afile"))])
+    assert not calls

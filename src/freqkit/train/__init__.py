@@ -6,7 +6,7 @@ turns a model spec into a network (see :mod:`freqkit.train.models`).
 """
 from freqkit.train.checkpoint import load_train_state, save_train_state
 from freqkit.train.config import TrainConfig
-from freqkit.train.loop import TrainResult, evaluate, input_stats, normalize, train
+from freqkit.train.loop import TrainResult, evaluate, input_stats, normalize, preflight, train
 from freqkit.train.metrics import BoundaryF1, boundary_f1, build_metrics
 from freqkit.train.models import MODEL_PRESETS, build_model, parse_model_spec
 from freqkit.train.optim import build_optimizer, lr_factor, param_groups
@@ -27,6 +27,7 @@ __all__ = [
     "normalize",
     "param_groups",
     "parse_model_spec",
+    "preflight",
     "save_train_state",
     "train",
 ]

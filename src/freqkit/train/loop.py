@@ -34,7 +34,9 @@ from freqkit.train.distributed import DistInfo, ResumableDistributedSampler, cle
 from freqkit.train.metrics import IGNORE_INDEX, build_metrics
 from freqkit.train.optim import build_optimizer, lr_factor, set_lr
 
-__all__ = ["train", "evaluate", "TrainResult", "input_stats", "normalize", "seed_everything", "amp_enabled", "check_input_size"]
+__all__ = [
+    "train", "evaluate", "preflight", "TrainResult", "input_stats", "normalize", "seed_everything", "amp_enabled", "check_input_size",
+]
 
 
 @dataclass
@@ -246,6 +248,37 @@ def check_input_size(model: nn.Module, img_size: int, spec: str, device: torch.d
         ) from None
     finally:
         model.train(was_training)
+
+
+def preflight(configs: Sequence[TrainConfig], check_data: bool = True) -> list[TrainConfig]:
+    """Check a batch of runs (e.g. every model x seed of a comparison) before any of them trains; return them validated.
+
+    For each config: its settings and device, that ``out`` is a writable folder, and that its model spec
+    builds for the data's task, class count and image size and takes one image of that size. Each
+    dataset is built (and with ``check_data`` its validation split read) once. The first problem
+    raises one FreqkitError, so a bad third model fails in seconds, not after the first two trained.
+    """
+    from freqkit.data import build_datasets
+    from freqkit.train.models import build_model
+
+    checked = []
+    infos: dict[tuple[Any, ...], Any] = {}
+    for config in configs:
+        cfg = TrainConfig.from_dict(config.to_dict()).validate()
+        check_writable_dir(cfg.out, "out")
+        key = (cfg.data, cfg.task, cfg.img_size, cfg.num_classes)
+        if key not in infos:
+            datasets, infos[key] = build_datasets(cfg.data, task=cfg.task, img_size=cfg.img_size, num_classes=cfg.num_classes,
+                                                  seed=cfg.seed)
+            check = getattr(datasets["val"], "check", None)
+            if check_data and check is not None:
+                check(decode=True)
+        info = infos[key]
+        model = build_model(cfg.model, info.task, info.num_classes, info.img_size, cfg.drop_path, cfg.head_channels)
+        check_input_size(model, info.img_size, cfg.model, torch.device("cpu"))
+        del model
+        checked.append(cfg)
+    return checked
 
 
 def train(config: TrainConfig) -> TrainResult:

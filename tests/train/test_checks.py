@@ -125,6 +125,9 @@ def test_a_16_bit_mask_with_a_stray_id_is_not_60001_classes(tmp_path):
         train(_cfg(tmp_path, data=data))
     with pytest.raises(FreqkitError, match=r"num_classes=60001 is more than 4096 segmentation classes"):
         build_metrics("segmentation", 60001)
+    with pytest.raises(FreqkitError, match=r"num_classes=60001 is more than 4096"):  # declared: refused before training
+        train(_cfg(tmp_path, data=data, num_classes=60001))
+    assert not (tmp_path / "run" / "checkpoint").exists()
     assert build_metrics("classification", 60001) is not None  # top-1 needs no K x K matrix
 
 

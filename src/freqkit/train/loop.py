@@ -31,7 +31,7 @@ from freqkit.io import RunLock, atomic_write_json, atomic_write_text, check_writ
 from freqkit.train.checkpoint import find_checkpoint, load_train_state, save_model_file, save_train_state, settle_checkpoint, unwrap
 from freqkit.train.config import RESUME_SENSITIVE, TrainConfig
 from freqkit.train.distributed import DistInfo, ResumableDistributedSampler, cleanup_distributed, init_distributed, is_main
-from freqkit.train.metrics import IGNORE_INDEX, build_metrics
+from freqkit.train.metrics import IGNORE_INDEX, build_metrics, check_num_classes
 from freqkit.train.optim import build_optimizer, lr_factor, set_lr
 
 __all__ = [
@@ -322,6 +322,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
             f"the training split has {len(train_ds)} images, fewer than one global batch ({cfg.global_batch_size}); "
             "lower --batch-size or add images"
         )
+    check_num_classes(cfg.task, cfg.num_classes)
     model = build_model(cfg.model, cfg.task, cfg.num_classes, cfg.img_size, cfg.drop_path, cfg.head_channels).to(device)
     check_input_size(model, cfg.img_size, cfg.model, device)
     for split, ds in (("train", train_ds), ("val", val_ds)):

@@ -43,6 +43,16 @@ POINTS = [
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork to kill a child cheaply")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Every run of this module on one thread: the forked children must use one (see _child), and float
+    sums differ in their last bits between thread counts, which is not what these tests are about."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _cfg(out: Path, **kw) -> TrainConfig:
     base = dict(model="vit_micro", data=TINY, steps=4, batch_size=2, lr=3e-3, out=str(out), progress=False,
                 log_every=1, ckpt_every=2, eval_every=2, drop_path=0.1)
@@ -51,6 +61,8 @@ def _cfg(out: Path, **kw) -> TrainConfig:
 
 
 def _child(out: str, point: str) -> None:
+    # a forked child must not enter the parent's OpenMP thread pool (it would hang): one thread, as DataLoader workers do
+    torch.set_num_threads(1)
     os.environ["FREQKIT_FAULT_AT"] = point
     train(_cfg(Path(out), resume=True))
 
@@ -81,6 +93,9 @@ def test_kill_at_every_point_of_a_save_then_resume_is_bitwise_equal(tmp_path, re
     proc = mp.get_context("fork").Process(target=_child, args=(str(out), point))
     proc.start()
     proc.join(300)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
     assert proc.exitcode == FAULT_EXIT_CODE, f"the child did not stop at {point} (exit code {proc.exitcode})"
     found = find_checkpoint(out / "checkpoint")
     assert found is not None and found[1]["step"] in (2, 4)  # a complete checkpoint survives every kill

@@ -16,6 +16,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -337,6 +338,10 @@ def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
     ckpt_dir = out / "checkpoint"
     log_path = out / "log.jsonl"
     found = find_checkpoint(ckpt_dir) if cfg.resume else None  # damaged files: CheckpointDamaged, never a silent restart
+    if info.distributed:
+        torch.distributed.barrier()  # every rank has looked before rank 0 moves copies around
+    if cfg.resume and found is None and main:
+        warnings.warn(f"resume=True but {ckpt_dir} holds no complete checkpoint yet; starting at step 0", stacklevel=2)
     if found is not None:
         path, saved = found
         _check_resume(saved.get("config", {}), cfg, path)

@@ -161,3 +161,13 @@ def test_cli_process_killed_between_the_two_renames_resumes_bitwise_equal(tmp_pa
     assert run(tmp_path / "cut", "--resume") == 0
     a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_unfinished_first_save_restarts_with_a_warning(tmp_path, reference):
+    out = tmp_path / "run"
+    (out / "checkpoint.tmp").mkdir(parents=True)
+    (out / "checkpoint.tmp" / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.warns(UserWarning, match="first checkpoint save into .* never finished; starting at step 0"):
+        train(_cfg(out, resume=True))
+    got = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(got[k], reference[0][k]) for k in reference[0])

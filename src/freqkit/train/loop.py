@@ -340,8 +340,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> TrainResult:
     found = find_checkpoint(ckpt_dir) if cfg.resume else None  # damaged files: CheckpointDamaged, never a silent restart
     if info.distributed:
         torch.distributed.barrier()  # every rank has looked before rank 0 moves copies around
-    if cfg.resume and found is None and main:
-        warnings.warn(f"resume=True but {ckpt_dir} holds no complete checkpoint yet; starting at step 0", stacklevel=2)
+    if cfg.resume and found is None and main and ckpt_dir.with_name(ckpt_dir.name + ".tmp").exists():
+        warnings.warn(f"resume=True: the first checkpoint save into {ckpt_dir} never finished; starting at step 0", stacklevel=2)
     if found is not None:
         path, saved = found
         _check_resume(saved.get("config", {}), cfg, path)

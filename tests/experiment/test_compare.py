@@ -117,7 +117,7 @@ def test_bad_spec_fails_before_any_training(tmp_path, capsys):
     argv = ["compare", "--models", "vit_micro,vit_micro+fdam+gfsa", "--data", "shapes:size=32,train=8,val=4", "--steps", "1",
             "--out", str(tmp_path / "c")]
     assert main(argv) == 2
-    assert not (tmp_path / "c" / "runs").exists()
+    assert not list((tmp_path / "c").rglob("*.safetensors")) and not list((tmp_path / "c").rglob("log.jsonl"))
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 

@@ -59,5 +59,5 @@ def test_open_run_refuses_what_is_not_a_run(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "model.safetensors").write_bytes(b"junk")
     (tmp_path / "d" / "config.json").write_text("{broken")
-    with pytest.raises(FreqkitError, match="not readable JSON"):
+    with pytest.raises(FreqkitError, match="is not valid JSON"):
         open_run(tmp_path / "d")

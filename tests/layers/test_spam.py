@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from closeness import assert_scaled_close
 from freqkit.errors import FreqkitError
 from freqkit.layers import SPAM
 from freqkit.layers.spam import signed_frequencies, spf_mask
@@ -123,9 +124,10 @@ def test_bins_path_gradients_equal_the_reference_path():
     xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
     (ref(xr) ** 2).sum().backward()
     (fast(xf) ** 2).sum().backward()
-    assert torch.allclose(xf.grad, xr.grad, atol=1e-4)
+    # gradients reach ~2e3: float32 rounding of the two summation orders differs by ~1e-7 of that scale
+    assert_scaled_close(xf.grad, xr.grad, rel=2e-5, msg="input")
     for (name, pr), pf in zip(ref.named_parameters(), fast.parameters()):
-        assert torch.allclose(pf.grad, pr.grad, atol=1e-4 * max(1.0, pr.grad.abs().max().item())), name
+        assert_scaled_close(pf.grad, pr.grad, rel=2e-5, msg=name)
 
 
 def test_chunks_follow_torch_chunk_and_masks_are_not_state():

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from closeness import assert_scaled_close
 from freqkit.errors import FreqkitError
 from freqkit.layers import SPAMv2
 from freqkit.layers.spam_v2 import checkpoint_layout
@@ -62,8 +63,8 @@ def test_fused_and_reference_equal_the_bruteforce_spec(layout, gain, hw):
         want = _bruteforce(ref, x).float()
         ref.float()
         got_ref, got_fused = ref(x), fused(x)
-    assert torch.allclose(got_ref, want, atol=1e-4)
-    assert torch.allclose(got_fused, want, atol=1e-4)
+    assert_scaled_close(got_ref, want, rel=1e-4)
+    assert_scaled_close(got_fused, want, rel=1e-4)
 
 
 def test_layouts_differ_and_alpha_matters():
@@ -113,7 +114,7 @@ def test_gain_cache_is_used_in_eval_and_never_stale():
         fused.filter_2.add_(1.0)
         fused.local_conv_3.weight.mul_(-1.0)
         ref.load_state_dict(fused.state_dict())
-        assert torch.allclose(fused(x), ref(x), atol=1e-5)
+        assert_scaled_close(fused(x), ref(x), rel=1e-5)
         assert (fused(x) - first).abs().max() > 1e-3
     fused.train()
     assert not fused._cache

@@ -51,6 +51,36 @@ def test_shape_mismatch_is_named():
         load_checkpoint(_net(), sd)
 
 
+def test_strict_false_lists_the_wrong_shaped_keys_it_drops():
+    src, dst = _net(), _net()
+    before = dst[0].weight.detach().clone()
+    sd = dict(src.state_dict())
+    sd["0.weight"] = torch.zeros(5, 4)
+    with pytest.warns(UserWarning, match=r"dropped 1 wrong-shaped tensor.*0\.weight: checkpoint \(5, 4\) vs model \(3, 4\)"):
+        res = load_checkpoint(dst, sd, strict=False)
+    missing, unexpected = res
+    assert res.mismatched == ["0.weight"] and missing == [] and unexpected == []
+    assert torch.equal(dst[0].weight, before)  # kept, not overwritten
+    assert torch.equal(dst[2].weight, src[2].weight)  # the rest loaded
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_integer_weights_for_float_parameters_are_refused(strict):
+    src, dst = _net(), _net()
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    sd = {k: (v * 100).to(torch.int32) if k == "0.weight" else v for k, v in src.state_dict().items()}
+    with pytest.raises(FreqkitError, match=r"integer tensors for floating-point weights.*0\.weight: int32 for float32"):
+        load_checkpoint(dst, sd, strict=strict)
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())  # nothing half-loaded
+
+
+def test_integer_buffers_still_load():
+    src, dst = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    src.num_batches_tracked += 7
+    load_checkpoint(dst, src.state_dict())
+    assert int(dst.num_batches_tracked) == 7
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("pwned",))

@@ -6,6 +6,7 @@ import timm
 import torch
 
 import freqkit.models  # noqa: F401  (registers the models)
+from closeness import assert_scaled_close
 from freqkit.errors import FreqkitError
 from freqkit.layers import SPAM
 from freqkit.models import load_checkpoint
@@ -74,7 +75,7 @@ def test_impl_paths_give_the_same_logits():
     ref.load_state_dict(fast.state_dict())
     x = torch.randn(2, 3, 96, 64)
     with torch.no_grad():
-        assert torch.allclose(fast(x), ref(x), atol=1e-4)
+        assert_scaled_close(fast(x), ref(x), rel=1e-4)
 
 
 def test_features_only_shapes_strides_and_stage_norms():
@@ -91,7 +92,7 @@ def test_features_only_shapes_strides_and_stage_norms():
         y = x
         for i in range(4):
             y = inner.stages[i](inner.downsample_layers[i](y))
-            assert torch.allclose(outs[i], getattr(inner, f"norm{i}")(y), atol=1e-5)
+            assert_scaled_close(outs[i], getattr(inner, f"norm{i}")(y), rel=1e-5)
 
 
 def test_forward_intermediates_and_head():
@@ -165,7 +166,7 @@ def test_gradient_checkpointing_matches():
     model.set_grad_checkpointing(True)
     model(x).sum().backward()
     for g0, p in zip(grads, model.parameters()):
-        assert torch.allclose(g0, p.grad, atol=1e-5)
+        assert_scaled_close(p.grad, g0, rel=1e-5)
 
 
 def test_bfloat16_weights_and_autocast():
@@ -186,7 +187,7 @@ def test_torch_compile_captures_one_graph():
     x = torch.randn(1, 3, 64, 64)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     with torch.no_grad():
-        assert torch.allclose(compiled(x), model(x), atol=1e-6)
+        assert_scaled_close(compiled(x), model(x), rel=1e-6)
 
 
 @pytest.mark.slow
@@ -194,7 +195,7 @@ def test_torch_compile_inductor_matches_eager():
     model = _tiny()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(torch.compile(model)(x), model(x), atol=1e-4)
+        assert_scaled_close(torch.compile(model)(x), model(x), rel=1e-4)
 
 
 def test_smp_unet_on_spanet_and_probe_captures_stages():

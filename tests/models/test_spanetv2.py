@@ -6,6 +6,7 @@ import timm
 import torch
 
 import freqkit.models  # noqa: F401  (registers the models)
+from closeness import assert_scaled_close
 from freqkit.errors import FreqkitError
 from freqkit.models import load_checkpoint
 from freqkit.models.spanetv2 import GridAttention, SPANetV2, checkpoint_filter_fn
@@ -68,7 +69,7 @@ def test_any_input_divisible_by_32_and_fused_equals_reference(mixers, hw):
     with torch.no_grad():
         got, want = fast(x), ref(x)
     assert got.shape == (1, 10)
-    assert torch.allclose(got, want, atol=1e-4)
+    assert_scaled_close(got, want, rel=1e-4)
 
 
 def test_sizes_not_divisible_by_32_raise():
@@ -91,7 +92,7 @@ def test_mix_attention_adds_a_depthwise_conv_of_the_values():
     conv = torch.nn.functional.conv2d(vmap, attn.local_conv.weight, padding=3, groups=c).permute(0, 2, 3, 1)
     want = (merged(a @ v) + conv) @ attn.proj.weight.T
     with torch.no_grad():
-        assert torch.allclose(attn(x), want, atol=1e-5)
+        assert_scaled_close(attn(x), want, rel=1e-5)
     assert set(attn.state_dict()) == {"qkv.weight", "proj.weight", "local_conv.weight"}
 
 
@@ -110,7 +111,7 @@ def test_features_only_nchw_strides_and_stage_norms():
         for i in range(4):
             y = inner.stages[i](inner.downsample_layers[i](y))
             if i == 1:
-                assert torch.allclose(outs[0], inner.norm1(y).permute(0, 3, 1, 2), atol=1e-5)
+                assert_scaled_close(outs[0], inner.norm1(y).permute(0, 3, 1, 2), rel=1e-5)
 
 
 def test_forward_intermediates_head_and_reset():
@@ -154,7 +155,7 @@ def test_gradient_checkpointing_matches():
     model.set_grad_checkpointing(True)
     model(x).sum().backward()
     for g0, p in zip(grads, model.parameters()):
-        assert torch.allclose(g0, p.grad, atol=1e-5)
+        assert_scaled_close(p.grad, g0, rel=1e-5)
 
 
 @pytest.mark.parametrize("mixers", [("spam",) * 4, HYBRID])
@@ -176,7 +177,7 @@ def test_torch_compile_captures_one_graph():
     x = torch.randn(1, 3, 64, 64)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     with torch.no_grad():
-        assert torch.allclose(compiled(x), model(x), atol=1e-6)
+        assert_scaled_close(compiled(x), model(x), rel=1e-6)
 
 
 def test_probe_captures_stage_maps():

@@ -125,6 +125,16 @@ def _meta_of(cap: Capture) -> list[dict[str, Any]]:
     return meta
 
 
+def _check_finite(cap: Capture, name: str) -> None:
+    """NaN or inf would surface later as an SVD failure deep in the rank metrics: name the layer instead."""
+    for layer in cap.layers:
+        if not bool(torch.isfinite(layer.spatial_map()).all()):
+            raise FreqkitError(
+                f"model {name}: the output of layer {layer.name} holds NaN or inf; check the model's weights "
+                "(torch.isfinite on its parameters) and the input images"
+            )
+
+
 def _coarsest(grids: Sequence[tuple[int, int]]) -> tuple[int, int]:
     return min(g[0] for g in grids), min(g[1] for g in grids)
 
@@ -416,6 +426,9 @@ def analyze(
     the end; ``resume`` continues from them. ``info`` adds per-model facts, ``settings`` run settings.
     """
     pairs = _named_models(models, img_size)
+    for name, m in pairs:
+        if _device_dtype(m)[0].type == "meta":
+            raise FreqkitError(f"model {name} is on the meta device (shapes only); materialize its weights (to_empty + init, or a checkpoint) to analyze it")
     if not 0.0 <= float(cutoff) <= 1.5:
         raise FreqkitError(f"cutoff {cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5")
     if int(bins) != bins or int(bins) < 1:
@@ -479,6 +492,8 @@ def analyze(
             m.eval()
         for images, position in source.batches(position):
             b = int(images.shape[0])
+            if images.device.type == "meta" or not bool(torch.isfinite(images).all()):
+                raise FreqkitError("analyze: the images hold NaN or inf (or are on the meta device); pass finite real-valued images")
             if first_images is None and methods:
                 first_images = images[:4].detach().cpu()
             if bar is None and progress and rank == 0:
@@ -489,6 +504,7 @@ def analyze(
                 batch = images.to(device=device, dtype=dtype or images.dtype, non_blocking=True)
                 acc = accs[name]
                 cap = capture(model, batch, attention=attention, layers=layers)
+                _check_finite(cap, name)
                 with torch.no_grad():
                     model_maps.append(_batch_stats(cap, acc, float(cutoff), int(bins), int(chunk_size), bool(cka)))
                 del cap

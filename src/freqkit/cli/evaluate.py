@@ -36,23 +36,19 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics (rank 0 only); write them as JSON if asked."""
-    import json
     import os
-    from pathlib import Path
 
-    from freqkit.errors import ParameterError
-    from freqkit.experiment.compare import _write, format_metrics
+    from freqkit.experiment.compare import format_metrics
     from freqkit.experiment.runs import evaluate_run
+    from freqkit.io import atomic_write_json, check_writable_file
 
     if args.json is not None:
-        target = Path(args.json)
-        if target.is_dir() or not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
-            raise ParameterError("json", f"{args.json!r} cannot be written (a folder, or its folder is missing or read-only); give a writable file path")
+        check_writable_file(args.json, "json")  # before the evaluation, not after it
     res = evaluate_run(args.path, args.data, model=args.model, task=args.task, img_size=args.img_size,
                        batch_size=args.batch_size, amp=args.amp, device=args.device, progress=args.progress)
     if int(os.environ.get("RANK", "0")) == 0:
         metrics = {k: v for k, v in res.items() if k not in ("model", "data", "images")}
         print(f"{res['model']} on {res['data']} (val, {res['images']} images): {format_metrics(metrics)}")
         if args.json:
-            _write(Path(args.json), json.dumps(res, indent=1))
+            atomic_write_json(args.json, res)
     return 0

@@ -48,31 +48,93 @@ def _list_images(folder: Path, extensions: Sequence[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
 
 
-def _open_rgb(path: Path):
+def _image_errors() -> tuple[type[BaseException], ...]:
     from PIL import Image, UnidentifiedImageError
+
+    # Pillow reports broken files as OSError, SyntaxError (bad PNG chunks) or ValueError, and huge ones as DecompressionBombError
+    return (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _read_failure(kind: str, path: Path, err: BaseException) -> FreqkitError:
+    from PIL import Image
+
+    if isinstance(err, Image.DecompressionBombError):
+        return FreqkitError(
+            f"{kind} {path} has more pixels than Pillow's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS} x 2); "
+            "remove it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        )
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return FreqkitError(f"cannot read {kind} {path} ({first}); remove or replace the file")
+
+
+def _high_depth_to_float(im, path: Path):
+    """A 16-bit or 32-bit integer, or float, greyscale image -> a mode 'F' image with intensities in [0, 1].
+
+    ``convert("RGB")`` would clip such images to nearly white or black. 16-bit (and 32-bit integer)
+    images are divided by 65535; float images must already hold intensities in [0, 1].
+    """
+    from PIL import Image
+
+    a = np.asarray(im)
+    if im.mode == "F":
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            raise FreqkitError(f"float image {path} holds NaN or inf; replace it with a finite image")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise FreqkitError(
+                f"float image {path} has values in [{lo:g}, {hi:g}]; freqkit reads float images as intensities in [0, 1]: "
+                "rescale it, or save it as an 8- or 16-bit image"
+            )
+        return Image.fromarray(np.clip(a, 0.0, 1.0), mode="F")
+    a = a.astype(np.int64)
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi > 65535:
+        raise FreqkitError(
+            f"image {path} has {im.mode} values in [{lo}, {hi}], outside 16 bits; save it as an 8- or 16-bit image"
+        )
+    return Image.fromarray((a / 65535.0).astype(np.float32), mode="F")
+
+
+def _open_rgb(path: Path, decode: bool = True):
+    """An 8-bit 'RGB' image, or a mode 'F' greyscale image in [0, 1] for 16-bit and float files; errors are one line."""
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if not decode:
+                return None
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                im.load()
+                return _high_depth_to_float(im, path)
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise FreqkitError(f"cannot read image {path} ({err}); remove or replace the file") from None
+    except FreqkitError:
+        raise
+    except _image_errors() as err:
+        raise _read_failure("image", path, err) from None
 
 
 def _open_mask(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
+            if im.mode not in ("L", "P", "I") and not im.mode.startswith("I;16"):
                 raise FreqkitError(
-                    f"mask {path} has mode {im.mode}; masks must be single-channel label images (mode L or P, one class index per pixel)"
+                    f"mask {path} has mode {im.mode}; masks must be single-channel integer label images (mode L, P, I;16 or I, one class index per pixel)"
                 )
             return np.array(im, dtype=np.int64)
-    except (UnidentifiedImageError, OSError) as err:
-        raise FreqkitError(f"cannot read mask {path} ({err}); remove or replace the file") from None
+    except FreqkitError:
+        raise
+    except _image_errors() as err:
+        raise _read_failure("mask", path, err) from None
 
 
 def _to_tensor(im) -> torch.Tensor:
+    """An 'RGB' image (H, W, 3 bytes) or a mode 'F' image in [0, 1] -> (3, H, W) float32 in [0, 1]."""
+    if im.mode == "F":
+        g = torch.from_numpy(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0))
+        return g.expand(3, *g.shape).contiguous()
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
@@ -119,6 +181,11 @@ class ImageFolderDataset(_Augmented):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def check(self, decode: bool = True) -> None:
+        """Open every image (``decode``: read all its pixels too); the first unreadable one raises a FreqkitError."""
+        for path, _ in self.samples:
+            _open_rgb(path, decode=decode)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
@@ -180,6 +247,32 @@ class SegmentationFolderDataset(_Augmented):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def check(self, decode: bool = True) -> None:
+        """Open every image and mask (``decode``: read them fully and check sizes and class indices); first problem raises."""
+        from PIL import Image
+
+        for img_path, mask_path in self.pairs:
+            if not decode:
+                _open_rgb(img_path, decode=False)
+                try:
+                    with Image.open(mask_path):
+                        pass
+                except _image_errors() as err:
+                    raise _read_failure("mask", mask_path, err) from None
+                continue
+            im = _open_rgb(img_path)
+            raw = _open_mask(mask_path)
+            self._check_size(raw, im, img_path, mask_path)
+            self._labels(np.unique(raw)[None], mask_path)
+
+    @staticmethod
+    def _check_size(raw: np.ndarray, im, img_path: Path, mask_path: Path) -> None:
+        if raw.shape != (im.size[1], im.size[0]):
+            raise FreqkitError(
+                f"mask {mask_path} is {raw.shape[1]}x{raw.shape[0]} but image {img_path} is {im.size[0]}x{im.size[1]}; "
+                "every mask must have its image's size"
+            )
+
     def _labels(self, raw: np.ndarray, path: Path) -> torch.Tensor:
         if self.label_map == "ade20k":
             lab = np.where(raw == 0, IGNORE_INDEX, raw - 1)
@@ -199,11 +292,7 @@ class SegmentationFolderDataset(_Augmented):
         img_path, mask_path = self.pairs[index]
         im = _open_rgb(img_path)
         raw = _open_mask(mask_path)
-        if raw.shape != (im.size[1], im.size[0]):
-            raise FreqkitError(
-                f"mask {mask_path} is {raw.shape[1]}x{raw.shape[0]} but image {img_path} is {im.size[0]}x{im.size[1]}; "
-                "every mask must have its image's size"
-            )
+        self._check_size(raw, im, img_path, mask_path)
         s = self.size
         x = _to_tensor(im.resize((s, s), resample=2))
         # nearest resize of the raw labels (as 32-bit ints, so 255 and large ids survive)

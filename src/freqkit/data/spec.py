@@ -95,6 +95,14 @@ def parse_data_spec(spec: str) -> DataSpec:
     return DataSpec(kind, (rest,))
 
 
+# images are decoded, resized and batched whole: far above 4096 px, memory runs out deep in the data code
+MIN_IMG_SIZE, MAX_IMG_SIZE = 8, 4096
+
+# a class count read off the masks above this is almost surely a stray value (e.g. 60000 in a 16-bit mask);
+# it would also size the mIoU confusion matrix (K x K) beyond memory
+MAX_INFERRED_CLASSES = 1024
+
+
 def _infer_num_classes(ds) -> int:
     import numpy as np
 
@@ -108,6 +116,11 @@ def _infer_num_classes(ds) -> int:
             top = max(top, int(valid.max()))
             if int(valid.min()) < 0:
                 raise FreqkitError(f"mask {mask_path} has a negative label; labels must be 0..K-1 (255 = ignore)")
+            if top >= MAX_INFERRED_CLASSES:
+                raise FreqkitError(
+                    f"mask {mask_path} has label {top}, which would mean {top + 1} classes (more than {MAX_INFERRED_CLASSES} "
+                    "are not inferred); fix the mask, or declare the class count with num_classes"
+                )
     if top < 0:
         raise FreqkitError("every training mask is ignore (255) only; nothing to learn from")
     return int(np.int64(top) + 1)
@@ -137,8 +150,10 @@ def build_datasets(
     if img_size is not None and size is not None and int(img_size) != size:
         raise FreqkitError(f"--img-size {img_size} contradicts size={size} in --data {name}; give the size once")
     size = int(img_size if img_size is not None else size if size is not None else _DEFAULT_SIZE[ds_spec.kind])
-    if size < 8:
-        raise FreqkitError(f"image size {size} is too small; use at least 8 pixels")
+    if size < MIN_IMG_SIZE:
+        raise FreqkitError(f"image size {size} is too small; img_size must be at least {MIN_IMG_SIZE} pixels")
+    if size > MAX_IMG_SIZE:
+        raise FreqkitError(f"image size {size} is too large; img_size must be at most {MAX_IMG_SIZE} pixels")
     out: dict[str, Dataset] = {}
     opts = ds_spec.options
     if ds_spec.kind in ("shapes", "textures"):

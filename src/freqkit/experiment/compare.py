@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from freqkit.errors import FreqkitError, ParameterError
+from freqkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable_dir
 
 __all__ = ["compare", "Comparison", "parse_seeds", "DEFAULT_MODELS", "DEFAULT_STEPS"]
 
@@ -92,33 +93,6 @@ def _encoder(model):
     return getattr(model, "encoder", model)
 
 
-def _write(path: Path, data: Union[str, bytes]) -> None:
-    """Write a file atomically: a kill leaves the old file or the new one, never a torn one."""
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _check_out(out: Path) -> None:
-    """Refuse an output folder that is a file or cannot be written, before anything trains."""
-    if out.exists() and not out.is_dir():
-        raise ParameterError("out", f"{str(out)!r} is a file; give a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-", delete=True)
-        probe.close()
-    except OSError as err:
-        raise ParameterError("out", f"{str(out)!r} is not writable ({err.strerror}); choose another folder") from None
-
-
 @dataclass
 class Comparison:
     """Results of :func:`compare`: ``summary`` (model -> metrics with mean, spread, per-seed values, curves), ``runs``, ``settings``."""
@@ -170,27 +144,15 @@ class Comparison:
     def save(self, folder: Union[str, Path]) -> Path:
         """Write ``results.json``, ``spectral.png``, ``loss.png``, ``report.html`` (and ``analysis/``) into ``folder``."""
         out = Path(folder)
-        _check_out(out)
+        check_writable_dir(out, "out")
         if self.analysis is not None:
             self.analysis.save(out / "analysis")
-        _write(out / "results.json", self.to_json())
+        atomic_write_text(out / "results.json", self.to_json())
         pngs = _pngs(self.plot())
         for name, png in pngs:
-            _write(out / name, png)
-        _write(out / "report.html", render_html(self.settings, self.summary, self.runs, pngs))
+            atomic_write_bytes(out / name, png)
+        atomic_write_text(out / "report.html", render_html(self.settings, self.summary, self.runs, pngs))
         return out / "report.html"
-
-
-def _build_check(models: Mapping[str, Union[str, ModelFactory]], data_info) -> None:
-    """Build every model spec once, before any training, so a bad spec fails in seconds, not after hours."""
-    from freqkit.train.models import build_model, parse_model_spec
-
-    for name, spec in models.items():
-        if isinstance(spec, str):
-            parse_model_spec(spec)
-            build_model(spec, data_info.task, data_info.num_classes, data_info.img_size)
-        elif not callable(spec):
-            raise ParameterError("models", f"entry {name!r} is neither a model spec string nor a callable returning a module")
 
 
 def _normalize_models(models: Union[Sequence[str], Mapping[str, Union[str, ModelFactory]]]) -> dict[str, Union[str, ModelFactory]]:
@@ -253,7 +215,7 @@ def compare(
     from freqkit.data import build_datasets
     from freqkit.data.spec import DataInfo
     from freqkit.train import TrainConfig, train
-    from freqkit.train.loop import input_stats, normalize
+    from freqkit.train.loop import input_stats, normalize, preflight
 
     t0 = time.perf_counter()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -274,7 +236,7 @@ def compare(
         root = Path(tmp.name)
     else:
         root = Path(out)
-        _check_out(root)
+        check_writable_dir(root, "out")
     try:
         if isinstance(data, str):
             splits, info = build_datasets(data, task=base_cfg.task, img_size=base_cfg.img_size, num_classes=base_cfg.num_classes,
@@ -288,7 +250,13 @@ def compare(
             size = int(data["val"][0][0].shape[-1])
             datasets, splits = dict(data), dict(data)
             info = DataInfo(name="custom", task=base_cfg.task, num_classes=base_cfg.num_classes, img_size=size, classes=())
-        _build_check(named, info)
+        for name, spec in named.items():
+            if not isinstance(spec, str) and not callable(spec):
+                raise ParameterError("models", f"entry {name!r} is neither a model spec string nor a callable returning a module")
+        if isinstance(data, str):
+            # every spec is built and fed one image, every run folder proven writable, before anything trains
+            preflight([dataclasses.replace(base_cfg, model=spec, seed=seed_list[0], out=str(root / "runs" / _slug(name) / f"seed{seed_list[0]}"))
+                       for name, spec in named.items() if isinstance(spec, str)])
         images01 = _fixed_images(splits["val"], analyze_images)
         # predictions: 4 fixed images for segmentation panels; up to 512 for classification confusion matrices
         n_pred = min(len(splits["val"]), 4 if info.task == "segmentation" else 512)
@@ -314,7 +282,7 @@ def compare(
                     res = train(cfg, model=net, datasets=datasets)
                     done = {"model": res.model, "metrics": res.metrics, "history": res.history,
                             "seconds": res.seconds, "seconds_per_step": res.seconds_per_step}
-                    _write(run_dir / "timing.json", json.dumps({k: done[k] for k in ("seconds", "seconds_per_step")}))
+                    atomic_write_json(run_dir / "timing.json", {k: done[k] for k in ("seconds", "seconds_per_step")})
                 else:
                     print(f"{name} seed {seed}: reusing the finished run in {run_dir}", file=sys.stderr)
                 net = done["model"].eval()

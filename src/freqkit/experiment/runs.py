@@ -18,10 +18,9 @@ __all__ = ["Run", "open_run", "evaluate_run"]
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FreqkitError(f"{path} is not readable JSON ({type(err).__name__}); {what}") from None
+    from freqkit.io import read_json
+
+    return read_json(path, what)
 
 
 @dataclass
@@ -78,7 +77,7 @@ def _safetensors_config(path: Path) -> dict[str, Any]:
 def open_run(path: Union[str, Path]) -> Run:
     """Open a run folder, a checkpoint folder or a ``.safetensors`` weights file written by ``freqkit train``."""
     path = Path(path)
-    fix = "pass a folder written by freqkit train"
+    fix = "the training config"
     if path.is_dir():
         weights = path / "model.safetensors"
         if (path / "config.json").is_file():

@@ -8,14 +8,12 @@ negative taps are high-pass. ``freqkit simulate`` is :func:`simulate` on the com
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from freqkit.errors import FreqkitError, ParameterError
+from freqkit.io import atomic_write_bytes, atomic_write_json, check_writable_dir
 
 __all__ = ["simulate", "Simulation", "DEFAULT_STENCILS"]
 
@@ -81,36 +79,16 @@ class Simulation:
 
     def save(self, folder: Union[str, Path]) -> list[Path]:
         """Write one PNG per figure and ``curves.json`` into ``folder``; return the paths written."""
-        out = Path(folder)
-        if out.exists() and not out.is_dir():
-            raise ParameterError("out", f"{str(out)!r} is a file; give a folder")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ParameterError("out", f"{str(out)!r} cannot be created ({err.strerror}); choose another folder") from None
+        import io
+
+        out = check_writable_dir(folder, "out")
         written = []
         for stem, fig in self.plot().items():
-            written.append(_atomic(out / f"{stem}.png", lambda fh, fig=fig: fig.savefig(fh, format="png")))
-        text = json.dumps(self.to_dict(), indent=1)
-        written.append(_atomic(out / "curves.json", lambda fh: fh.write(text.encode())))
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+            written.append(atomic_write_bytes(out / f"{stem}.png", buf.getvalue()))
+        written.append(atomic_write_json(out / "curves.json", self.to_dict()))
         return written
-
-
-def _atomic(path: Path, write) -> Path:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise ParameterError("out", f"{str(path.parent)!r} is not writable ({err.strerror}); choose another folder") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _curve(matrix, freqs, basis, bins: int) -> dict[str, list[float]]:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freqkit.errors import FreqkitError
+from freqkit.layers._autocast import no_autocast
 from freqkit.layers.starrelu import StarReLU
 
 __all__ = ["FreqScale", "dft_matrices", "bicubic_matrix", "MODES", "TRANSFORMS"]
@@ -291,7 +292,7 @@ class FreqScale(nn.Module):
         if self.mode == "static":
             return bank.view(1, h, rw, self.dim)
         r = self.routing(gap)
-        with torch.autocast(gap.device.type, enabled=False):  # the filter stays float32 under autocast
+        with no_autocast(gap.device):  # the filter stays float32 under autocast
             return torch.einsum("bgn,npc->bpgc", r, bank).reshape(gap.shape[0], h, rw, self.dim)
 
     def _use_matmul(self, h: int, w: int, device: torch.device) -> bool:
@@ -314,7 +315,7 @@ class FreqScale(nn.Module):
         x32 = xs.float()
         inplace = _inference(xs, self.complex_weights) and not _is_exporting()
         # autocast would run the DFT products in half precision: the transform is float32 throughout
-        with torch.autocast(xs.device.type, enabled=False):
+        with no_autocast(xs.device):
             # the routing input, the channel means, is the DC bin of the orthonormal transform / sqrt(HW):
             # reading it there saves a pass over the map
             if self._use_matmul(h, w, xs.device):

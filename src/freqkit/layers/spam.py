@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freqkit.errors import FreqkitError
+from freqkit.layers._autocast import no_autocast
 from freqkit.layers._cache import DerivedCache
 
 __all__ = ["SPAM", "SPAM_LAMBDAS", "spf_mask", "signed_frequencies"]
@@ -193,7 +194,7 @@ class SPAM(nn.Module):
         weight, allpass, bias = self._merged_pws()
         consts = self._spectral_constants(h, w, v.device)
         ctx = F.conv2d(v, allpass, bias)
-        with torch.autocast(device_type=v.device.type, enabled=False):
+        with no_autocast(v.device):
             v32, w32 = v.float(), weight.float()
             if self.impl == "rfft":
                 half = consts[0]  # (C, H, W // 2 + 1): M - (1 - lambda) on the half spectrum
@@ -242,7 +243,7 @@ class SPAM(nn.Module):
                 self._constants[key] = masks
         ctx = 0
         for chunk, pw, mask in zip(torch.chunk(v, len(self.lambdas), dim=1), self.pws, masks):
-            with torch.autocast(device_type=v.device.type, enabled=False):
+            with no_autocast(v.device):
                 spec = torch.fft.fftshift(torch.fft.fft2(chunk.float(), norm="ortho"), dim=(-2, -1)) * mask
                 filtered = torch.fft.ifft2(torch.fft.ifftshift(spec, dim=(-2, -1)), norm="ortho").real
             ctx = ctx + pw(filtered.to(v.dtype))

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freqkit.errors import FreqkitError
+from freqkit.layers._autocast import no_autocast
 from freqkit.layers._cache import DerivedCache
 
 __all__ = ["SPAMv2", "checkpoint_layout"]
@@ -169,7 +170,7 @@ class SPAMv2(nn.Module):
         weight, bias = self._fused_kernel()
         conv = F.conv2d(c, weight.to(c.dtype), bias.to(c.dtype), padding=weight.shape[-1] // 2, groups=self.dim)
         gains = self._fused_gains(h, w)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with no_autocast(x.device):
             spec = torch.fft.rfft2(conv.float(), norm="ortho") * gains
             z = torch.fft.irfft2(spec, s=(h, w), norm="ortho")
         return z.to(x.dtype)
@@ -181,7 +182,7 @@ class SPAMv2(nn.Module):
         outs = []
         for i, (conv, theta) in enumerate(zip(self._convs(), self._filters())):
             gain = self._gain_of(theta, (h, w))
-            with torch.autocast(device_type=x.device.type, enabled=False):
+            with no_autocast(x.device):
                 spec = torch.fft.rfft2(conv(groups[i]).float(), norm="ortho") * gain
                 outs.append(torch.fft.irfft2(spec, s=(h, w), norm="ortho").to(x.dtype))
         stack_dim = 2 if self.layout == "interleave" else 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Union
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["load_state_dict_file", "load_checkpoint", "StateDictSource"]
+__all__ = ["load_state_dict_file", "load_checkpoint", "LoadResult", "StateDictSource"]
 
 StateDictSource = Union[str, os.PathLike, Mapping[str, torch.Tensor]]
 
@@ -58,17 +59,29 @@ def _unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
     return sd
 
 
+class LoadResult(tuple):
+    """``(missing, unexpected)`` key lists (unpacks like before) that also carry ``mismatched``: keys dropped for their shape."""
+
+    def __new__(cls, missing: list[str], unexpected: list[str], mismatched: list[str]) -> "LoadResult":
+        obj = super().__new__(cls, (missing, unexpected))
+        obj.missing, obj.unexpected, obj.mismatched = missing, unexpected, mismatched
+        return obj
+
+
 def load_checkpoint(
     model: nn.Module,
     source: StateDictSource,
     filter_fn: Optional[Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]] = None,
     strict: bool = True,
     ignore: tuple[str, ...] = (),
-) -> tuple[list[str], list[str]]:
-    """Load ``source`` (path or state dict) into ``model`` after ``filter_fn``; returns (missing, unexpected).
+) -> LoadResult:
+    """Load ``source`` (path or state dict) into ``model`` after ``filter_fn``; returns (missing, unexpected) as a :class:`LoadResult`.
 
     With ``strict`` any missing or unexpected key, or a shape mismatch, raises one FreqkitError that
-    lists them. Keys ending in any of ``ignore`` are dropped from the checkpoint first.
+    lists them; with ``strict=False`` wrong-shaped tensors are dropped, listed in ``.mismatched`` and in
+    a warning. Integer or bool tensors for floating-point parameters are refused either way (copying
+    them would silently truncate nothing but mean nothing). Keys ending in any of ``ignore`` are
+    dropped from the checkpoint first.
     """
     sd = load_state_dict_file(source) if isinstance(source, (str, os.PathLike)) else _unwrap(source, "state dict")
     if filter_fn is not None:
@@ -79,6 +92,16 @@ def load_checkpoint(
     missing = sorted(k for k in own if k not in sd)
     unexpected = sorted(k for k in sd if k not in own)
     shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape)
+    dtypes = sorted(
+        f"{k}: {str(sd[k].dtype).replace('torch.', '')} for {str(own[k].dtype).replace('torch.', '')}"
+        for k in sd
+        if k in own and own[k].is_floating_point() and not (sd[k].is_floating_point() or sd[k].is_complex())
+    )
+    if dtypes:
+        raise FreqkitError(
+            f"checkpoint stores integer tensors for floating-point weights of {type(model).__name__} ({len(dtypes)}: {_short(dtypes)}); "
+            "it is not a weights file of this model (or was quantized): convert it to float first"
+        )
     if strict and (missing or unexpected or shapes):
         parts = []
         if missing:
@@ -91,9 +114,15 @@ def load_checkpoint(
             f"checkpoint does not match {type(model).__name__}: " + "; ".join(parts)
             + "; check the model name and its arguments, or load with strict=False"
         )
+    mismatched = sorted(k for k in sd if k in own and sd[k].shape != own[k].shape)
+    if mismatched:
+        warnings.warn(
+            f"load_checkpoint(strict=False) dropped {len(mismatched)} wrong-shaped tensor(s), the model keeps its own: {_short(shapes)}",
+            stacklevel=2,
+        )
     sd = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(sd, strict=False)
-    return missing, unexpected
+    return LoadResult(missing, unexpected, mismatched)
 
 
 def _short(items: list[str], limit: int = 12) -> str:

@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
     "normalize": "freqkit.train.loop",
     "param_groups": "freqkit.train.optim",
     "parse_model_spec": "freqkit.train.models",
+    "preflight": "freqkit.train.loop",
     "save_train_state": "freqkit.train.checkpoint",
     "train": "freqkit.train.loop",
 }

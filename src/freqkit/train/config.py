@@ -62,22 +62,43 @@ class TrainConfig:
     global_batch_size: int = _opt(0, "filled in by the loop: batch_size x world size", cli=False)
 
     def validate(self) -> "TrainConfig":
-        """Raise a FreqkitError for an impossible setting; return self."""
+        """Raise a FreqkitError naming the first impossible setting (and the device if unusable); return self."""
+        import math
+
+        from freqkit.data.spec import MAX_IMG_SIZE, MIN_IMG_SIZE
+
         checks = [
-            ("steps", self.steps >= 1, f"must be at least 1, got {self.steps}"),
-            ("batch_size", self.batch_size >= 1, f"must be at least 1, got {self.batch_size}"),
-            ("lr", self.lr > 0, f"must be positive, got {self.lr}"),
+            ("model", isinstance(self.model, str) and self.model.strip() != "", f"must be a model spec such as 'vit_mini', got {self.model!r}"),
+            ("out", isinstance(self.out, str) and self.out.strip() != "", f"must be a folder path, got {self.out!r}"),
+            ("steps", self.steps >= 1, f"must be >= 1, got {self.steps}"),
+            ("batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"),
+            ("eval_batch_size", self.eval_batch_size is None or self.eval_batch_size >= 1, f"must be >= 1 (or None), got {self.eval_batch_size}"),
+            ("lr", self.lr > 0 and math.isfinite(self.lr), f"must be a positive number, got {self.lr}"),
+            ("weight_decay", self.weight_decay >= 0, f"must be >= 0, got {self.weight_decay}"),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, f"must be in [0, 1], got {self.min_lr_ratio}"),
             ("layer_decay", 0 < self.layer_decay <= 1, f"must be in (0, 1], got {self.layer_decay}"),
             ("freq_lr_mult", self.freq_lr_mult >= 0, f"must be >= 0, got {self.freq_lr_mult}"),
             ("clip_grad", self.clip_grad is None or self.clip_grad > 0, f"must be positive (or None), got {self.clip_grad}"),
+            ("drop_path", 0 <= self.drop_path < 1, f"must be in [0, 1), got {self.drop_path}"),
+            ("head_channels", self.head_channels >= 1, f"must be >= 1, got {self.head_channels}"),
             ("schedule", self.schedule in ("cosine", "poly", "constant"), f"{self.schedule!r} is unknown; use cosine, poly or constant"),
             ("stop_at", self.stop_at is None or 1 <= self.stop_at <= self.steps, f"must be in 1..{self.steps}, got {self.stop_at}"),
-            ("warmup_steps", self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps, f"must be in 0..{self.steps}"),
+            ("warmup_steps", self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps, f"must be in 0..{self.steps}, got {self.warmup_steps}"),
             ("task", self.task in (None, "classification", "segmentation"), f"{self.task!r} is unknown; use classification or segmentation"),
+            ("img_size", self.img_size is None or MIN_IMG_SIZE <= self.img_size <= MAX_IMG_SIZE,
+             f"must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE}, got {self.img_size}"),
+            ("num_classes", self.num_classes is None or self.num_classes >= 1, f"must be >= 1, got {self.num_classes}"),
+            ("eval_every", self.eval_every >= 0, f"must be >= 0 (0: at the end only), got {self.eval_every}"),
+            ("ckpt_every", self.ckpt_every >= 0, f"must be >= 0 (0: at the end only), got {self.ckpt_every}"),
+            ("log_every", self.log_every >= 1, f"must be >= 1, got {self.log_every}"),
+            ("num_workers", self.num_workers >= 0, f"must be >= 0, got {self.num_workers}"),
         ]
         for param, ok, detail in checks:
             if not ok:
                 raise ParameterError(param, detail)
+        from freqkit.train.distributed import resolve_device
+
+        resolve_device(self.device)
         return self
 
     @property

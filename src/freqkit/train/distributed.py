@@ -18,7 +18,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "ResumableDistributedSampler", "is_main"]
+from freqkit.errors import FreqkitError, ParameterError
+
+__all__ = ["DistInfo", "resolve_device", "init_distributed", "cleanup_distributed", "ResumableDistributedSampler", "is_main"]
 
 
 @dataclass
@@ -42,14 +44,38 @@ def is_main(info: Optional[DistInfo]) -> bool:
     return info is None or info.rank == 0
 
 
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' / 'cpu' / 'cuda' / 'cuda:N' / 'mps' -> a usable torch.device; anything else one FreqkitError naming ``device``."""
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        text = str(device).strip()
+        if text == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(text)
+        except (RuntimeError, ValueError):
+            raise ParameterError("device", f"{device!r} is not a device; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError("device", f"{str(device)!r} but CUDA is not available on this machine; use 'cpu' or 'auto'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParameterError("device", f"{str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s) (0..{torch.cuda.device_count() - 1})"
+            )
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ParameterError("device", f"{str(device)!r} but MPS is not available on this machine; use 'cpu' or 'auto'")
+    elif dev.type != "cpu":
+        raise ParameterError("device", f"{str(device)!r} is not supported for training; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return dev
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Read torchrun's environment, pick the device and start the process group if WORLD_SIZE > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         index = local if dev.index is None else dev.index
         dev = torch.device("cuda", index)

@@ -16,6 +16,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -27,13 +28,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from freqkit.errors import FreqkitError
-from freqkit.train.checkpoint import load_train_state, save_model_file, save_train_state, unwrap
+from freqkit.io import RunLock, atomic_write_json, atomic_write_text, check_writable_dir
+from freqkit.train.checkpoint import find_checkpoint, load_train_state, save_model_file, save_train_state, settle_checkpoint, unwrap
 from freqkit.train.config import RESUME_SENSITIVE, TrainConfig
 from freqkit.train.distributed import DistInfo, ResumableDistributedSampler, cleanup_distributed, init_distributed, is_main
-from freqkit.train.metrics import IGNORE_INDEX, build_metrics
+from freqkit.train.metrics import IGNORE_INDEX, build_metrics, check_num_classes
 from freqkit.train.optim import build_optimizer, lr_factor, set_lr
 
-__all__ = ["train", "evaluate", "TrainResult", "input_stats", "normalize", "seed_everything", "amp_enabled"]
+__all__ = [
+    "train", "evaluate", "preflight", "TrainResult", "input_stats", "normalize", "seed_everything", "amp_enabled", "check_input_size",
+]
 
 
 @dataclass
@@ -99,6 +103,29 @@ class _ShardSampler(Sampler):
         return len(self.indices)
 
 
+def _one_line(err: FreqkitError) -> FreqkitError:
+    """A FreqkitError re-raised by a DataLoader worker carries the worker's traceback: keep its last line."""
+    text = str(err)
+    if "\n" not in text:
+        return err
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(err).__module__}.{type(err).__name__}: "
+    return type(err)(last[len(prefix):] if last.startswith(prefix) else last)
+
+
+def _batches(loader):
+    """Iterate ``loader``; a FreqkitError from a worker process comes out as its one line."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except FreqkitError as err:
+            raise _one_line(err) from None
+        yield batch
+
+
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if logits.dim() == 4 and not (target != IGNORE_INDEX).any():
         return logits.float().sum() * 0.0  # an all-ignore batch: no signal, but keep the graph (DDP)
@@ -123,6 +150,10 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
+    if int(batch_size) < 1:
+        raise FreqkitError(f"batch_size must be >= 1, got {batch_size}")
+    if int(num_classes) < 1:
+        raise FreqkitError(f"num_classes must be >= 1, got {num_classes}")
     net = unwrap(model)
     device = device or next(net.parameters()).device
     if isinstance(data, DataLoader):
@@ -140,7 +171,7 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     try:
-        for x, y in tqdm(loader, desc="eval", leave=False, disable=not (progress and is_main(dist_info))):
+        for x, y in tqdm(_batches(loader), total=len(loader), desc="eval", leave=False, disable=not (progress and is_main(dist_info))):
             x, y = x.to(device), torch.as_tensor(y).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = net(normalize(x, mean, std))
@@ -170,13 +201,85 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, folder: Path) -> None
         k = diffs[0]
         raise FreqkitError(
             f"cannot resume from {folder}: it was trained with {k}={saved.get(k)!r}, this run has {k}={getattr(cfg, k)!r}; "
-            "resume with the original settings or use a new --out"
+            "resume with the original settings or use a new out folder"
         )
 
 
 def _write_jsonl(path: Path, record: dict[str, Any]) -> None:
+    # an append-only log: a kill can leave at most a partial last line, which _truncate_log drops on resume
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int, finished: bool) -> None:
+    """Keep the log records up to the resumed checkpoint's ``step``; drop partial lines and records the resumed run repeats.
+
+    Evaluations at a checkpoint's step ran before it was saved and are kept, except the final one
+    (``finished``: it runs after the last save, and runs again).
+    """
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not (isinstance(rec, dict) and isinstance(rec.get("step"), int)) or rec["step"] > step:
+            continue
+        if finished and rec["step"] == step and rec.get("split") == "val":
+            continue
+        kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def check_input_size(model: nn.Module, img_size: int, spec: str, device: torch.device) -> None:
+    """Run one (1, 3, S, S) image through ``model`` (no grad, eval mode) so a size the model cannot take fails now, in one line."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, img_size, img_size, device=device))
+    except (RuntimeError, ValueError, AssertionError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        patch = getattr(getattr(unwrap(model), "patch_embed", None) or getattr(getattr(unwrap(model), "encoder", None), "patch_embed", None), "patch_size", None)
+        hint = f" (patch size {patch[0] if isinstance(patch, (tuple, list)) else patch})" if patch is not None else ""
+        raise FreqkitError(
+            f"model {spec} cannot take {img_size}x{img_size} images{hint}: {first}; use an img_size that is a multiple of 32"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
+def preflight(configs: Sequence[TrainConfig], check_data: bool = True) -> list[TrainConfig]:
+    """Check a batch of runs (e.g. every model x seed of a comparison) before any of them trains; return them validated.
+
+    For each config: its settings and device, that ``out`` is a writable folder, and that its model spec
+    builds for the data's task, class count and image size and takes one image of that size. Each
+    dataset is built (and with ``check_data`` its validation split read) once. The first problem
+    raises one FreqkitError, so a bad third model fails in seconds, not after the first two trained.
+    """
+    from freqkit.data import build_datasets
+    from freqkit.train.models import build_model
+
+    checked = []
+    infos: dict[tuple[Any, ...], Any] = {}
+    for config in configs:
+        cfg = TrainConfig.from_dict(config.to_dict()).validate()
+        check_writable_dir(cfg.out, "out")
+        key = (cfg.data, cfg.task, cfg.img_size, cfg.num_classes)
+        if key not in infos:
+            datasets, infos[key] = build_datasets(cfg.data, task=cfg.task, img_size=cfg.img_size, num_classes=cfg.num_classes,
+                                                  seed=cfg.seed)
+            check = getattr(datasets["val"], "check", None)
+            if check_data and check is not None:
+                check(decode=True)
+        info = infos[key]
+        model = build_model(cfg.model, info.task, info.num_classes, info.img_size, cfg.drop_path, cfg.head_channels)
+        check_input_size(model, info.img_size, cfg.model, torch.device("cpu"))
+        del model
+        checked.append(cfg)
+    return checked
 
 
 def train(
@@ -193,6 +296,10 @@ def train(
     then only names it. ``datasets``: ``{"train": Dataset, "val": Dataset}`` (items: image (3, H, W) in [0, 1] and
     an int class or a (H, W) long mask) instead of ``config.data``; ``config.task`` and ``config.num_classes`` are
     required then.
+
+    Before any training: the settings are checked, ``out`` is proven writable and locked against other
+    runs (rank 0), the model is built and fed one image of the chosen size, and every validation item is
+    read and checked (labels in range), so bad input fails in seconds with one line.
     """
     import dataclasses
 
@@ -207,9 +314,15 @@ def train(
             raise ParameterError(key, f"is not a TrainConfig field; use one of {', '.join(sorted(known))}")
     cfg = dataclasses.replace(TrainConfig.from_dict(base.to_dict()), **options).validate()
     info = init_distributed(cfg.device)
+    lock: Optional[RunLock] = None
     try:
+        if is_main(info):
+            check_writable_dir(cfg.out, "out")
+            lock = RunLock(cfg.out, "out").acquire()
         return _train(cfg, info, model, datasets)
     finally:
+        if lock is not None:
+            lock.release()
         cleanup_distributed(info)
 
 
@@ -239,8 +352,6 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
     cfg.global_batch_size = cfg.batch_size * info.world_size
     out = Path(cfg.out)
     main = is_main(info)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     if given is None:
         datasets, data_info = build_datasets(cfg.data, task=cfg.task, img_size=cfg.img_size, num_classes=cfg.num_classes, seed=cfg.seed)
@@ -251,11 +362,17 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
     if len(train_ds) < cfg.global_batch_size:
         raise FreqkitError(
             f"the training split has {len(train_ds)} images, fewer than one global batch ({cfg.global_batch_size}); "
-            "lower --batch-size or add images"
+            "lower batch_size or add images"
         )
+    check_num_classes(cfg.task, cfg.num_classes)
     if net is None:
         net = build_model(cfg.model, cfg.task, cfg.num_classes, cfg.img_size, cfg.drop_path, cfg.head_channels)
     model = net.to(device)
+    check_input_size(model, cfg.img_size, cfg.model, device)
+    for split, ds in (("train", train_ds), ("val", val_ds)):
+        check = getattr(ds, "check", None)
+        if check is not None:
+            check(decode=split == "val")  # every validation item is read now, not after training
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult)
     amp = amp_enabled(cfg.amp, device)
     mean, std = input_stats(model)
@@ -263,13 +380,26 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
     start = 0
     ckpt_dir = out / "checkpoint"
     log_path = out / "log.jsonl"
-    if cfg.resume and (ckpt_dir / "state.json").is_file():
-        saved = json.loads((ckpt_dir / "state.json").read_text())
-        _check_resume(saved.get("config", {}), cfg, ckpt_dir)
-        load_train_state(ckpt_dir, model, optimizer)
+    found = find_checkpoint(ckpt_dir) if cfg.resume else None  # damaged files: CheckpointDamaged, never a silent restart
+    if info.distributed:
+        torch.distributed.barrier()  # every rank has looked before rank 0 moves copies around
+    if cfg.resume and found is None and main and ckpt_dir.with_name(ckpt_dir.name + ".tmp").exists():
+        warnings.warn(f"resume=True: the first checkpoint save into {ckpt_dir} never finished; starting at step 0", stacklevel=2)
+    if found is not None:
+        path, saved = found
+        _check_resume(saved.get("config", {}), cfg, path)
+        if main:
+            settle_checkpoint(ckpt_dir)  # the newest complete copy back under its own name, the others gone
+        if info.distributed:
+            torch.distributed.barrier()
+        saved = load_train_state(ckpt_dir, model, optimizer)
         start = int(saved["step"])
+        if main:
+            _truncate_log(log_path, start, finished=start >= cfg.steps)
     elif main and log_path.exists():
         log_path.unlink()
+    if info.distributed:
+        torch.distributed.barrier()  # every rank resumes the same step (rank 0 may have settled the copies)
 
     ddp_model: nn.Module = model
     if info.distributed:
@@ -315,7 +445,10 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             if hasattr(train_ds, "set_epoch"):
                 train_ds.set_epoch(epoch)
             it = iter(loader)
-        x, y = next(it)
+        try:
+            x, y = next(it)
+        except FreqkitError as err:
+            raise _one_line(err) from None
         x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
         set_lr(optimizer, lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -342,7 +475,7 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             }
             window_t, window_n = now, 0
             if not math.isfinite(rec["loss"]):
-                raise FreqkitError(f"the loss became {rec['loss']} at step {done}; lower --lr or enable --clip-grad")
+                raise FreqkitError(f"the loss became {rec['loss']} at step {done}; lower lr or enable clip_grad")
             if main:
                 _write_jsonl(log_path, rec)
                 history.append(rec)
@@ -351,19 +484,19 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             metrics = run_eval(done)
         if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end:
-            if done == cfg.steps:
-                metrics = run_eval(done)
             save(done)
     bar.close()
     loop_seconds = time.perf_counter() - t_loop
     steps_run = max(0, end - start)
-    if start >= end and end == cfg.steps:
-        metrics = run_eval(end)  # resumed a finished run: report its metrics again
-    if main and end == cfg.steps:
-        meta = {"config": json.dumps(cfg.to_dict())}
-        save_model_file(model, out / "model.safetensors", metadata=meta)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if end == cfg.steps:
+        # the trained model is on disk before the final evaluation runs (a failing evaluation loses nothing)
+        if main:
+            meta = {"config": json.dumps(cfg.to_dict())}
+            save_model_file(model, out / "model.safetensors", metadata=meta)
+            atomic_write_json(out / "config.json", cfg.to_dict())
+        metrics = run_eval(end)
+        if main:
+            atomic_write_json(out / "metrics.json", metrics)
     return TrainResult(
         model=model, metrics=metrics, config=cfg, out=out, task=cfg.task, num_classes=cfg.num_classes,
         img_size=cfg.img_size, steps_done=end, seconds=time.perf_counter() - t_start,

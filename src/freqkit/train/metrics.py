@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-__all__ = ["boundary_map", "boundary_counts", "boundary_f1", "default_tolerance", "BoundaryF1", "build_metrics"]
+__all__ = ["check_num_classes", "boundary_map", "boundary_counts", "boundary_f1", "default_tolerance", "BoundaryF1", "build_metrics"]
 
 IGNORE_INDEX = 255
+# mIoU keeps a K x K int64 confusion matrix: 4096 classes are 134 MB, 60001 would be 29 GB
+MAX_SEGMENTATION_CLASSES = 4096
 
 
 def default_tolerance(height: int, width: int) -> int:
@@ -111,11 +113,25 @@ class BoundaryF1(Metric):
         return _f1_from_counts(self.counts)
 
 
+def check_num_classes(task: str, num_classes: int) -> None:
+    """Refuse a class count the metrics of ``task`` cannot hold (one FreqkitError naming ``num_classes``)."""
+    from freqkit.errors import FreqkitError
+
+    if int(num_classes) < 1:
+        raise FreqkitError(f"num_classes must be >= 1, got {num_classes}")
+    if task == "segmentation" and int(num_classes) > MAX_SEGMENTATION_CLASSES:
+        raise FreqkitError(
+            f"num_classes={num_classes} is more than {MAX_SEGMENTATION_CLASSES} segmentation classes (the mIoU confusion matrix "
+            f"alone would take {int(num_classes) ** 2 * 8 / 1e9:.1f} GB); check the masks' label values"
+        )
+
+
 def build_metrics(task: str, num_classes: int):
     """A ``MetricCollection`` for ``task``: {'top1'} or {'miou', 'pixel_acc', 'boundary_f1'} (values in [0, 1])."""
     from torchmetrics import MetricCollection
     from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+    check_num_classes(task, num_classes)
     if task == "classification":
         return MetricCollection({"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")})
     return MetricCollection(

@@ -181,8 +181,8 @@ class _ConvDownsample(nn.Module):
 class SPANet(StagedBackbone):
     """SPANet classifier / backbone: images (B, in_chans, H, W), H and W divisible by 32 -> (B, num_classes).
 
-    ``radius`` per stage (released 2, 2, 1, 1); ``impl`` selects the SPAM path ("bins", "rfft",
-    "reference"); ``out_norms`` adds the per-stage GroupNorms used for dense prediction.
+    ``radius`` per stage (released 2, 2, 1, 1); ``fused=False`` runs every SPAM on its reference
+    path (the released algorithm); ``out_norms`` adds the per-stage GroupNorms used for dense prediction.
     """
 
     def __init__(
@@ -199,7 +199,7 @@ class SPANet(StagedBackbone):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         res_scale_init_values: Sequence[Optional[float]] = (None, None, 1.0, 1.0),
-        impl: str = "bins",
+        fused: bool = True,
         out_norms: bool = False,
     ) -> None:
         super().__init__()
@@ -217,7 +217,7 @@ class SPANet(StagedBackbone):
         dpr = drop_path_rates(depths, drop_path_rate)
         self.stages = nn.ModuleList()
         for i in range(4):
-            mixer = partial(SPAM, kernel_size=kernel_size, radius=radius[i], lambdas=lambdas, impl=impl)
+            mixer = partial(SPAM, kernel_size=kernel_size, radius=radius[i], lambdas=lambdas, fused=fused)
             self.stages.append(
                 nn.Sequential(
                     *[

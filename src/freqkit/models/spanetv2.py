@@ -98,8 +98,8 @@ class _LNDownsample(nn.Module):
 class SPANetV2(StagedBackbone):
     """SPANetV2 classifier / backbone: images (B, in_chans, H, W), H and W divisible by 32 -> (B, num_classes).
 
-    ``mixers`` per stage: "spam" (SPAM v2), "mixattn" or "attn". ``layout`` / ``gain`` / ``impl``
-    go to every SPAM v2; ``out_norms`` adds the per-stage LayerNorms used for dense prediction.
+    ``mixers`` per stage: "spam" (SPAM v2), "mixattn" or "attn". ``layout`` / ``gain`` go to every
+    SPAM v2 and ``fused`` to every SPAM v2 and attention (False: reference paths); ``out_norms`` adds the per-stage LayerNorms used for dense prediction.
     """
 
     channels_last = True
@@ -119,7 +119,7 @@ class SPANetV2(StagedBackbone):
         res_scale_init_values: Sequence[Optional[float]] = (None, None, 1.0, 1.0),
         layout: str = "interleave",
         gain: str = "sigmoid",
-        impl: str = "fused",
+        fused: bool = True,
         head_dim: int = 32,
         out_norms: bool = False,
     ) -> None:
@@ -141,9 +141,9 @@ class SPANetV2(StagedBackbone):
         for i in range(4):
             if mixers[i] == "spam":
                 size = (img_h // 2 ** (i + 2), img_w // 2 ** (i + 2))
-                mixer = partial(SPAMv2, size=size, layout=layout, gain=gain, impl=impl)
+                mixer = partial(SPAMv2, size=size, layout=layout, gain=gain, fused=fused)
             else:
-                mixer = partial(GridAttention, head_dim=head_dim, value_kernel=7 if mixers[i] == "mixattn" else 0)
+                mixer = partial(GridAttention, head_dim=head_dim, value_kernel=7 if mixers[i] == "mixattn" else 0, fused=fused)
             self.stages.append(
                 nn.Sequential(
                     *[

@@ -89,8 +89,11 @@ class AttInv(AttentionFilter):
         sh = sh.to(out.dtype).transpose(1, 2).unsqueeze(-1)
         g_lf = self.lf_gamma.to(out.dtype).view(self.num_heads, 1, self.head_dim)
         g_hf = self.hf_gamma.to(out.dtype).view(self.num_heads, 1, self.head_dim)
+        # both paths run the same operations in the same order, so they agree bit for bit
+        # (a traced or exported graph reproduces the eager output exactly)
         if not _inference(out, ctx.v, self.lf_gamma):
-            return out + g_lf * sl * out + g_hf * sh * (ctx.v - out)
+            y = torch.addcmul(out, out * sl, g_lf)
+            return torch.addcmul(y, (ctx.v - out) * sh, g_hf)
         # inference: in place, written into (B, N, heads, d) memory so that merging the heads
         # afterwards (transpose + reshape in Attention) is a free view instead of a copy
         y = torch.empty(B, N, h, d, dtype=out.dtype, device=out.device).transpose(1, 2)

@@ -286,7 +286,7 @@ class FdamViTDense(nn.Module):
 
         self.patch_embed = PatchEmbed(img_size=img, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, flatten=False, strict_img_size=False)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dim))
-        dpr = [float(x) for x in torch.linspace(0, drop_path_rate, depth)]
+        dpr = [float(x) for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]  # also under a meta-device build
         self.blocks = nn.Sequential(
             *[
                 build_fdam_block(

@@ -131,6 +131,7 @@ class SPANetV2(StagedBackbone):
             raise FreqkitError(f"SPANetV2: unknown mixer {bad[0]!r}; use one of {', '.join(MIXERS)}")
         _check_pool(global_pool)
         self._init_plumbing(dims, num_classes, out_norms)
+        self.global_pool = global_pool
         img_h, img_w = (img_size, img_size) if isinstance(img_size, int) else img_size
         chans = [in_chans, *dims]
         self.downsample_layers = nn.ModuleList(
@@ -189,14 +190,20 @@ class SPANetV2(StagedBackbone):
         """Replace the MLP head with a fresh one for ``num_classes`` (0: no classifier)."""
         if global_pool is not None:
             _check_pool(global_pool)
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = self._make_head(num_classes)
         if num_classes > 0:
             self.head.apply(self._init_weights)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Last stage map (B, C, h, w) -> global mean, LayerNorm, MLP head -> (B, num_classes)."""
-        x = self.head_drop(self.norm(x.mean((-2, -1))))
+        """Last stage map (B, h, w, C) -> global mean, LayerNorm, MLP head -> (B, num_classes).
+
+        With ``global_pool=''`` the map is not pooled: (B, h, w, C), the LayerNorm applied per position.
+        """
+        if self.global_pool == "avg":
+            x = x.mean((1, 2))
+        x = self.head_drop(self.norm(x))
         return x if pre_logits else self.head(x)
 
 

@@ -1,7 +1,6 @@
 """freqkit.convert with attnscale / featscale / gfsa: weights kept, exact identity at init, composition."""
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import timm
@@ -64,10 +63,6 @@ def test_methods_compose(methods):
         assert torch.equal(model(x), before)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("freqkit.layers.attinv") is None or importlib.util.find_spec("freqkit.layers.freqscale") is None,
-    reason="FDAM layers (AttInv, FreqScale) not in the tree yet",
-)
 def test_fdam_composes_with_featscale():
     model = _vit()
     x = _x()
@@ -77,7 +72,7 @@ def test_fdam_composes_with_featscale():
     block = model.blocks[0]
     assert isinstance(block.feat_scale, FeatScale) and block.freq_scale_1 is not None and block.attn.filter is not None
     with torch.no_grad():
-        torch.testing.assert_close(model(x), before, atol=1e-3, rtol=0)  # FDAM's gammas start at 1e-5, not 0
+        assert torch.equal(model(x), before)  # convert starts AttInv's gammas and FreqScale's bank at exactly 0
 
 
 def test_two_attention_filters_are_a_clear_error():

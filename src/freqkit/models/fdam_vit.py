@@ -29,7 +29,6 @@ from functools import partial
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 

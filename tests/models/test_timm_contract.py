@@ -35,17 +35,17 @@ ALL = [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in MODE
 # timm's model tests run these through test_model_default_cfgs_non_std: token outputs, not maps
 NON_STD = ["deit*"]
 
-# TorchScript (torch.jit.script) is not supported; torch.export is the deployment path (tested below).
-# One line per excluded family, as timm's EXCLUDE_JIT_FILTERS; test_torchscript_exclusions_are_current
-# checks that each is still needed.
+# TorchScript (torch.jit.script, deprecated in PyTorch 2.x) is not supported; torch.export is the
+# deployment path (tested below). One line per excluded family, as timm's EXCLUDE_JIT_FILTERS;
+# test_torchscript_exclusions_are_current checks that each is still needed.
 TORCHSCRIPT_EXCLUDED = {
-    "spanet_*": "SPAM builds its spectral constants per input size in Python (float64 bases, a per-module cache)",
-    "spanetv2_*": "SPAM v2 caches derived kernels keyed on parameter versions, a Python object TorchScript cannot type",
-    "deit_*_fdam_*": "the attention filter interface passes a closure (ctx.attend) in a dataclass; FreqScale caches numpy-built DFT constants",
-    "fdam_vit_*_dense": "same attention filter interface and FreqScale as FDAM DeiT",
-    "deit_*_attnscale_*": "the attention filter interface passes a closure (ctx.attend) in a dataclass",
-    "deit_*_featscale_*": "freqkit's Attention (shared by all converted blocks) defines its attend closure per call",
-    "deit_*_gfsa_*": "the attention filter interface passes a closure (ctx.attend) in a dataclass",
+    "spanet_*": "SPAM builds its spectral constants per input size in Python (a per-module cache, float64 bases) and formats its errors with tuple(x.shape)",
+    "spanetv2_*": "SPAM v2 caches derived kernels keyed on parameter versions in a Python object and formats its errors with tuple(x.shape)",
+    "deit_*_fdam_*": "convert's grid hook is a Python object; the attention passes its filter a closure (ctx.attend); FreqScale builds DFT constants in numpy",
+    "fdam_vit_*_dense": "the attention passes its filter a closure (ctx.attend); FreqScale builds DFT constants in numpy",
+    "deit_*_attnscale_*": "convert's grid hook is a Python object; the attention passes its filter a closure (ctx.attend)",
+    "deit_*_featscale_*": "convert's grid hook is a Python object; the attention defines its attend closure per call",
+    "deit_*_gfsa_*": "convert's grid hook is a Python object; the attention passes its filter a closure (ctx.attend)",
 }
 
 

@@ -62,9 +62,9 @@ def _models(dtype: torch.dtype, device: torch.device) -> dict[str, nn.Module]:
 
     specs = {
         "spanet_small [bins]": ("spanet_small", {}),
-        "spanet_small [reference]": ("spanet_small", {"impl": "reference"}),
+        "spanet_small [reference]": ("spanet_small", {"fused": False}),
         "spanetv2_s18_pure [fused]": ("spanetv2_s18_pure", {}),
-        "spanetv2_s18_pure [reference]": ("spanetv2_s18_pure", {"impl": "reference"}),
+        "spanetv2_s18_pure [reference]": ("spanetv2_s18_pure", {"fused": False}),
         "convformer_s18 (timm)": ("convformer_s18", {}),
         "poolformer_s24 (timm)": ("poolformer_s24", {}),
     }
@@ -83,11 +83,11 @@ def _layers(size: int, dtype: torch.dtype, device: torch.device) -> dict[str, tu
         side = size // 2 ** (i + 2)
         for impl in ("bins", "rfft", "reference"):
             torch.manual_seed(0)
-            out[f"SPAM v1 s{i + 1} {c1}x{side}^2 [{impl}]"] = (SPAM(c1, radius=r, impl=impl), (c1, side, False))
+            out[f"SPAM v1 s{i + 1} {c1}x{side}^2 [{impl}]"] = (SPAM(c1, radius=r, fused=impl != "reference", transform="rfft" if impl == "rfft" else "bins"), (c1, side, False))
         for impl in ("fused", "reference"):
             torch.manual_seed(0)
             # gains sized for a 224 input, as in the model: other inputs resize them
-            out[f"SPAM v2 s{i + 1} {c2}x{side}^2 [{impl}]"] = (SPAMv2(c2, size=224 // 2 ** (i + 2), impl=impl), (c2, side, True))
+            out[f"SPAM v2 s{i + 1} {c2}x{side}^2 [{impl}]"] = (SPAMv2(c2, size=224 // 2 ** (i + 2), fused=impl == "fused"), (c2, side, True))
     return {k: (m.eval().to(device=device, dtype=dtype), shape) for k, (m, shape) in out.items()}
 
 

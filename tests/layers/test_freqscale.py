@@ -220,3 +220,22 @@ def test_errors_are_clear():
         fs(torch.randn(1, 8, 4, 4))
     with pytest.raises(FreqkitError, match="unknown mode"):
         FreqScale(16, mode="adaptive")
+
+
+@pytest.mark.parametrize("mode", ["group", "dynamic", "static"])
+@pytest.mark.parametrize("size", [(14, 14), (5, 7), (12, 20), (1, 4)])
+def test_fused_path_equals_the_reference_path(mode, size):
+    torch.manual_seed(0)
+    fused = _randomized(FreqScale(16, mode=mode, groups=4))
+    ref = FreqScale(16, mode=mode, groups=4, fused=False).eval()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 16, *size)
+    with torch.no_grad():
+        want, got = ref(x), fused(x)
+    torch.testing.assert_close(got, want, atol=1e-5 * float(want.abs().max()), rtol=1e-4)
+    # gradients reach the same parameters with the same values
+    fused.train(), ref.train()
+    (fused(x) ** 2).sum().backward()
+    (ref(x) ** 2).sum().backward()
+    for (name, pf), pr in zip(fused.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(pf.grad, pr.grad, atol=1e-4 * float(pr.grad.abs().max()), rtol=1e-3, msg=name)

@@ -86,7 +86,7 @@ def test_reference_spf_equals_the_bruteforce_dft(size, radius):
     # make SPAM expose SPF: identity proj_in / convs / proj_out, pws_i = chunk i into its own channels,
     # zero biases; then y = x * SPF_chunk(x)
     dim = 6
-    m = SPAM(dim, radius=radius, impl="reference").eval()
+    m = SPAM(dim, radius=radius, fused=False).eval()
     with torch.no_grad():
         for p in m.parameters():
             p.zero_()
@@ -104,11 +104,11 @@ def test_reference_spf_equals_the_bruteforce_dft(size, radius):
         np.testing.assert_allclose(spf[2 * i: 2 * i + 2], want, atol=2e-5)
 
 
-@pytest.mark.parametrize("impl", ["bins", "rfft"])
+@pytest.mark.parametrize("transform", ["bins", "rfft"])
 @pytest.mark.parametrize("size,radius", [((14, 14), 2), ((7, 7), 1), ((9, 12), 2), ((5, 3), 3), ((2, 2), 1), ((1, 6), 2), ((8, 5), 0.5)])
-def test_fast_paths_equal_the_reference_path(impl, size, radius):
-    ref = _randomize(SPAM(12, radius=radius, impl="reference")).eval()
-    fast = SPAM(12, radius=radius, impl=impl).eval()
+def test_fast_paths_equal_the_reference_path(transform, size, radius):
+    ref = _randomize(SPAM(12, radius=radius, fused=False)).eval()
+    fast = SPAM(12, radius=radius, transform=transform).eval()
     fast.load_state_dict(ref.state_dict())
     x = torch.randn(2, 12, *size)
     with torch.no_grad():
@@ -117,7 +117,7 @@ def test_fast_paths_equal_the_reference_path(impl, size, radius):
 
 
 def test_bins_path_gradients_equal_the_reference_path():
-    ref = _randomize(SPAM(9, radius=2, impl="reference"))
+    ref = _randomize(SPAM(9, radius=2, fused=False))
     fast = SPAM(9, radius=2)
     fast.load_state_dict(ref.state_dict())
     x = torch.randn(2, 9, 10, 7)
@@ -155,7 +155,7 @@ def test_constants_follow_the_device_and_dtype_moves():
     with torch.no_grad():
         m(x.float())
         m.double()
-        want = SPAM(9, impl="reference").double().eval()
+        want = SPAM(9, fused=False).double().eval()
         want.load_state_dict(m.state_dict())
         assert torch.allclose(m(x), want(x), atol=1e-10)
 
@@ -177,8 +177,8 @@ def test_bfloat16_weights_and_autocast():
 
 
 def test_bad_inputs_raise_one_clear_error():
-    with pytest.raises(FreqkitError, match="impl"):
-        SPAM(12, impl="fft")
+    with pytest.raises(FreqkitError, match="unknown transform"):
+        SPAM(12, transform="fft")
     with pytest.raises(FreqkitError, match="chunks"):
         SPAM(4)
     with pytest.raises(FreqkitError, match=r"\(B, 12, H, W\)"):

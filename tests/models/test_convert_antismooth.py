@@ -72,8 +72,7 @@ def test_fdam_composes_with_featscale():
     block = model.blocks[0]
     assert isinstance(block.feat_scale, FeatScale) and block.freq_scale_1 is not None and block.attn.filter is not None
     with torch.no_grad():
-        # convert starts exactly at the identity: zero gammas and a zero filter bank add exact zeros
-        assert torch.equal(model(x), before)
+        assert torch.equal(model(x), before)  # convert starts AttInv's gammas and FreqScale's bank at exactly 0
 
 
 def test_two_attention_filters_are_a_clear_error():

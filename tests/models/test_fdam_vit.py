@@ -98,9 +98,9 @@ def test_dense_position_embedding_and_no_cls_no_final_norm():
     torch.testing.assert_close(tokens, patches + pos)
     with torch.no_grad():
         (last,) = model.forward_intermediates(x, intermediates_only=True)
-        feats = model.forward_features(x)  # raw output of the last block, no CLS, no norm
-    assert feats.shape == (1, 15, 32)
-    torch.testing.assert_close(last, feats.transpose(1, 2).reshape(1, 32, 3, 5))
+        feats = model.forward_features(x)  # raw output of the last block as a map, no CLS, no norm
+    assert feats.shape == (1, 32, 3, 5)
+    torch.testing.assert_close(last, feats)
 
 
 def _checkpoint_source(model: FdamViTDense) -> dict:
@@ -133,12 +133,14 @@ def test_load_released_checkpoint(tmp_path, fmt):
 
 
 def test_load_reports_missing_keys_and_resizes_position_embedding():
-    src = _dense(img_size=64)  # 4 x 4 position grid
+    src = _dense(img_size=64, neck=True)  # 4 x 4 position grid
     sd = _to_released(src.state_dict())
+    with pytest.raises(FreqkitError, match="neck=True"):
+        load_fdam_checkpoint(_dense(), sd)  # a neck in the checkpoint, none in the model
     del sd["up1.0.weight"]
     with pytest.raises(FreqkitError, match=r"missing keys \(1\): up1.0.weight"):
-        load_fdam_checkpoint(_dense(), sd)
-    dst = _dense()  # 14 x 14 position grid
+        load_fdam_checkpoint(_dense(neck=True), sd)
+    dst = _dense(neck=True)  # 14 x 14 position grid
     missing, unexpected = load_fdam_checkpoint(dst, sd, strict=False)
     assert missing == ["up1.0.weight"] and unexpected == []
     ref = F.interpolate(src.pos_embed.reshape(1, 4, 4, -1).permute(0, 3, 1, 2), size=(14, 14), mode="bicubic", align_corners=False)
@@ -164,11 +166,11 @@ def test_errors():
     with pytest.raises(FreqkitError, match=r"\(B, 3, H, W\)"):
         model(torch.randn(1, 4, 32, 32))
     with pytest.raises(FreqkitError, match="needs 4 block_indices"):
-        _dense(block_indices=[0, 1])
+        _dense(block_indices=[0, 1], neck=True)
     with pytest.raises(FreqkitError, match="no final norm"):
         model.forward_intermediates(torch.randn(1, 3, 32, 32), norm=True)
     with pytest.raises(FreqkitError, match="at least 2 x 2 patches"):
-        model.forward_intermediates(torch.randn(1, 3, 16, 32))
+        _dense(neck=True).forward_intermediates(torch.randn(1, 3, 16, 32))
     with pytest.raises(FreqkitError, match="divisible by num_heads"):
         _dense(num_heads=3)
 

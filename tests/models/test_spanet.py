@@ -69,9 +69,9 @@ def test_sizes_not_divisible_by_32_raise():
         _tiny()(torch.randn(1, 3, 100, 64))
 
 
-def test_impl_paths_give_the_same_logits():
+def test_fused_and_reference_paths_give_the_same_logits():
     fast = _perturb(_tiny())
-    ref = _tiny(impl="reference")
+    ref = _tiny(fused=False)
     ref.load_state_dict(fast.state_dict())
     x = torch.randn(2, 3, 96, 64)
     with torch.no_grad():

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freqkit.errors import FreqkitError
+from freqkit.layers._tracing import fx_tracing
 
 __all__ = ["Attention", "AttentionContext", "AttentionFilter", "additive_mask"]
 
@@ -71,8 +72,9 @@ class Attention(nn.Module):
     """Self-attention (B, N, C) -> (B, N, C) computing A V with SDPA, then an optional filter.
 
     Parameter names match timm's ``Attention`` (``qkv``, ``q_norm``, ``k_norm``, ``norm``,
-    ``proj``) so timm weights load unchanged. ``fused=False`` builds the explicit attention
-    matrix: the reference path for tests and benchmarks.
+    ``proj``) so timm weights load unchanged. ``fused`` is the switch every freqkit layer has:
+    True (default) runs SDPA, False builds the explicit attention matrix (the reference path for
+    tests and benchmarks); filters follow it through ``ctx.attend``.
     """
 
     def __init__(
@@ -112,7 +114,7 @@ class Attention(nn.Module):
 
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v of shape (B, heads, N, d) from x (B, N, C), q/k normalized."""
-        if x.ndim != 3 or x.shape[-1] != self.dim:
+        if not fx_tracing() and (x.ndim != 3 or x.shape[-1] != self.dim):
             raise FreqkitError(
                 f"Attention expects tokens of shape (B, N, {self.dim}), got {tuple(x.shape)}; "
                 "flatten maps with x.flatten(2).transpose(1, 2) first"
@@ -134,8 +136,8 @@ class Attention(nn.Module):
         return logits.softmax(dim=-1)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
-        B, N, C = x.shape if x.ndim == 3 else (None, None, None)
         q, k, v = self.qkv_heads(x)
+        B, N, C = x.shape
         drop_p = self.attn_drop.p if self.training else 0.0
         if self.fused:
 

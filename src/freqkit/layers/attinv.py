@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freqkit.errors import FreqkitError
+from freqkit.layers._tracing import fx_tracing, is_tracing
 from freqkit.layers.attention import AttentionContext, AttentionFilter
 from freqkit.layers.starrelu import StarReLU
 
@@ -34,8 +35,8 @@ HF_CONSTANT = 0.3678
 
 
 def _inference(*tensors: torch.Tensor) -> bool:
-    """True when no autograd graph is needed (and not compiling), so buffers may be reused in place."""
-    if torch.compiler.is_compiling():
+    """True when no autograd graph is needed (and not tracing or compiling), so buffers may be reused in place."""
+    if is_tracing():
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
@@ -61,7 +62,7 @@ class AttInv(AttentionFilter):
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Sl, Sh), each (B, N, heads), from the block's normalized input x (B, N, C)."""
-        if x.ndim != 3 or x.shape[-1] != self.dim:
+        if not fx_tracing() and (x.ndim != 3 or x.shape[-1] != self.dim):
             raise FreqkitError(f"AttInv: expected the attention input of shape (B, N, {self.dim}), got {tuple(x.shape)}")
         # Linear(s relu(x)^2 + b) = s (relu(x)^2 W^T) + (b W 1 + bias): the StarReLU scalars fold into the
         # (2 heads, C) gate weights, so the (B, N, C) tensor is touched by relu and square only
@@ -78,7 +79,7 @@ class AttInv(AttentionFilter):
 
     def forward(self, out: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, h, N, d = out.shape
-        if h != self.num_heads or d != self.head_dim:
+        if not fx_tracing() and (h != self.num_heads or d != self.head_dim):
             raise FreqkitError(
                 f"AttInv: built for {self.num_heads} heads of {self.head_dim} channels, got attention output {tuple(out.shape)}"
             )
@@ -86,10 +87,13 @@ class AttInv(AttentionFilter):
         # per-token, per-head gates (B, h, N, 1) and per-channel gammas (h, 1, d)
         sl = sl.to(out.dtype).transpose(1, 2).unsqueeze(-1)
         sh = sh.to(out.dtype).transpose(1, 2).unsqueeze(-1)
-        g_lf = self.lf_gamma.to(out.dtype).view(h, 1, d)
-        g_hf = self.hf_gamma.to(out.dtype).view(h, 1, d)
+        g_lf = self.lf_gamma.to(out.dtype).view(self.num_heads, 1, self.head_dim)
+        g_hf = self.hf_gamma.to(out.dtype).view(self.num_heads, 1, self.head_dim)
+        # both paths run the same operations in the same order, so they agree bit for bit
+        # (a traced or exported graph reproduces the eager output exactly)
         if not _inference(out, ctx.v, self.lf_gamma):
-            return out + g_lf * sl * out + g_hf * sh * (ctx.v - out)
+            y = torch.addcmul(out, out * sl, g_lf)
+            return torch.addcmul(y, (ctx.v - out) * sh, g_hf)
         # inference: in place, written into (B, N, heads, d) memory so that merging the heads
         # afterwards (transpose + reshape in Attention) is a free view instead of a copy
         y = torch.empty(B, N, h, d, dtype=out.dtype, device=out.device).transpose(1, 2)

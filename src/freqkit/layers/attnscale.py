@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from freqkit.errors import FreqkitError
+from freqkit.layers._tracing import fx_tracing
 from freqkit.layers.attention import AttentionContext, AttentionFilter
 
 __all__ = ["AttnScale"]
@@ -74,7 +75,7 @@ class AttnScale(AttentionFilter):
             skip = int(self.num_prefix_tokens)
         v = ctx.v
         n = v.shape[-2]
-        if skip >= n:
+        if not fx_tracing() and skip >= n:
             raise FreqkitError(f"AttnScale: {skip} prefix tokens leave no spatial key among {n} tokens; check num_prefix_tokens")
         if ctx.attn_mask is None and not ctx.is_causal:
             return v[..., skip:, :].mean(dim=-2, keepdim=True)
@@ -84,7 +85,7 @@ class AttnScale(AttentionFilter):
         return dataclasses.replace(ctx, attn_mask=mask, is_causal=False).uniform(v)
 
     def forward(self, out: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        if out.ndim != 4 or out.shape[1] != self.num_heads:
+        if not fx_tracing() and (out.ndim != 4 or out.shape[1] != self.num_heads):
             raise FreqkitError(
                 f"AttnScale was built for {self.num_heads} heads but got A V of shape {tuple(out.shape)} (B, heads, N, d); "
                 "build it with the attention's num_heads"

@@ -9,10 +9,16 @@ so timm weights load unchanged; the optional parts keep the released names:
     m = FS2(mlp(norm2(x)))             ; x = x + drop_path(ls2(m))
 
 where FS(t) = t + FreqScale(t) on spatial tokens (prefix tokens bypass it).
+
+FreqScale needs the token grid (H, W). Pass it explicitly, ``block(x, grid_size=(H, W),
+num_prefix_tokens=p)``, whenever you call a block yourself (freqkit's own models do). Only a
+converted timm ``VisionTransformer`` cannot: timm calls its blocks as ``self.blocks(x)``, so
+``freqkit.convert`` installs a hook that stores the grid on each block before every forward
+(:func:`set_grid`); the stored grid is the fallback when none is passed.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -52,7 +58,8 @@ class FreqBlock(nn.Module):
         self.feat_scale = feat_scale
         self.freq_scale_1 = freq_scale_1
         self.freq_scale_2 = freq_scale_2
-        # the token grid (H, W) and prefix count, set per forward by the model (see set_grid)
+        # fallback grid (H, W) and prefix count when forward gets none: set by the hook of a converted
+        # timm ViT (see set_grid), whose forward calls the blocks without a grid
         self.grid_size: Optional[tuple[int, int]] = None
         self.num_prefix_tokens: int = 0
 
@@ -61,23 +68,34 @@ class FreqBlock(nn.Module):
         """True when a part of this block needs the spatial grid."""
         return self.freq_scale_1 is not None or self.freq_scale_2 is not None
 
-    def _freq(self, fs: Optional[nn.Module], t: torch.Tensor) -> torch.Tensor:
-        if fs is None:
-            return t
-        if self.grid_size is None:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: Optional[torch.Tensor] = None,
+        is_causal: bool = False,
+        grid_size: Optional[Sequence[int]] = None,
+        num_prefix_tokens: Optional[int] = None,
+    ) -> torch.Tensor:
+        """Tokens (B, N, C) -> (B, N, C); ``grid_size`` (H, W) and ``num_prefix_tokens`` are needed with FreqScale."""
+        if grid_size is None:
+            grid_size = self.grid_size
+            if num_prefix_tokens is None:
+                num_prefix_tokens = self.num_prefix_tokens
+        p = 0 if num_prefix_tokens is None else int(num_prefix_tokens)
+        if self.needs_grid and grid_size is None:
             raise FreqkitError(
-                "FreqBlock: the token grid was never set; call freqkit.layers.set_grid(model, (H, W), num_prefix_tokens) "
-                "or build the model through freqkit.convert / timm.create_model, which set it every forward"
+                "FreqBlock: no token grid; call the block as block(x, grid_size=(H, W), num_prefix_tokens=p), "
+                "or build the model through freqkit.convert / timm.create_model, which pass it every forward"
             )
-        return fs.apply_tokens(t, self.grid_size, self.num_prefix_tokens)
-
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         a = self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal)
         if self.feat_scale is not None:
             a = self.feat_scale(a)
-        a = self._freq(self.freq_scale_1, a)
+        if self.freq_scale_1 is not None:
+            a = self.freq_scale_1.apply_tokens(a, grid_size, p)
         x = x + self.drop_path1(self.ls1(a))
-        m = self._freq(self.freq_scale_2, self.mlp(self.norm2(x)))
+        m = self.mlp(self.norm2(x))
+        if self.freq_scale_2 is not None:
+            m = self.freq_scale_2.apply_tokens(m, grid_size, p)
         return x + self.drop_path2(self.ls2(m))
 
     @classmethod
@@ -113,7 +131,11 @@ class FreqBlock(nn.Module):
 
 
 def set_grid(module: nn.Module, grid_size: tuple[int, int], num_prefix_tokens: int = 0) -> None:
-    """Tell every FreqBlock inside ``module`` the token grid (H, W) and prefix count of the next forward."""
+    """Store the token grid (H, W) and prefix count on every FreqBlock in ``module``, for forwards that pass none.
+
+    Needed only where the caller of the blocks cannot pass the grid (a converted timm ViT); a grid
+    passed to ``FreqBlock.forward`` always wins.
+    """
     h, w = int(grid_size[0]), int(grid_size[1])
     if h < 1 or w < 1:
         raise FreqkitError(f"set_grid: grid {grid_size} must be at least 1 x 1")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from freqkit.errors import FreqkitError
+from freqkit.layers._tracing import fx_tracing
 
 __all__ = ["FeatScale"]
 
@@ -37,7 +38,7 @@ class FeatScale(nn.Module):
         return f"dim={self.dim}, double_add={self.double_add}"
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.ndim != 3 or z.shape[-1] != self.dim:
+        if not fx_tracing() and (z.ndim != 3 or z.shape[-1] != self.dim):
             raise FreqkitError(
                 f"FeatScale expects tokens of shape (B, N, {self.dim}), got {tuple(z.shape)}; "
                 "flatten maps with x.flatten(2).transpose(1, 2) first"

@@ -31,15 +31,19 @@ functionally so gradients reach the bank.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from timm.layers import register_notrace_module
+
 from freqkit.errors import FreqkitError
 from freqkit.layers._autocast import no_autocast
+from freqkit.layers._cache import DerivedCache
+from freqkit.layers._tracing import fx_tracing, is_tracing
 from freqkit.layers.starrelu import StarReLU
 
 __all__ = ["FreqScale", "dft_matrices", "bicubic_matrix", "MODES", "TRANSFORMS"]
@@ -50,7 +54,6 @@ TRANSFORMS = ("auto", "fft", "matmul")
 # 384 channels (eval, one thread) it beats pocketfft up to about 2W + 4H = 300 (2.6x faster at 14 x 14,
 # even at 48 x 48, 1.2x slower at 32 x 128)
 _MATMUL_MAX_COST = 300
-_CACHE_SIZE = 4
 
 
 def _cubic(t: float, a: float = -0.75) -> float:
@@ -150,8 +153,8 @@ def _matmul_irfft2(spec: torch.Tensor, w: int, mats: tuple[torch.Tensor, ...], s
 
 
 def _inference(*tensors: torch.Tensor) -> bool:
-    """True when no autograd graph is needed (and not compiling), so buffers may be reused in place."""
-    if torch.compiler.is_compiling():
+    """True when no autograd graph is needed (and not tracing or compiling), so buffers may be reused in place."""
+    if is_tracing():
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
@@ -176,8 +179,16 @@ class _Routing(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+# a leaf for torch.fx (timm's feature extraction and FX tests): the DFT and resize constants depend
+# on the concrete grid, which symbolic tracing does not know
+@register_notrace_module
 class FreqScale(nn.Module):
-    """Per-sample learned spectral filter of a map (B, C, H, W) -> filtered part (B, C, H, W); see the module docstring."""
+    """Per-sample learned spectral filter of a map (B, C, H, W) -> filtered part (B, C, H, W); see the module docstring.
+
+    ``fused`` (default True) runs the fast path (cached constants, matmul or FFT transform, buffers
+    reused in inference); ``fused=False`` runs the reference path, the released algorithm written
+    plainly (torch.fft, ``F.interpolate`` of the bank, nothing cached).
+    """
 
     def __init__(
         self,
@@ -189,6 +200,7 @@ class FreqScale(nn.Module):
         reduction: int = 16,
         init_std: float = 1e-5,
         transform: str = "auto",
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -209,6 +221,7 @@ class FreqScale(nn.Module):
         self.num_filters = num_filters if mode != "static" else 1
         self.groups = groups if mode == "group" else 1
         self.transform = transform
+        self.fused = bool(fused)
         half = size // 2 + 1
         if mode == "static":
             self.complex_weights = nn.Parameter(torch.empty(dim, size, half))
@@ -220,33 +233,19 @@ class FreqScale(nn.Module):
             nn.init.trunc_normal_(self.complex_weights, std=init_std, a=-2 * init_std, b=2 * init_std)
         else:
             nn.init.zeros_(self.complex_weights)
-        # per-grid constants and (no-grad) resized banks; not state, rebuilt on demand
-        self._cache: dict[tuple, object] = {}
+        # per-grid constants and (eval, no-grad) resized banks; not state, rebuilt on demand
+        self._cache = DerivedCache()
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, mode={self.mode!r}, num_filters={self.num_filters}, groups={self.groups}, size={self.size}, transform={self.transform!r}"
+        return f"dim={self.dim}, mode={self.mode!r}, num_filters={self.num_filters}, groups={self.groups}, size={self.size}, transform={self.transform!r}, fused={self.fused}"
 
     # ----------------------------------------------------------------------------------------- caching
-    def _cached(self, key: tuple, build: Callable[[], object]) -> object:
-        if torch.compiler.is_compiling():
-            return build()
-        value = self._cache.get(key)
-        if value is None:
-            # cached values must be ordinary tensors (usable later with autograd on), even when
-            # first built under torch.inference_mode; cached banks are only used without autograd
-            with torch.inference_mode(False), torch.no_grad():
-                value = build()
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = value
-        return value
-
     def _constants(self, kind: str, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         if kind == "dft":
-            return self._cached(("dft", h, w, device), lambda: tuple(m.to(device) for m in dft_matrices(h, w)))
+            return self._cache.constant(("dft", h, w, device), lambda: tuple(m.to(device) for m in dft_matrices(h, w)))
         rh, rw = h, w // 2 + 1
         s, half = self.complex_weights.shape[-2:]
-        return self._cached(
+        return self._cache.constant(
             ("resize", rh, rw, device),
             lambda: (bicubic_matrix(s, rh, torch.float32).to(device), bicubic_matrix(half, rw, torch.float32).to(device)),
         )
@@ -268,10 +267,9 @@ class FreqScale(nn.Module):
             out = out.reshape(out.shape[0], rh * rw, out.shape[-1])
             return out[0].contiguous() if self.mode == "static" else out.contiguous()
 
-        if (torch.is_grad_enabled() and param.requires_grad) or _is_exporting():
+        if _is_exporting():
             return build()
-        key = ("bank", rh, rw, param.device, param.dtype, param.data_ptr(), param._version)
-        return self._cached(key, build)
+        return self._cache.derived(self, ("bank", rh, rw), [param], build)
 
     # ----------------------------------------------------------------------------------------- math
     def routing(self, gap: torch.Tensor) -> torch.Tensor:
@@ -280,11 +278,6 @@ class FreqScale(nn.Module):
             raise FreqkitError("FreqScale: static mode has no routing")
         r = self.reweight(gap.to(self.reweight.fc1.weight.dtype))
         return torch.tanh(r.float()).view(gap.shape[0], self.groups, self.num_filters)
-
-    def spectral_weight(self, xs: torch.Tensor) -> torch.Tensor:
-        """The real filter W (B or 1, H, W//2+1, C), float32, for a channels-last map xs (B, H, W, C)."""
-        b, h, w, c = (int(v) for v in xs.shape)
-        return self._weight(xs.mean(dim=(1, 2), dtype=torch.float32), h, w)
 
     def _weight(self, gap: torch.Tensor, h: int, w: int) -> torch.Tensor:
         bank = self.resized_bank(h, w)
@@ -335,36 +328,53 @@ class FreqScale(nn.Module):
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Filtered part (B, C, H, W) of a map x (B, C, H, W), in x's dtype (the released module's output)."""
+        """Filtered part (B, C, H, W) of a map x (B, C, H, W), in x's dtype (the released module's output).
+
+        The result is a channels-last view (no copy back to NCHW): token callers permute it back for free.
+        """
         if x.ndim != 4 or x.shape[1] != self.dim:
             raise FreqkitError(f"FreqScale: expected a map (B, {self.dim}, H, W), got {tuple(x.shape)}")
-        return self.filter_channels_last(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+        if not self.fused:
+            return self._reference(x)
+        return self.filter_channels_last(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
-    def apply_tokens(self, t: torch.Tensor, grid_size: Optional[tuple[int, int]], num_prefix_tokens: int = 0) -> torch.Tensor:
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The released algorithm on a map (B, C, H, W): rfft2, bicubic-resized bank, routing on the channel means."""
+        b, c, h, w = x.shape
+        with no_autocast(x.device):
+            x32 = x.float()
+            bank = self.complex_weights.float()
+            bank = bank[None] if self.mode == "static" else bank  # (n, C/g, S, S//2+1)
+            if tuple(bank.shape[-2:]) != (h, w // 2 + 1):
+                bank = F.interpolate(bank, size=(h, w // 2 + 1), mode="bicubic", align_corners=True)
+            if self.mode == "static":
+                weight = bank[0][None]  # (1, C, H, W//2+1)
+            else:
+                r = self.routing(x32.mean(dim=(-2, -1)))  # (B, g, n)
+                weight = torch.einsum("bgn,njhw->bgjhw", r, bank).reshape(b, c, h, w // 2 + 1)
+            spec = torch.fft.rfft2(x32, norm="ortho") * weight
+            y = torch.fft.irfft2(spec, s=(h, w), norm="ortho")
+        return y.to(x.dtype)
+
+    def apply_tokens(self, t: torch.Tensor, grid_size: Optional[Sequence[int]], num_prefix_tokens: int = 0) -> torch.Tensor:
         """t + filtered(t) for tokens t (B, N, C) on an (H, W) grid; the first ``num_prefix_tokens`` pass unchanged."""
         if grid_size is None:
             raise FreqkitError(
                 "FreqScale: the token grid was never set; pass grid_size=(H, W) or call freqkit.layers.set_grid(model, (H, W), num_prefix_tokens)"
             )
-        h, w = int(grid_size[0]), int(grid_size[1])
+        h, w = grid_size[0], grid_size[1]
         p = int(num_prefix_tokens)
-        if t.ndim != 3 or t.shape[-1] != self.dim:
-            raise FreqkitError(f"FreqScale: expected tokens (B, N, {self.dim}), got {tuple(t.shape)}")
+        if not fx_tracing():  # under torch.fx the sizes are proxies; the check runs when the traced graph does
+            if t.ndim != 3 or t.shape[-1] != self.dim:
+                raise FreqkitError(f"FreqScale: expected tokens (B, N, {self.dim}), got {tuple(t.shape)}")
+            if t.shape[1] != int(h) * int(w) + p:
+                raise FreqkitError(
+                    f"FreqScale: {t.shape[1]} tokens do not fill the {int(h)}x{int(w)} grid plus {p} prefix tokens ({int(h) * int(w) + p}); "
+                    "check the grid size (image size / patch size) and the number of CLS / register tokens"
+                )
         b, n, c = t.shape
-        if n != h * w + p:
-            raise FreqkitError(
-                f"FreqScale: {n} tokens do not fill the {h}x{w} grid plus {p} prefix tokens ({h * w + p}); "
-                "check the grid size (image size / patch size) and the number of CLS / register tokens"
-            )
         xs = (t[:, p:] if p else t).reshape(b, h, w, c)
-        filtered = self._filtered32(xs)
-        if not _inference(t, filtered):
-            y = xs + filtered.to(t.dtype)
-            return torch.cat([t[:, :p], y.view(b, h * w, c)], dim=1) if p else y.view(b, n, c)
-        # inference: one pass adds the float32 filtered part straight into the output, in t's dtype
-        # (no half-precision copy of it, no concatenation)
-        out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
-        if p:
-            out[:, :p] = t[:, :p]
-        torch.add(xs, filtered, out=out[:, p:].view(b, h, w, c))
-        return out
+        # through __call__, so that torch.fx keeps this module a leaf; both permutes are free views
+        y = xs + self(xs.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        y = y.reshape(b, -1, c)
+        return torch.cat([t[:, :p], y], dim=1) if p else y

@@ -14,10 +14,11 @@ cosine / sine products (M depends on |ky| and |kx| only), so with real bases Phi
 Phi_x (W, m_x) of the frequencies 0..r, P(x) = Phi_y (G * (Phi_y^T x Phi_x)) Phi_x^T: about
 2 (2r + 1) multiply-adds per pixel, no FFT. The three 1x1 convolutions pws_i then merge into one
 C -> C convolution, and the channel mixing of the low-frequency part happens on the (m_y, m_x)
-coefficients. ``impl="bins"`` (default) does that; ``impl="rfft"`` multiplies the half spectrum of
-all channels by their masks (irfft2(rfft2(v) * M)); ``impl="reference"`` is the released algorithm
-(full complex FFT, fftshift, three separate branches) for tests and benchmarks. All three agree to
-float32 round-off; spectral parts run in float32 and the result comes back in the input dtype.
+coefficients. The fast path (``fused=True``, default) does that with ``transform="bins"``; with
+``transform="rfft"`` it multiplies the half spectrum of all channels by their masks
+(irfft2(rfft2(v) * M)). ``fused=False`` is the reference path, the released algorithm (full complex
+FFT, fftshift, three separate branches) for tests and benchmarks. All three agree to float32
+round-off; spectral parts run in float32 and the result comes back in the input dtype.
 
 Masks are built for the actual input size and never stored. Released checkpoints carry them as
 ``sps.{0,1,2}.filter`` (1, H0, W0): loading accepts those keys, checks them against the mask this
@@ -32,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from timm.layers import register_notrace_module
+
 from freqkit.errors import FreqkitError
 from freqkit.layers._autocast import no_autocast
 from freqkit.layers._cache import DerivedCache
@@ -39,7 +42,7 @@ from freqkit.layers._cache import DerivedCache
 __all__ = ["SPAM", "SPAM_LAMBDAS", "spf_mask", "signed_frequencies"]
 
 SPAM_LAMBDAS: tuple[float, ...] = (0.7, 0.8, 0.9)
-_IMPLS = ("bins", "rfft", "reference")
+_TRANSFORMS = ("bins", "rfft")
 _RING = 1.0 / 3.0
 
 
@@ -95,11 +98,15 @@ def _real_basis(n: int, radius: float, device: torch.device) -> tuple[torch.Tens
     return basis, torch.tensor(freqs, device=device), torch.tensor(mults, device=device, dtype=torch.float64)
 
 
+# a leaf for torch.fx (timm's feature extraction and FX tests): the spectral constants are built
+# for the concrete (H, W), which symbolic tracing does not know
+@register_notrace_module
 class SPAM(nn.Module):
     """SPAM token mixer on maps: (B, C, H, W) -> (B, C, H, W), any H and W.
 
     Released key names: ``proj_in``, ``conv.0`` (1 x k), ``conv.1`` (k x 1), ``pws.{0,1,2}``,
-    ``proj_out``. ``impl`` is "bins" (exact low-bin projection, default), "rfft" or "reference".
+    ``proj_out``. ``fused=False`` runs the released algorithm; the fast path's ``transform`` is
+    "bins" (exact low-bin projection, default) or "rfft".
     """
 
     def __init__(
@@ -108,14 +115,15 @@ class SPAM(nn.Module):
         kernel_size: int = 7,
         radius: float = 2.0,
         lambdas: Sequence[float] = SPAM_LAMBDAS,
-        impl: str = "bins",
+        fused: bool = True,
+        transform: str = "bins",
         proj_drop: float = 0.0,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        if impl not in _IMPLS:
-            raise FreqkitError(f"SPAM: unknown impl {impl!r}; use one of {', '.join(_IMPLS)}")
+        if transform not in _TRANSFORMS:
+            raise FreqkitError(f"SPAM: unknown transform {transform!r}; use one of {', '.join(_TRANSFORMS)} (fused=False for the reference path)")
         if radius < 0:
             raise FreqkitError(f"SPAM: radius must be >= 0, got {radius}; the released stages use 2, 2, 1, 1")
         chunks = [int(c.numel()) for c in torch.arange(dim).chunk(len(lambdas))]
@@ -128,7 +136,8 @@ class SPAM(nn.Module):
         self.radius = float(radius)
         self.lambdas = tuple(float(lam) for lam in lambdas)
         self.chunks = tuple(chunks)
-        self.impl = impl
+        self.fused = bool(fused)
+        self.transform = transform
         self.proj_in = nn.Conv2d(dim, dim, 1, **dd)
         self.conv = nn.Sequential(
             nn.Conv2d(dim, dim, (1, kernel_size), padding=(0, kernel_size // 2), groups=dim, **dd),
@@ -137,13 +146,12 @@ class SPAM(nn.Module):
         self.pws = nn.ModuleList(nn.Conv2d(c, dim, 1, **dd) for c in chunks)
         self.proj_out = nn.Conv2d(dim, dim, 1, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
-        # spectral constants per (H, W, device); they depend on no parameter, so they never go stale
-        self._constants: dict[tuple, tuple[torch.Tensor, ...]] = {}
-        self._cache = DerivedCache()  # merged pws weights, eval mode only
+        # spectral constants per (H, W, device) and the merged pws weights (eval mode only)
+        self._cache = DerivedCache()
         self.register_load_state_dict_pre_hook(_drop_released_masks)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, radius={self.radius:g}, lambdas={self.lambdas}, impl={self.impl!r}"
+        return f"dim={self.dim}, radius={self.radius:g}, lambdas={self.lambdas}, fused={self.fused}, transform={self.transform!r}"
 
     def channel_lambdas(self, device: Optional[torch.device] = None) -> torch.Tensor:
         """lambda of each channel of v (C,), float32: chunk i's channels get lambdas[i]."""
@@ -170,10 +178,7 @@ class SPAM(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.dim:
             raise FreqkitError(f"SPAM expects maps of shape (B, {self.dim}, H, W), got {tuple(x.shape)}")
         v = self.conv(self.proj_in(x))
-        if self.impl == "reference":
-            ctx = self._context_reference(v)
-        else:
-            ctx = self._context_fused(v)
+        ctx = self._context_fused(v) if self.fused else self._context_reference(v)
         return self.proj_drop(self.proj_out(v * ctx))
 
     def _merged_pws(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -187,7 +192,7 @@ class SPAM(nn.Module):
             return weight, (weight * keep.to(weight.dtype))[:, :, None, None], sum(p.bias for p in self.pws)
 
         params = [t for p in self.pws for t in (p.weight, p.bias)]
-        return self._cache.get(self, ("pws",), params, build)
+        return self._cache.derived(self, ("pws",), params, build)
 
     def _context_fused(self, v: torch.Tensor) -> torch.Tensor:
         h, w = v.shape[-2:]
@@ -196,7 +201,7 @@ class SPAM(nn.Module):
         ctx = F.conv2d(v, allpass, bias)
         with no_autocast(v.device):
             v32, w32 = v.float(), weight.float()
-            if self.impl == "rfft":
+            if self.transform == "rfft":
                 half = consts[0]  # (C, H, W // 2 + 1): M - (1 - lambda) on the half spectrum
                 low = torch.fft.irfft2(torch.fft.rfft2(v32, norm="ortho") * half, s=(h, w), norm="ortho")
                 low = F.conv2d(low, w32[:, :, None, None])
@@ -208,14 +213,12 @@ class SPAM(nn.Module):
         return ctx + low.to(ctx.dtype)
 
     def _spectral_constants(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        key = (h, w, str(device), self.impl)
-        if not torch.compiler.is_compiling():
-            hit = self._constants.get(key)
-            if hit is not None:
-                return hit
+        return self._cache.constant((h, w, str(device), self.transform), lambda: self._build_constants(h, w, device))
+
+    def _build_constants(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         lam = self.channel_lambdas(device)
         keep = 1.0 - lam
-        if self.impl == "rfft":
+        if self.transform == "rfft":
             masks = torch.stack([spf_mask((h, w), self.radius, l, device=device) for l in self.lambdas])
             per_channel = masks.repeat_interleave(torch.tensor(self.chunks, device=device), dim=0)
             consts = ((per_channel - keep[:, None, None])[:, :, : w // 2 + 1].contiguous(),)
@@ -228,19 +231,16 @@ class SPAM(nn.Module):
             ring = (cls == 0).double()[None] * (lam.double() - 2.0 / 3.0)[:, None, None]
             norm = (my[:, None] * mx[None, :]) / float(h * w)
             consts = (phi_y, phi_x, ((inside + ring) * norm).float())
-        if not torch.compiler.is_compiling():
-            self._constants[key] = consts
         return consts
 
     def _context_reference(self, v: torch.Tensor) -> torch.Tensor:
         """The released algorithm: per chunk fft2 (ortho), fftshift, shifted mask, inverse, real part, pws_i."""
         h, w = v.shape[-2:]
-        key = (h, w, str(v.device), "reference")
-        masks = self._constants.get(key)  # the released code stores its masks: precomputed, as here
-        if masks is None:
-            masks = tuple(self.mask((h, w), i, shifted=True, device=v.device) for i in range(len(self.lambdas)))
-            if not torch.compiler.is_compiling():
-                self._constants[key] = masks
+        # the released code stores its masks: precomputed, as here
+        masks = self._cache.constant(
+            (h, w, str(v.device), "reference"),
+            lambda: tuple(self.mask((h, w), i, shifted=True, device=v.device) for i in range(len(self.lambdas))),
+        )
         ctx = 0
         for chunk, pw, mask in zip(torch.chunk(v, len(self.lambdas), dim=1), self.pws, masks):
             with no_autocast(v.device):
@@ -248,15 +248,6 @@ class SPAM(nn.Module):
                 filtered = torch.fft.ifft2(torch.fft.ifftshift(spec, dim=(-2, -1)), norm="ortho").real
             ctx = ctx + pw(filtered.to(v.dtype))
         return ctx
-
-    def _apply(self, fn, recurse: bool = True):
-        self._constants.clear()  # .to(device) / .half(): rebuild constants on the new device
-        self._cache.clear()
-        return super()._apply(fn, recurse)
-
-    def train(self, mode: bool = True) -> "SPAM":
-        self._cache.clear()
-        return super().train(mode)
 
 
 def _drop_released_masks(module: SPAM, state_dict: dict, prefix: str, *args) -> None:

@@ -14,13 +14,13 @@ variant, which stores one ``filter`` and ``local_convs.<i>``; those keys are map
 the groups one after the other. ``gain="scaled_sigmoid"`` uses sigmoid(alpha * theta) with one
 learnable scalar alpha (that variant's ``scale.alpha``).
 
-Fast path (``impl="fused"``): the channel order that ``proj.0`` wants is produced for free by
+Fast path (``fused=True``, default): the channel order that ``proj.0`` wants is produced for free by
 permuting the rows of the ``ctx`` weight, so no activation is ever shuffled; the n depthwise convs
 run as one depthwise conv whose kernels are the released ones zero-padded to the largest size
 (zero taps add exact zeros), and all gains are applied in one rfft2 / irfft2 over every channel.
 The assembled kernel and the resized gains are cached per grid size in eval mode under no_grad,
 keyed on each parameter's version counter and storage, so they are never stale after an update.
-``impl="reference"`` runs the released algorithm (n convs, n FFTs, explicit interleave).
+``fused=False`` runs the reference path, the released algorithm (n convs, n FFTs, explicit interleave).
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from timm.layers import register_notrace_module
+
 from freqkit.errors import FreqkitError
 from freqkit.layers._autocast import no_autocast
 from freqkit.layers._cache import DerivedCache
@@ -39,9 +41,11 @@ __all__ = ["SPAMv2", "checkpoint_layout"]
 
 _LAYOUTS = ("interleave", "head_major")
 _GAINS = ("sigmoid", "scaled_sigmoid")
-_IMPLS = ("fused", "reference")
 
 
+# a leaf for torch.fx (timm's feature extraction and FX tests): the gains are resized to the
+# concrete grid only when it differs from the stored one, a branch on sizes that tracing cannot take
+@register_notrace_module
 class SPAMv2(nn.Module):
     """SPAM v2 token mixer on channels-last maps: (B, H, W, C) -> (B, H, W, C), any H and W.
 
@@ -57,13 +61,13 @@ class SPAMv2(nn.Module):
         size: Union[int, tuple[int, int]] = 14,
         layout: str = "interleave",
         gain: str = "sigmoid",
-        impl: str = "fused",
+        fused: bool = True,
         proj_drop: float = 0.0,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        for name, value, allowed in (("layout", layout, _LAYOUTS), ("gain", gain, _GAINS), ("impl", impl, _IMPLS)):
+        for name, value, allowed in (("layout", layout, _LAYOUTS), ("gain", gain, _GAINS)):
             if value not in allowed:
                 raise FreqkitError(f"SPAMv2: unknown {name} {value!r}; use one of {', '.join(allowed)}")
         if num_scales < 1 or dim % num_scales != 0:
@@ -73,7 +77,7 @@ class SPAMv2(nn.Module):
         group = dim // num_scales
         self.dim, self.num_scales, self.group = dim, num_scales, group
         self.size = (h0, w0)
-        self.layout, self.gain, self.impl = layout, gain, impl
+        self.layout, self.gain, self.fused = layout, gain, bool(fused)
         self.query = nn.Sequential(nn.Linear(dim, dim, bias=False, **dd), nn.GELU())
         self.ctx = nn.Linear(dim, dim, bias=False, **dd)
         for i in range(num_scales):
@@ -100,7 +104,7 @@ class SPAMv2(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, num_scales={self.num_scales}, size={self.size}, layout={self.layout!r}, "
-            f"gain={self.gain!r}, impl={self.impl!r}"
+            f"gain={self.gain!r}, fused={self.fused}"
         )
 
     def _convs(self) -> list[nn.Conv2d]:
@@ -125,7 +129,7 @@ class SPAMv2(nn.Module):
 
     def _fused_gains(self, h: int, w: int) -> torch.Tensor:
         params = self._filters() + ([self.alpha] if self.gain == "scaled_sigmoid" else [])
-        return self._cache.get(self, ("gain", h, w), params, lambda: self._gain_of(torch.cat(self._filters())[self.perm], (h, w)))
+        return self._cache.derived(self, ("gain", h, w), params, lambda: self._gain_of(torch.cat(self._filters())[self.perm], (h, w)))
 
     def _fused_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         convs = self._convs()
@@ -137,15 +141,7 @@ class SPAMv2(nn.Module):
             bias = torch.cat([c.bias for c in convs])
             return weight[self.perm], bias[self.perm]
 
-        return self._cache.get(self, ("kernel",), params, build)
-
-    def train(self, mode: bool = True) -> "SPAMv2":
-        self._cache.clear()
-        return super().train(mode)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._cache.clear()
-        return super()._apply(fn, recurse)
+        return self._cache.derived(self, ("kernel",), params, build)
 
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +151,7 @@ class SPAMv2(nn.Module):
                 "permute (B, C, H, W) maps with x.permute(0, 2, 3, 1)"
             )
         q = self.query(x)
-        z = self._mix_reference(x) if self.impl == "reference" else self._mix_fused(x)
+        z = self._mix_fused(x) if self.fused else self._mix_reference(x)
         s = self.proj(z).permute(0, 2, 3, 1)
         return self.proj_drop(self.proj_out(q * s))
 
@@ -164,7 +160,7 @@ class SPAMv2(nn.Module):
         b, h, w, _ = x.shape
         ctx_weight = self.ctx.weight
         if self.layout != "head_major":
-            ctx_weight = self._cache.get(self, ("ctx",), [ctx_weight], lambda: self.ctx.weight[self.perm])
+            ctx_weight = self._cache.derived(self, ("ctx",), [ctx_weight], lambda: self.ctx.weight[self.perm])
         # W x^T straight into (B, C, H W): the conv and the FFTs then run on contiguous NCHW maps
         c = torch.matmul(ctx_weight, x.reshape(b, h * w, self.dim).mT).reshape(b, self.dim, h, w)
         weight, bias = self._fused_kernel()

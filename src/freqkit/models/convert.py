@@ -90,6 +90,13 @@ def _timm_vit_blocks(model: nn.Module) -> nn.Sequential:
 class _GridHook:
     """Forward pre-hook of ``model.patch_embed`` that tells the model's FreqBlocks the token grid.
 
+    Why a hook: timm's ``VisionTransformer.forward_features`` / ``forward_intermediates`` call the
+    blocks as ``self.blocks(x)`` / ``blk(x)``, with no way to pass the grid, and a converted model
+    must stay a timm model (its methods, pretrained loading, feature wrappers). The hook stores the
+    grid on the blocks right before they run; freqkit's own models pass it to each block instead.
+    Under torch.fx it runs at trace time, so the grid of the traced input size is baked into the
+    graph (timm's fixed-size ViTs trace that way too).
+
     A picklable object rather than a closure: ``copy.deepcopy`` (EMA copies) maps ``self.model``
     to the copy, so a copied model sets its own blocks' grid, and ``torch.save(model)`` works.
     """

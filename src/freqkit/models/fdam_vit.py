@@ -10,7 +10,9 @@ Two families, both registered with timm when ``freqkit.models`` is imported:
   no CLS token, LayerScale, the 14 x 14 position embedding resized (bicubic, align_corners=False) to
   the actual grid every forward, no final norm, block outputs at ``block_indices`` (default
   (2, 5, 8, 11)) and the released multi-level neck (2x deconv twice -> stride 4, 2x deconv -> 8,
-  identity -> 16, 2x max-pool -> 32), so ``features_only=True`` gives strides 4/8/16/32.
+  identity -> 16, 2x max-pool -> 32), so ``features_only=True`` gives strides 4/8/16/32. The neck
+  is built only where it is used (``features_only=True`` or ``neck=True``): ``forward`` (features
+  or logits) never touches it, and parameters without gradients would stall DDP.
 
 Released checkpoints: AttInv parameters sit under ``attn.*`` there and under ``attn.filter.*`` here,
 LayerScale is ``gamma_1``/``gamma_2`` there and ``ls1.gamma``/``ls2.gamma`` here; the key mapping is
@@ -27,12 +29,11 @@ from functools import partial
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerScale, Mlp, PatchEmbed, trunc_normal_
+from timm.layers import DropPath, LayerNorm2dFp32, LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
@@ -41,7 +42,8 @@ from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoi
 from freqkit.errors import FreqkitError
 from freqkit.layers.attention import Attention
 from freqkit.layers.attinv import AttInv
-from freqkit.layers.block import FreqBlock, set_grid
+from freqkit.layers._tracing import fx_tracing
+from freqkit.layers.block import FreqBlock
 from freqkit.layers.freqscale import FreqScale
 from freqkit.models.checkpoint import StateDictSource, _unwrap, load_checkpoint
 from freqkit.models.convert import convert
@@ -63,6 +65,8 @@ _ATTINV_NAMES = ("dy_freq", "dy_freq_2", "lf_gamma", "hf_gamma", "dy_freq_starre
 _FDAM_MARKERS = (".attn.filter.", ".freq_scale_1.", ".freq_scale_2.")
 # classification-only tensors of timm / DeiT checkpoints that the dense backbone does not have
 _CLASSIFIER_PREFIXES = ("cls_token", "dist_token", "reg_token", "head.", "head_dist.", "norm.", "fc_norm.")
+# the released multi-level neck (built only for features_only / neck=True)
+_NECK_PREFIXES = ("up1.", "up2.")
 
 
 def _split_fdam_options(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -106,11 +110,8 @@ def _resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         raise FreqkitError(
             f"position embedding with {n} spatial entries is not a square grid; cannot resize it to {grid}"
         )
-    if (side, side) == tuple(grid):
-        return pos
-    sp = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    sp = F.interpolate(sp, size=tuple(grid), mode="bicubic", align_corners=False)
-    return sp.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(pos.dtype)
+    # no antialias: the released loader resizes with plain bicubic interpolation
+    return resample_abs_pos_embed(pos, new_size=list(grid), old_size=[side, side], num_prefix_tokens=0, antialias=False)
 
 
 def _adapt_pos_embed(sd: dict[str, torch.Tensor], model: nn.Module) -> None:
@@ -134,7 +135,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
     sd = remap_released_keys(_unwrap(dict(state_dict), "state dict"))
     own = model.state_dict()
     if isinstance(model, FdamViTDense):
-        sd = {k: v for k, v in sd.items() if not (k.startswith(_CLASSIFIER_PREFIXES) and k not in own)}
+        # classification tensors, and the neck of a segmentation checkpoint when this model has none
+        sd = {k: v for k, v in sd.items() if not (k.startswith(_CLASSIFIER_PREFIXES + _NECK_PREFIXES) and k not in own)}
         _adapt_pos_embed(sd, model)
     else:
         sd = _vit_checkpoint_filter_fn(sd, model)
@@ -164,6 +166,11 @@ def load_fdam_checkpoint(model: nn.Module, source: StateDictSource, strict: bool
 
     def filter_fn(sd: dict[str, torch.Tensor], m: nn.Module) -> dict[str, torch.Tensor]:
         sd = remap_released_keys(sd)
+        if strict and isinstance(m, FdamViTDense) and not m.has_neck and any(k.startswith(_NECK_PREFIXES) for k in sd):
+            raise FreqkitError(
+                "checkpoint holds the multi-level neck (up1 / up2) but the model has none; "
+                "create it with features_only=True or neck=True, or load with strict=False"
+            )
         _adapt_pos_embed(sd, m)
         return sd
 
@@ -182,16 +189,17 @@ def build_fdam_block(
     proj_drop: float = 0.0,
     norm_layer: Callable[[int], nn.Module] = partial(nn.LayerNorm, eps=1e-6),
     act_layer: Callable[[], nn.Module] = nn.GELU,
-    fused_attn: bool = True,
+    fused: bool = True,
     attinv: Optional[dict[str, Any]] = None,
     freqscale: Optional[dict[str, Any]] = None,
 ) -> FreqBlock:
     """The released FDAM block (``Layer_scale_init_Block``) as a FreqBlock: (B, N, C) -> (B, N, C).
 
     x = x + drop_path(ls1(FS1(a) + a)), a = attn(norm1(x)) with AttInv; same with the MLP and FS2.
-    ``attinv`` / ``freqscale`` are keyword arguments of AttInv / FreqScale.
+    ``attinv`` / ``freqscale`` are keyword arguments of AttInv / FreqScale; ``fused=False`` puts the
+    attention and both FreqScales on their reference paths.
     """
-    attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, filter=AttInv(dim, num_heads, **(attinv or {})), fused=fused_attn)
+    attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, filter=AttInv(dim, num_heads, **(attinv or {})), fused=fused)
     return FreqBlock(
         attn=attn,
         mlp=Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop),
@@ -201,8 +209,8 @@ def build_fdam_block(
         ls2=LayerScale(dim, init_values) if init_values is not None else None,
         drop_path1=DropPath(drop_path) if drop_path > 0 else None,
         drop_path2=DropPath(drop_path) if drop_path > 0 else None,
-        freq_scale_1=FreqScale(dim, **(freqscale or {})),
-        freq_scale_2=FreqScale(dim, **(freqscale or {})),
+        freq_scale_1=FreqScale(dim, **{"fused": fused, **(freqscale or {})}),
+        freq_scale_2=FreqScale(dim, **{"fused": fused, **(freqscale or {})}),
     )
 
 
@@ -217,26 +225,13 @@ class FdamVisionTransformer(VisionTransformer):
         convert(self, "fdam", blocks=fdam_blocks, **options)
 
 
-class _ChannelsFirstLayerNorm(nn.Module):
-    """LayerNorm over the channels of a map (B, C, H, W), computed in float32 (released neck norm)."""
-
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x.float().permute(0, 2, 3, 1), (x.shape[1],), self.weight.float(), self.bias.float(), self.eps)
-        return y.permute(0, 3, 1, 2).to(x.dtype)
-
-
 class FdamViTDense(nn.Module):
     """Released FDAM dense backbone (``vit_models_freq``): images (B, 3, H, W) -> multi-level maps.
 
     ``forward_intermediates`` returns the outputs of ``block_indices`` as (B, C, H/p, W/p) maps,
-    through the neck (strides p/4, p/2, p, 2p) when ``neck=True``; ``forward`` returns pooled
-    features or logits (``num_classes``) so that the timm API works.
+    through the neck (strides p/4, p/2, p, 2p) when ``neck=True``; ``forward_features`` returns the
+    last block's map (B, C, H/p, W/p) and ``forward`` pooled features or logits (``num_classes``),
+    as timm's convolutional backbones do.
     """
 
     def __init__(
@@ -254,10 +249,10 @@ class FdamViTDense(nn.Module):
         drop_path_rate: float = 0.0,
         init_scale: Optional[float] = 1e-4,
         block_indices: Optional[Sequence[int]] = None,
-        neck: bool = True,
+        neck: bool = False,
         num_classes: int = 0,
         global_pool: str = "avg",
-        fused_attn: bool = True,
+        fused: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -274,6 +269,7 @@ class FdamViTDense(nn.Module):
             raise FreqkitError(f"FdamViTDense: block_indices {block_indices} must be non-decreasing block numbers in [0, {depth})")
         if neck and len(block_indices) != 4:
             raise FreqkitError(f"FdamViTDense: the neck needs 4 block_indices (got {block_indices}); pass neck=False for plain stride-{patch_size} outputs")
+        _check_pool(global_pool)
         img = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if img[0] % patch_size or img[1] % patch_size:
             raise FreqkitError(f"FdamViTDense: img_size {img} is not divisible by patch_size {patch_size}")
@@ -289,19 +285,19 @@ class FdamViTDense(nn.Module):
 
         self.patch_embed = PatchEmbed(img_size=img, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, flatten=False, strict_img_size=False)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dim))
-        dpr = [float(x) for x in torch.linspace(0, drop_path_rate, depth)]
+        dpr = [float(x) for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]  # also under a meta-device build
         self.blocks = nn.Sequential(
             *[
                 build_fdam_block(
                     embed_dim, num_heads, mlp_ratio, qkv_bias, init_values=init_scale, drop_path=dpr[i], attn_drop=attn_drop_rate,
-                    fused_attn=fused_attn, attinv=_layer_options(options, "attinv"), freqscale=_layer_options(options, "freqscale"),
+                    fused=fused, attinv=_layer_options(options, "attinv"), freqscale=_layer_options(options, "freqscale"),
                 )
                 for i in range(depth)
             ]
         )
         if neck:
             c = embed_dim
-            self.up1 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, 2), _ChannelsFirstLayerNorm(c), nn.GELU(), nn.ConvTranspose2d(c, c, 2, 2))
+            self.up1 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, 2), LayerNorm2dFp32(c, eps=1e-6), nn.GELU(), nn.ConvTranspose2d(c, c, 2, 2))
             self.up2 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, 2))
             self.up3 = nn.Identity()
             self.up4 = nn.MaxPool2d(kernel_size=2, stride=2)
@@ -348,37 +344,42 @@ class FdamViTDense(nn.Module):
         """Replace the head by a fresh (num_classes) linear layer; 0 gives pooled features."""
         self.num_classes = num_classes
         if global_pool is not None:
+            _check_pool(global_pool)
             self.global_pool = global_pool
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     # ---------------------------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Images (B, 3, H, W) -> tokens (B, H/p * W/p, C) with position embedding, and the grid."""
-        if x.ndim != 4 or x.shape[1] != self.patch_embed.proj.in_channels:
-            raise FreqkitError(f"FdamViTDense expects images (B, {self.patch_embed.proj.in_channels}, H, W), got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        if h % self.patch_size or w % self.patch_size:
-            raise FreqkitError(
-                f"FdamViTDense: image size {h}x{w} is not divisible by the patch size {self.patch_size}; pad or resize the input"
-            )
+        if not fx_tracing():  # under torch.fx the sizes are proxies
+            if x.ndim != 4 or x.shape[1] != self.patch_embed.proj.in_channels:
+                raise FreqkitError(f"FdamViTDense expects images (B, {self.patch_embed.proj.in_channels}, H, W), got {tuple(x.shape)}")
+            h, w = x.shape[-2:]
+            if h % self.patch_size or w % self.patch_size:
+                raise FreqkitError(
+                    f"FdamViTDense: image size {h}x{w} is not divisible by the patch size {self.patch_size}; pad or resize the input"
+                )
         x = self.patch_embed(x)  # (B, C, h, w)
-        grid = (int(x.shape[-2]), int(x.shape[-1]))
+        grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
-        pos = self.pos_embed
-        if grid != self.pos_grid:
-            pos = F.interpolate(
-                pos.reshape(1, *self.pos_grid, -1).permute(0, 3, 1, 2).float(), size=grid, mode="bicubic", align_corners=False
-            ).flatten(2).transpose(1, 2).to(pos.dtype)
+        # no antialias: the released model resizes with plain bicubic interpolation
+        pos = resample_abs_pos_embed(self.pos_embed, new_size=list(grid), old_size=list(self.pos_grid), num_prefix_tokens=0, antialias=False)
         return x + pos, grid
 
     def _run_blocks(self, x: torch.Tensor, grid: tuple[int, int], last: int, take: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        set_grid(self.blocks, grid, 0)
         outs = []
         for i, blk in enumerate(self.blocks[: last + 1]):
-            x = checkpoint(blk, x, use_reentrant=False) if self.grad_checkpointing and torch.is_grad_enabled() else blk(x)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, grid_size=grid, num_prefix_tokens=0, use_reentrant=False)
+            else:
+                x = blk(x, grid_size=grid, num_prefix_tokens=0)
             if i in take:
                 outs.append(x)
         return x, outs
+
+    def _to_map(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Tokens (B, h*w, C) -> map (B, C, h, w)."""
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, grid[0], grid[1])
 
     def forward_intermediates(
         self,
@@ -398,7 +399,7 @@ class FdamViTDense(nn.Module):
         blocks = [self.block_indices[i] for i in levels]
         b = x.shape[0]
         tokens, grid = self._embed(x)
-        if self.has_neck and 3 in levels and min(grid) < 2:
+        if self.has_neck and 3 in levels and not fx_tracing() and min(grid) < 2:
             raise FreqkitError(
                 f"FdamViTDense: the stride-{2 * self.patch_size} level max-pools the {grid[0]}x{grid[1]} patch grid and needs "
                 "at least 2 x 2 patches; use a larger image or leave level 3 out of indices"
@@ -408,11 +409,11 @@ class FdamViTDense(nn.Module):
         by_block = dict(zip(sorted(set(blocks)), outs))
         maps = []
         for level, blk in zip(levels, blocks):
-            m = by_block[blk].transpose(1, 2).reshape(b, -1, *grid)
+            m = self._to_map(by_block[blk], grid)
             if self.has_neck:
                 m = getattr(self, f"up{level + 1}")(m)
             maps.append(m.flatten(2).transpose(1, 2) if output_fmt == "NLC" else m.contiguous())
-        return maps if intermediates_only else (tokens, maps)
+        return maps if intermediates_only else (self._to_map(tokens, grid), maps)
 
     def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False, prune_head: bool = True) -> list[int]:
         """Drop the blocks after the last one that ``indices`` (feature levels) need; returns the levels."""
@@ -423,18 +424,24 @@ class FdamViTDense(nn.Module):
         return levels
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> tokens (B, N, C) after the last block (no final norm)."""
+        """Images (B, 3, H, W) -> the last block's map (B, C, H/p, W/p) (no CLS token, no final norm)."""
         tokens, grid = self._embed(x)
-        return self._run_blocks(tokens, grid, len(self.blocks) - 1)[0]
+        return self._to_map(self._run_blocks(tokens, grid, len(self.blocks) - 1)[0], grid)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens (B, N, C) -> mean-pooled features (B, C) or logits (B, num_classes)."""
-        x = x.mean(dim=1) if self.global_pool == "avg" else x
+        """Map (B, C, h, w) -> mean-pooled features (B, C) or logits (B, num_classes); no pooling with global_pool=''."""
+        x = x.mean(dim=(-2, -1)) if self.global_pool == "avg" else x
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> logits (B, num_classes), or pooled features (B, C) when num_classes = 0."""
         return self.forward_head(self.forward_features(x))
+
+
+def _check_pool(global_pool: str) -> None:
+    if global_pool not in ("avg", ""):
+        raise FreqkitError(f"FdamViTDense: global_pool {global_pool!r} is not supported; use 'avg' or '' (no pooling)")
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -462,9 +469,10 @@ default_cfgs = generate_default_cfgs(
         "deit_tiny_fdam_patch16_224": _cfg(),
         "deit_small_fdam_patch16_224": _cfg(),
         "deit_base_fdam_patch16_224": _cfg(),
-        "fdam_vit_tiny_dense": _cfg(num_classes=0, fixed_input_size=False, crop_pct=1.0),
-        "fdam_vit_small_dense": _cfg(num_classes=0, fixed_input_size=False, crop_pct=1.0),
-        "fdam_vit_base_dense": _cfg(num_classes=0, fixed_input_size=False, crop_pct=1.0),
+        # backbones without a classifier; forward_features maps are (B, C, 14, 14) at 224
+        "fdam_vit_tiny_dense": _cfg(num_classes=0, fixed_input_size=False, crop_pct=1.0, pool_size=(14, 14)),
+        "fdam_vit_small_dense": _cfg(num_classes=0, fixed_input_size=False, crop_pct=1.0, pool_size=(14, 14)),
+        "fdam_vit_base_dense": _cfg(num_classes=0, fixed_input_size=False, crop_pct=1.0, pool_size=(14, 14)),
     }
 )
 
@@ -483,6 +491,8 @@ def _create_fdam_deit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
 
 def _create_fdam_dense(variant: str, pretrained: bool = False, **kwargs: Any) -> FdamViTDense:
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    # the neck serves the feature levels only: build it for features_only (or when asked)
+    kwargs.setdefault("neck", bool(kwargs.get("features_only", False)))
     return build_model_with_cfg(
         FdamViTDense,
         variant,

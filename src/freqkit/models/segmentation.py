@@ -23,6 +23,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from timm.layers import LayerNorm2d
 from torch import nn
 
 from freqkit.errors import FreqkitError
@@ -81,7 +82,7 @@ class ViTPyramidNeck(nn.Module):
     def __init__(self, dim: int, patch_size: int, out_strides: Sequence[int] = (4, 8, 16, 32)) -> None:
         super().__init__()
         self.patch_size, self.out_strides = int(patch_size), tuple(int(s) for s in out_strides)
-        self.norms = nn.ModuleList(nn.LayerNorm(dim, eps=1e-6) for _ in self.out_strides)
+        self.norms = nn.ModuleList(LayerNorm2d(dim, eps=1e-6) for _ in self.out_strides)
         stages, self._resize = [], []
         for s in self.out_strides:
             stage = _resample_stage(dim, self.patch_size / s)
@@ -95,7 +96,7 @@ class ViTPyramidNeck(nn.Module):
             raise FreqkitError(f"ViTPyramidNeck expects {len(self.out_strides)} maps, got {len(feats)}")
         outs = []
         for x, norm, stage, resize, s in zip(feats, self.norms, self.stages, self._resize, self.out_strides):
-            x = norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            x = norm(x)
             if resize:
                 x = F.interpolate(x, size=(math.ceil(image_size[0] / s), math.ceil(image_size[1] / s)), mode="bilinear", align_corners=False)
             else:

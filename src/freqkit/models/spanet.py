@@ -29,6 +29,7 @@ from timm.models.metaformer import MetaFormerBlock
 from torch import nn
 
 from freqkit.errors import FreqkitError
+from freqkit.layers._tracing import fx_tracing
 from freqkit.layers.spam import SPAM, SPAM_LAMBDAS
 
 __all__ = ["SPANet", "StagedBackbone", "checkpoint_filter_fn", "create_staged", "drop_path_rates", "staged_cfg"]
@@ -51,9 +52,9 @@ class StagedBackbone(nn.Module):
     Subclasses build ``downsample_layers`` / ``stages`` (nn.ModuleList, stage i = nn.Sequential of
     blocks), optional ``norm<i>`` dense-prediction norms, ``norm`` and ``head``, and define
     ``forward_head`` / ``reset_classifier``. ``channels_last`` says whether stages run on
-    (B, H, W, C) maps; ``output_fmt`` records that stage-module format for hook-based tools
-    (``freqkit.probe``, timm's hook feature extractors), while ``forward_features`` and
-    ``forward_intermediates`` always return (B, C, H, W) unless asked otherwise.
+    (B, H, W, C) maps; ``output_fmt`` records that format, as in timm: the stage modules and
+    ``forward_features`` (and the final output of ``forward_intermediates``) use it, while the
+    intermediate feature maps are (B, C, H, W) unless ``output_fmt="NHWC"`` is asked for.
     """
 
     channels_last: bool = False
@@ -72,6 +73,8 @@ class StagedBackbone(nn.Module):
 
     # ---- helpers ------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
+        if fx_tracing():  # sizes are proxies under torch.fx; the traced graph runs unchecked, as timm's models do
+            return
         if x.ndim != 4:
             raise FreqkitError(f"{type(self).__name__} expects images (B, C, H, W), got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
@@ -110,11 +113,12 @@ class StagedBackbone(nn.Module):
         return self.head
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, in_chans, H, W) -> last stage map (B, C, H / 32, W / 32), before the head."""
+        """Images (B, in_chans, H, W) -> last stage map (B, C, H / 32, W / 32) ((B, H / 32, W / 32, C)
+        when ``output_fmt`` is "NHWC"), before the head."""
         self._check_input(x)
         for i in range(len(self.stages)):
             x = self._run_stage(i, x)
-        return self._to_nchw(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, in_chans, H, W) -> logits (B, num_classes) (pooled features if num_classes = 0)."""
@@ -148,7 +152,7 @@ class StagedBackbone(nn.Module):
                 feats.append(y.permute(0, 2, 3, 1) if output_fmt == "NHWC" else y)
         if intermediates_only:
             return feats
-        return self._to_nchw(x), feats
+        return x, feats
 
     def prune_intermediate_layers(
         self, indices: Union[int, list[int]] = 1, prune_norm: bool = False, prune_head: bool = True
@@ -181,8 +185,8 @@ class _ConvDownsample(nn.Module):
 class SPANet(StagedBackbone):
     """SPANet classifier / backbone: images (B, in_chans, H, W), H and W divisible by 32 -> (B, num_classes).
 
-    ``radius`` per stage (released 2, 2, 1, 1); ``impl`` selects the SPAM path ("bins", "rfft",
-    "reference"); ``out_norms`` adds the per-stage GroupNorms used for dense prediction.
+    ``radius`` per stage (released 2, 2, 1, 1); ``fused=False`` runs every SPAM on its reference
+    path (the released algorithm); ``out_norms`` adds the per-stage GroupNorms used for dense prediction.
     """
 
     def __init__(
@@ -199,7 +203,7 @@ class SPANet(StagedBackbone):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         res_scale_init_values: Sequence[Optional[float]] = (None, None, 1.0, 1.0),
-        impl: str = "bins",
+        fused: bool = True,
         out_norms: bool = False,
     ) -> None:
         super().__init__()
@@ -209,6 +213,7 @@ class SPANet(StagedBackbone):
             raise FreqkitError("SPANet uses timm's MetaFormerBlock, whose MLP ratio is 4; pass mlp_ratio=4")
         _check_pool(global_pool)
         self._init_plumbing(dims, num_classes, out_norms)
+        self.global_pool = global_pool
         self.drop_rate = drop_rate
         chans = [in_chans, *dims]
         self.downsample_layers = nn.ModuleList(
@@ -217,7 +222,7 @@ class SPANet(StagedBackbone):
         dpr = drop_path_rates(depths, drop_path_rate)
         self.stages = nn.ModuleList()
         for i in range(4):
-            mixer = partial(SPAM, kernel_size=kernel_size, radius=radius[i], lambdas=lambdas, impl=impl)
+            mixer = partial(SPAM, kernel_size=kernel_size, radius=radius[i], lambdas=lambdas, fused=fused)
             self.stages.append(
                 nn.Sequential(
                     *[
@@ -265,18 +270,25 @@ class SPANet(StagedBackbone):
         """Replace the classifier with a fresh Linear for ``num_classes`` (0: no classifier)."""
         if global_pool is not None:
             _check_pool(global_pool)
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Last stage map (B, C, h, w) -> GroupNorm, global mean, Linear -> (B, num_classes)."""
-        x = self.head_drop(self.norm(x).mean((-2, -1)))
+        """Last stage map (B, C, h, w) -> GroupNorm, global mean, Linear -> (B, num_classes).
+
+        With ``global_pool=''`` the normalized map (B, C, h, w) is not pooled (timm's convention).
+        """
+        x = self.norm(x)
+        if self.global_pool == "avg":
+            x = x.mean((-2, -1))
+        x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
 
 def _check_pool(global_pool: str) -> None:
     if global_pool not in ("avg", ""):
-        raise FreqkitError(f"global_pool {global_pool!r} is not supported; these backbones pool with 'avg'")
+        raise FreqkitError(f"global_pool {global_pool!r} is not supported; use 'avg' or '' (no pooling)")
 
 
 _RELEASED_NETWORK = re.compile(r"^network\.(\d+)\.(.*)$")

@@ -98,8 +98,8 @@ class _LNDownsample(nn.Module):
 class SPANetV2(StagedBackbone):
     """SPANetV2 classifier / backbone: images (B, in_chans, H, W), H and W divisible by 32 -> (B, num_classes).
 
-    ``mixers`` per stage: "spam" (SPAM v2), "mixattn" or "attn". ``layout`` / ``gain`` / ``impl``
-    go to every SPAM v2; ``out_norms`` adds the per-stage LayerNorms used for dense prediction.
+    ``mixers`` per stage: "spam" (SPAM v2), "mixattn" or "attn". ``layout`` / ``gain`` go to every
+    SPAM v2 and ``fused`` to every SPAM v2 and attention (False: reference paths); ``out_norms`` adds the per-stage LayerNorms used for dense prediction.
     """
 
     channels_last = True
@@ -119,7 +119,7 @@ class SPANetV2(StagedBackbone):
         res_scale_init_values: Sequence[Optional[float]] = (None, None, 1.0, 1.0),
         layout: str = "interleave",
         gain: str = "sigmoid",
-        impl: str = "fused",
+        fused: bool = True,
         head_dim: int = 32,
         out_norms: bool = False,
     ) -> None:
@@ -131,6 +131,7 @@ class SPANetV2(StagedBackbone):
             raise FreqkitError(f"SPANetV2: unknown mixer {bad[0]!r}; use one of {', '.join(MIXERS)}")
         _check_pool(global_pool)
         self._init_plumbing(dims, num_classes, out_norms)
+        self.global_pool = global_pool
         img_h, img_w = (img_size, img_size) if isinstance(img_size, int) else img_size
         chans = [in_chans, *dims]
         self.downsample_layers = nn.ModuleList(
@@ -141,9 +142,9 @@ class SPANetV2(StagedBackbone):
         for i in range(4):
             if mixers[i] == "spam":
                 size = (img_h // 2 ** (i + 2), img_w // 2 ** (i + 2))
-                mixer = partial(SPAMv2, size=size, layout=layout, gain=gain, impl=impl)
+                mixer = partial(SPAMv2, size=size, layout=layout, gain=gain, fused=fused)
             else:
-                mixer = partial(GridAttention, head_dim=head_dim, value_kernel=7 if mixers[i] == "mixattn" else 0)
+                mixer = partial(GridAttention, head_dim=head_dim, value_kernel=7 if mixers[i] == "mixattn" else 0, fused=fused)
             self.stages.append(
                 nn.Sequential(
                     *[
@@ -189,14 +190,20 @@ class SPANetV2(StagedBackbone):
         """Replace the MLP head with a fresh one for ``num_classes`` (0: no classifier)."""
         if global_pool is not None:
             _check_pool(global_pool)
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = self._make_head(num_classes)
         if num_classes > 0:
             self.head.apply(self._init_weights)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Last stage map (B, C, h, w) -> global mean, LayerNorm, MLP head -> (B, num_classes)."""
-        x = self.head_drop(self.norm(x.mean((-2, -1))))
+        """Last stage map (B, h, w, C) -> global mean, LayerNorm, MLP head -> (B, num_classes).
+
+        With ``global_pool=''`` the map is not pooled: (B, h, w, C), the LayerNorm applied per position.
+        """
+        if self.global_pool == "avg":
+            x = x.mean((1, 2))
+        x = self.head_drop(self.norm(x))
         return x if pre_logits else self.head(x)
 
 

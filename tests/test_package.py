@@ -51,10 +51,11 @@ def _registered_names() -> list[str]:
 def test_import_freqkit_is_enough_for_timm_in_either_order():
     names = _registered_names()
     assert len(names) >= 20
-    for order in ("import freqkit, timm", "import timm, freqkit", "import freqkit; from timm import create_model as c; import timm"):
+    for order in ("import freqkit, timm", "import timm, freqkit", "import freqkit; from timm import create_model as c; import timm",
+                  "import freqkit.layers, timm", "from freqkit.layers import SPAM; import timm"):
         code = f"{order}; import sys; missing = [n for n in {names!r} if not timm.is_model(n)]; print(missing)"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-        assert out == "[]", (order, out)
+        res = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True, check=True)
+        assert res.stdout.strip() == "[]", (order, res.stdout, res.stderr)
     code = "import freqkit, timm; m = timm.create_model('spanet_small', num_classes=3); print(type(m).__name__)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "SPANet"
 

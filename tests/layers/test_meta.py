@@ -11,7 +11,7 @@ from freqkit.layers import SPAM, FreqScale, SPAMv2
     "build, shape",
     [
         (lambda: SPAM(16, radius=2), (2, 16, 8, 10)),
-        (lambda: SPAM(16, radius=2, impl="reference"), (2, 16, 8, 10)),
+        (lambda: SPAM(16, radius=2, fused=False), (2, 16, 8, 10)),
         (lambda: SPAMv2(16), (2, 8, 10, 16)),
         (lambda: FreqScale(16), (2, 16, 8, 10)),
         (lambda: FreqScale(16, mode="static"), (2, 16, 8, 10)),

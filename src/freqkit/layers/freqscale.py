@@ -279,6 +279,15 @@ class FreqScale(nn.Module):
         r = self.reweight(gap.to(self.reweight.fc1.weight.dtype))
         return torch.tanh(r.float()).view(gap.shape[0], self.groups, self.num_filters)
 
+    def spectral_weight(self, xs: torch.Tensor) -> torch.Tensor:
+        """The real filter W (B or 1, H, W//2+1, C) in float32 that this module applies to a channels-last map xs (B, H, W, C).
+
+        The module's output is irfft2(rfft2(x) * W): the response of the block's ``x + FreqScale(x)`` is 1 + W
+        (the FDAM supplementary's Fig. 8 shows it; :mod:`freqkit.analysis.methods` reads it here).
+        """
+        b, h, w, c = (int(v) for v in xs.shape)
+        return self._weight(xs.mean(dim=(1, 2), dtype=torch.float32), h, w)
+
     def _weight(self, gap: torch.Tensor, h: int, w: int) -> torch.Tensor:
         bank = self.resized_bank(h, w)
         rw = w // 2 + 1

@@ -98,11 +98,6 @@ class Capture:
     output: Any = None
 
     @property
-    def logits(self) -> Any:
-        """The model's output (logits for a classifier), exactly as a plain forward pass returns it."""
-        return self.output
-
-    @property
     def names(self) -> list[str]:
         """Names of the captured layers, in forward order."""
         return [layer.name for layer in self.layers]

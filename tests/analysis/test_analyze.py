@@ -80,7 +80,7 @@ def test_batch_size_does_not_change_the_numbers(images):
 def test_uniform_attention_closed_form(images):
     """q = k = 0 makes every attention row uniform over the N = 1 + 16 keys: the local response is
     HW / N at DC and 0 elsewhere with no spread, and A V is spatially constant, so the global response
-    vanishes away from DC (seed 002 section B)."""
+    vanishes away from DC (FDAM supplementary, Sec. B)."""
     model = _vit(depth=2)
     with torch.no_grad():
         for blk in model.blocks:

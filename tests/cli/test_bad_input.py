@@ -76,3 +76,8 @@ def test_eval_bad_inputs(tmp_path, capsys):
     assert "is not a JSON object" in _one_error_line(capsys)
     assert main(["eval", f"{run}/model.safetensors", "--device", "gpu0", "--no-progress"]) == 2
     assert "--device 'gpu0'" in _one_error_line(capsys)
+
+
+def test_analyze_huge_img_size_is_one_line(capsys):
+    assert main(["analyze", "--img-size", "20000", "--quiet"]) == 2
+    assert "--img-size 20000 20000 must be in 1..4096" in _one_error_line(capsys)

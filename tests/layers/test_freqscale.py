@@ -1,6 +1,6 @@
 """FreqScale against a brute-force per-channel filter in the frequency domain (explicit DFT sums in
 numpy), the FFT and matrix-DFT paths against each other, bank resizing and its cache, token
-layout with prefix tokens, parameter counts (DESIGN 4), half precision and errors."""
+layout with prefix tokens, parameter counts (the released DeiT-S configuration), half precision and errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +44,7 @@ def _randomized(fs: FreqScale) -> FreqScale:
 
 
 def _filters_by_hand(fs: FreqScale, x: torch.Tensor) -> torch.Tensor:
-    """Per-sample, per-channel real filters (B, C, S, S//2+1) from the routing formula of DESIGN 4."""
+    """Per-sample, per-channel real filters (B, C, S, S//2+1) from the released routing formula."""
     b, c = x.shape[:2]
     k = fs.complex_weights.detach().double()
     if fs.mode == "static":

@@ -14,7 +14,7 @@ from freqkit.models.spanet import SPANet, checkpoint_filter_fn, released_key
 
 TINY = dict(depths=(1, 1, 2, 1), dims=(24, 48, 72, 96), num_classes=10)
 
-# spanet.md: released parameter counts, which include the fixed masks (3 per block, H0 x W0 each)
+# SPANet / SPANetV2 papers: released parameter counts, which include the fixed masks (3 per block, H0 x W0 each)
 SPEC = {
     "spanet_small": ((4, 4, 12, 4), 28_659_780),
     "spanet_medium": ((6, 6, 18, 6), 41_768_978),

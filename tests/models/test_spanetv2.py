@@ -14,7 +14,7 @@ from freqkit.models.spanetv2 import GridAttention, SPANetV2, checkpoint_filter_f
 TINY = dict(depths=(1, 1, 1, 1), dims=(32, 64, 96, 128), num_classes=10)
 HYBRID = ("spam", "spam", "mixattn", "attn")
 
-# spanet.md: parameter counts of the released code (in millions, two decimals)
+# SPANet / SPANetV2 papers: parameter counts of the released code (in millions, two decimals)
 SPEC = {
     "spanetv2_s18_pure": 29.16,
     "spanetv2_s18_hybrid": 26.99,

@@ -58,7 +58,7 @@ def test_output_bitwise_unchanged_and_attention_matches_manual(qk_norm):
         ref = model(x)
     plain = capture(model, x)
     full = capture(model, x, attention=True)
-    assert torch.equal(plain.logits, ref) and torch.equal(full.logits, ref)
+    assert torch.equal(plain.output, ref) and torch.equal(full.output, ref)
     assert all(blk.attn.fused_attn for blk in model.blocks)  # the model's own path is untouched
     assert _no_hooks(model)
     assert plain.names == ["blocks.0", "blocks.1"] and plain.layers[0].attn is None
@@ -83,7 +83,7 @@ def test_distilled_deit_has_two_prefix_tokens():
     with torch.no_grad():
         ref = model(x)
     cap = capture(model, x, attention=True)
-    assert torch.equal(cap.logits, ref)
+    assert torch.equal(cap.output, ref)
     layer = cap.layers[0]
     assert layer.num_prefix_tokens == 2 and layer.grid_size == (4, 4)
     assert layer.tokens.shape == (2, 18, 32) and layer.attn.shape == (2, 2, 18, 18)
@@ -99,7 +99,7 @@ def test_register_tokens_without_class_token():
     with torch.no_grad():
         ref = model(x)
     cap = capture(model, x, attention=True)
-    assert torch.equal(cap.logits, ref)
+    assert torch.equal(cap.output, ref)
     assert cap[-1].num_prefix_tokens == 4 and cap[-1].tokens.shape == (1, 20, 32)
     torch.testing.assert_close(cap[-1].attn.sum(-1), torch.ones(1, 2, 20), rtol=0, atol=1e-6)
 
@@ -110,7 +110,7 @@ def test_dynamic_img_size_non_square_grid_is_rows_by_columns():
     with torch.no_grad():
         ref = model(x)
     cap = capture(model, x, attention=True)
-    assert torch.equal(cap.logits, ref)
+    assert torch.equal(cap.output, ref)
     layer = cap["blocks.1"]
     assert layer.grid_size == (4, 7)
     assert layer.attn.shape == (2, 2, 29, 29)
@@ -135,7 +135,7 @@ def test_freqkit_blocks_and_filter_output():
     for i in range(len(model.blocks)):
         model.blocks[i] = FreqBlock.from_timm(model.blocks[i])
     cap = capture(model, x, attention=True)
-    assert torch.equal(cap.logits, ref)  # FreqBlock without parts is the timm block
+    assert torch.equal(cap.output, ref)  # FreqBlock without parts is the timm block
     for layer, blk, x_in in zip(cap.layers, model.blocks, _block_inputs(model, x, cap)):
         a, av, _ = _manual_attention(blk, x_in)
         torch.testing.assert_close(layer.attn, a, rtol=1e-5, atol=1e-6)
@@ -145,7 +145,7 @@ def test_freqkit_blocks_and_filter_output():
     with torch.no_grad():
         ref = model(x)
     cap = capture(model, x, attention=True)
-    assert torch.equal(cap.logits, ref)
+    assert torch.equal(cap.output, ref)
     x_in = _block_inputs(model, x, cap)[0]
     a, av, v = _manual_attention(model.blocks[0], x_in)
     filtered = 2.0 * av - v.mean(dim=-2, keepdim=True)
@@ -163,7 +163,7 @@ def test_resnet_stage_maps_match_manual_forward():
         l1 = model.layer1(stem)
         l2 = model.layer2(l1)
     cap = capture(model, x, attention=True)  # attention=True is a no-op on conv stages
-    assert torch.equal(cap.logits, ref)
+    assert torch.equal(cap.output, ref)
     assert cap.names == ["layer1", "layer2", "layer3", "layer4"]
     assert torch.equal(cap["layer1"].map, l1) and torch.equal(cap["layer2"].map, l2)
     assert cap["layer4"].map.shape == (1, 512, 1, 1) and cap["layer2"].grid_size == (4, 4)
@@ -176,7 +176,7 @@ def test_metaformer_stages_are_found():
     with torch.no_grad():
         ref = model(x)
     cap = capture(model, x)
-    assert torch.equal(cap.logits, ref)
+    assert torch.equal(cap.output, ref)
     assert cap.names == [f"stages.{i}" for i in range(4)]
     assert [tuple(l.map.shape[1:]) for l in cap.layers] == [(64, 16, 16), (128, 8, 8), (320, 4, 4), (512, 2, 2)]
     assert cap["stages.1"].spatial_tokens().shape == (1, 64, 128)

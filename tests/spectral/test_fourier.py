@@ -1,4 +1,4 @@
-"""freqkit.spectral.fourier against brute-force DFT sums (seed 002 eq. 1) and closed forms."""
+"""freqkit.spectral.fourier against brute-force DFT sums (FDAM supplementary, eq. 1) and closed forms."""
 import math
 from fractions import Fraction
 

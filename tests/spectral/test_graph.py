@@ -1,4 +1,4 @@
-"""Graph-spectral simulation: grid Laplacian, window mixers, stencils, responses (spanet.md, last section)."""
+"""Graph-spectral simulation: grid Laplacian, window mixers, stencils, responses (SPANetV2's graph-spectral analysis)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Attention frequency responses (seed 002 A and B) against brute-force DFTs and the low-pass theorem."""
+"""Attention frequency responses (FDAM supplementary, Secs. A and B) against brute-force DFTs and the low-pass theorem."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Token cosine similarity (seed 002 eq. 36) and cross-layer similarity against brute-force loops."""
+"""Token cosine similarity (FDAM supplementary, eq. 36) and cross-layer similarity against brute-force loops."""
 import numpy as np
 import pytest
 import torch

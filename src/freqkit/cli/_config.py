@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from typing import Any, Iterable, Optional
 
@@ -84,9 +85,16 @@ def dataclass_kwargs(args: argparse.Namespace, cls: type, exclude: Iterable[str]
 
 
 def error_line(err: FreqkitError, args: Optional[argparse.Namespace]) -> str:
-    """The message of ``err`` as the command line user should read it: a ParameterError names the flag."""
+    """The message of ``err`` as the command line user should read it: parameters become flags.
+
+    A ParameterError names its parameter, shown as the flag that sets it; other messages go through the
+    subcommand's ``_flag_patterns`` (regex, replacement) pairs, for parameters written inside a sentence.
+    """
     if isinstance(err, ParameterError):
         flags = (getattr(args, _FLAGS_ATTR, None) or {}) if args is not None else {}
         flag = flags.get(err.param, "--" + err.param.replace("_", "-"))
         return f"{flag} {err.detail}"
-    return str(err)
+    message = str(err)
+    for pattern, replacement in (getattr(args, "_flag_patterns", None) or []) if args is not None else []:
+        message = re.sub(pattern, replacement, message)
+    return message

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,9 @@ EXAMPLES = """examples:
   torchrun --nproc_per_node 8 -m freqkit analyze vit_base_patch16_224 --pretrained --images ./val --resume
 """
 
-# library parameter -> command-line flag, for error messages (the library names Python parameters)
-_FLAGS = [
+# library parameter -> command-line flag in error messages (the library names Python parameters);
+# cli._config.error_line applies them, the one place where errors become command-line text
+FLAG_PATTERNS = [
     (r"\bpretrained=False\b", "no --pretrained"),
     (r"\bpretrained=True\b", "--pretrained"),
     (r"\bcheckpoint=PATH both", "--checkpoint both"),
@@ -43,12 +43,6 @@ _FLAGS = [
     (r"\bdevice='cpu'", "--device cpu"),
     (r"\bdevice\b", "--device"),
 ]
-
-
-def _as_flags(message: str) -> str:
-    for pattern, flag in _FLAGS:
-        message = re.sub(pattern, flag, message)
-    return message
 
 
 def add_parser(subparsers: Any, name: str = "analyze") -> argparse.ArgumentParser:
@@ -93,7 +87,7 @@ def add_parser(subparsers: Any, name: str = "analyze") -> argparse.ArgumentParse
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from the statistics saved in DIR/state/")
     p.add_argument("--save-every", type=int, default=50, metavar="K", help="save the running statistics every K batches (default 50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, _flag_patterns=FLAG_PATTERNS)
     return p
 
 
@@ -103,20 +97,15 @@ def _image_size(values: list[int] | None) -> tuple[int, int] | None:
     if len(values) not in (1, 2):
         raise FreqkitError(f"--img-size takes H W or one N, got {len(values)} numbers; e.g. --img-size 224 224")
     h, w = (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-    if h < 1 or w < 1:
-        raise FreqkitError(f"--img-size {h} {w} must be positive; e.g. --img-size 224 224")
+    from freqkit.data.spec import MAX_IMG_SIZE
+
+    if not (1 <= h <= MAX_IMG_SIZE and 1 <= w <= MAX_IMG_SIZE):
+        raise FreqkitError(f"--img-size {h} {w} must be in 1..{MAX_IMG_SIZE}; e.g. --img-size 224 224")
     return h, w
 
 
 def run(args: argparse.Namespace) -> int:
-    """Parse-level checks, then models.create + analyze + Report.save; library errors are shown with flag names."""
-    try:
-        return _run(args)
-    except FreqkitError as err:
-        raise FreqkitError(_as_flags(str(err))) from None
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Parse-level checks, then models.create + analyze + Report.save."""
     names = list(args.models) or [DEFAULT_MODEL]
     size = _image_size(args.img_size)
     checkpoints = list(args.checkpoint)

@@ -1,4 +1,4 @@
-"""Attention Inversion (AttInv, FDAM, seed 002 C) in the released parameterization.
+"""Attention Inversion (AttInv, FDAM, FDAM supplementary, Sec. C) in the released parameterization.
 
 With O = A V (heads merged head-major) and the block's normalized input x:
 

@@ -1,4 +1,4 @@
-"""FreqScale (FDAM, seed 002 E; released ``GroupDynamicScale``): learned real filters on the 2D
+"""FreqScale (FDAM, FDAM supplementary, Sec. E; released ``GroupDynamicScale``): learned real filters on the 2D
 spectrum of a feature map, mixed per sample by a small routing MLP.
 
 For a map x (B, C, H, W) with rfft2 half-plane (H, W//2+1):
@@ -9,7 +9,7 @@ For a map x (B, C, H, W) with rfft2 half-plane (H, W//2+1):
     W[b, c] = sum_f r[b, group(c), f] K[f, c mod (C/g)]  real per-sample filter
     y = irfft2(X * W, s=(H, W), norm="ortho")           returned in x's dtype; the caller adds x
 
-Modes (parameter counts for C = 384, S = 14, n = 4, g = 16, reduction 16, see DESIGN 4):
+Modes (parameter counts for C = 384, S = 14, n = 4, g = 16, reduction 16, as in the released DeiT-S configuration):
 - ``group`` (released): bank (n, C/g, S, S//2+1), routing C -> C/16 -> g*n read as (g, n): 21,506.
 - ``dynamic``: bank (n, C, S, S//2+1), routing C -> C/16 -> n (one group): 181,346.
 - ``static``: one filter per channel (C, S, S//2+1), no routing: 43,008.

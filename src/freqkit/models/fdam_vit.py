@@ -1,4 +1,4 @@
-"""FDAM vision transformers (seed 002): AttInv + FreqScale in every block.
+"""FDAM vision transformers ("Frequency-Dynamic Attention Modulation for Dense Prediction", ICCV 2025): AttInv + FreqScale in every block.
 
 Two families, both registered with timm when ``freqkit.models`` is imported:
 

@@ -50,7 +50,7 @@ __all__ = [
     "token_cosine_similarity",
 ]
 
-# graph-spectral simulation of token mixers (spanet.md, last section); the rest via freqkit.spectral.graph
+# graph-spectral simulation of token mixers (SPANetV2's graph-spectral analysis); the rest via freqkit.spectral.graph
 from freqkit.spectral import graph  # noqa: E402
 from freqkit.spectral.graph import eigenspace_response, graph_fourier_basis, graph_response, grid_laplacian  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Fourier diagnostics of spatial maps: frequency grid, log-amplitude spectrum, radial profile,
 high-frequency ratio and relative log amplitude.
 
-Conventions (DESIGN.md section 3): frequencies follow ``torch.fft.fftfreq`` (cycles per token in
+Conventions (docs/design.md, section 2): frequencies follow ``torch.fft.fftfreq`` (cycles per token in
 [-1/2, 1/2)); the normalized radius is rho = sqrt(fu^2 + fv^2) / (1/2), so rho = 1 is the Nyquist
 frequency along one axis. "Centred" maps are ``fftshift``-ed: DC sits at index (H // 2, W // 2).
 """

@@ -1,4 +1,4 @@
-"""Frequency responses of attention (seed 002, section A) and the token spectrum of an attention matrix.
+"""Frequency responses of attention (FDAM supplementary, Sec. A) and the token spectrum of an attention matrix.
 
 All 2-D response maps are centred (``fftshift``-ed, DC at index (H // 2, W // 2)), like `spectrum`.
 """

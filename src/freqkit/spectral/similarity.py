@@ -1,4 +1,4 @@
-"""Token similarity diagnostics (seed 002, section G): within-layer pairwise cosine similarity and
+"""Token similarity diagnostics (FDAM supplementary, Sec. G): within-layer pairwise cosine similarity and
 the cross-layer similarity matrix. The cosine of a zero token with anything counts as 0."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ _GRAM_BLOCK_ELEMS = 1 << 24
 
 
 def token_cosine_similarity(x: torch.Tensor, absolute: bool = True) -> torch.Tensor:
-    """Mean over token pairs i < j of |x_i . x_j| / (|x_i| |x_j|) (seed 002 eq. 36) for tokens (B, N, C) -> (B,).
+    """Mean over token pairs i < j of |x_i . x_j| / (|x_i| |x_j|) (FDAM supplementary, eq. 36) for tokens (B, N, C) -> (B,).
 
     absolute=False averages the signed cosine. A zero token has cosine 0 with every token; a single
     token (no pairs) gives 0. (N, C) input gives a 0-d tensor. The Gram matrix is built a block of
@@ -41,7 +41,7 @@ def token_cosine_similarity(x: torch.Tensor, absolute: bool = True) -> torch.Ten
 def cross_layer_similarity(layers: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     """Cross-layer similarity of L layers' tokens (each (B, N, C), or stacked (L, B, N, C)) -> (L, L).
 
-    Entry (l, m) is the mean over batch and tokens of cos(x_i at layer l, x_i at layer m) (seed 002
+    Entry (l, m) is the mean over batch and tokens of cos(x_i at layer l, x_i at layer m) (FDAM supplementary
     Fig. 5). The matrix is exactly symmetric and its diagonal is exactly the fraction of non-zero
     tokens (1 when no token is zero).
     """

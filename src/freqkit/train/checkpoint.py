@@ -47,12 +47,10 @@ TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
+    """The module inside DistributedDataParallel / torch.compile / EMA wrappers (timm's ``unwrap_model``)."""
+    from timm.utils import unwrap_model
+
+    return unwrap_model(model)
 
 
 def _cpu_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,7 +1,6 @@
 """freqkit.io: atomic writes leave the old file or the new one; the run lock refuses a live owner and takes over a dead one."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -211,6 +211,17 @@ def _as_map(out: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return out.permute(0, 3, 1, 2) if channels_last else out
 
 
+def _record_output(store: dict[str, torch.Tensor], name: str):
+    """A forward hook that keeps a detached copy of a layer's (first) output under ``name``."""
+
+    def hook(module: nn.Module, args: tuple, out: Any) -> None:
+        t = out[0] if isinstance(out, (tuple, list)) else out
+        # a clone: later layers of some models work in place on their input
+        store[name] = t.detach().clone()
+
+    return hook
+
+
 def capture(
     model: nn.Module,
     images: torch.Tensor,
@@ -251,12 +262,7 @@ def capture(
     handles: list[Any] = []
 
     def layer_hook(name: str):
-        def hook(module: nn.Module, args: tuple, out: Any) -> None:
-            t = out[0] if isinstance(out, (tuple, list)) else out
-            # a clone: later layers of some models work in place on their input
-            outputs[name] = t.detach().clone()
-
-        return hook
+        return _record_output(outputs, name)
 
     def attn_hook(name: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
@@ -350,11 +356,7 @@ def _capture_hf(model: nn.Module, images: torch.Tensor, names: list[str], module
     handles: list[Any] = []
 
     def layer_hook(name: str):
-        def hook(module: nn.Module, args: tuple, out: Any) -> None:
-            t = out[0] if isinstance(out, (tuple, list)) else out
-            outputs[name] = t.detach().clone()
-
-        return hook
+        return _record_output(outputs, name)
 
     def value_hook(name: str):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:

@@ -73,7 +73,7 @@ def test_attinv_map_equals_the_applied_gates(fdam, images):
         layer = fdam.get_submodule(name)
         x = inputs[name.rsplit(".", 1)[0]]
         sl, sh = _direct_gates(layer, x)
-        heads, d = layer.num_heads, layer.head_dim
+        d = layer.head_dim
         # per channel c: g_hf[c] * Sh[head(c)], then the mean over all channels; CLS dropped, row-major grid
         per_channel_high = sh.repeat_interleave(d, dim=-1) * layer.hf_gamma
         per_channel_low = 1 + sl.repeat_interleave(d, dim=-1) * layer.lf_gamma

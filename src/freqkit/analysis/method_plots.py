@@ -105,7 +105,6 @@ def _module_layout(names: list[str]) -> tuple[list[str], list[str]]:
 
 def _freqscale_grid(model: str, d: dict[str, Any], key: str, title: str, cmap: str, centred_at_one: bool) -> Figure:
     mods = d["modules"]
-    by_name = {m["name"]: m for m in mods}
     blocks, roles = _module_layout([m["name"] for m in mods])
     cols = [blocks[i] for i in _pick(len(blocks), 12)]
     arrays = {m["name"]: np.asarray(m[key], dtype=np.float64) for m in mods if m.get(key) is not None}

@@ -9,7 +9,6 @@ when k mod W == r (its workers load every batch, so prefer passing the Dataset).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,19 +263,15 @@ def _reraise_one_line(loader: Iterable) -> Iterator[Any]:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save ``obj`` to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
+    """torch.save ``obj`` to ``path`` atomically (the bytes go through :func:`freqkit.io.atomic_write_bytes`)."""
+    import io
+
+    from freqkit.io import atomic_write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_state(path: Path) -> dict[str, Any]:

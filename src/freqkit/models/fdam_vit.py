@@ -397,7 +397,6 @@ class FdamViTDense(nn.Module):
             raise FreqkitError(f"FdamViTDense: output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
         levels, _ = feature_take_indices(len(self.block_indices), indices)
         blocks = [self.block_indices[i] for i in levels]
-        b = x.shape[0]
         tokens, grid = self._embed(x)
         if self.has_neck and 3 in levels and not fx_tracing() and min(grid) < 2:
             raise FreqkitError(

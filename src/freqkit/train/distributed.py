@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from freqkit.errors import FreqkitError, ParameterError
+from freqkit.errors import ParameterError
 
 __all__ = ["DistInfo", "resolve_device", "init_distributed", "cleanup_distributed", "ResumableDistributedSampler", "is_main"]
 

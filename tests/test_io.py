@@ -112,3 +112,15 @@ def test_run_lock_held_by_another_process(tmp_path):
     finally:
         if child.poll() is None:
             child.kill()
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through a private temp file; the result must still be readable like any other file."""
+    from freqkit.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644

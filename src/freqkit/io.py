@@ -65,6 +65,13 @@ def _os_error(path: Path, err: OSError) -> FreqkitError:
     return FreqkitError(f"cannot write {path} ({err.strerror or err}); check that its folder exists and is writable")
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, os.replace); return the path."""
     path = Path(path)
@@ -73,6 +80,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as err:
         raise _os_error(path, err) from None
     try:
+        # mkstemp makes the file private (0600); the result should read like any file the user writes
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

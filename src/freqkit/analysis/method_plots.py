@@ -177,7 +177,7 @@ def _features(d: dict[str, Any]) -> Figure:
         cb.set_label("mean log |F|", fontsize=7)
         cb.ax.tick_params(labelsize=7)
     layers = ", ".join(f"{m}: level {d['layer'][m]}" + (f" (stride {d['stride'][m]})" if d["stride"].get(m) else "") for m in models)
-    fig.suptitle(f"feature maps and centred log-amplitude spectra, one colour scale per kind across models\n({layers})", fontsize=10)
+    fig.suptitle(f"feature maps and centred log-amplitude spectra\n(one colour scale per kind across models; {layers})", fontsize=9)
     return fig
 
 

@@ -1,14 +1,19 @@
 """``freqkit train``: :func:`freqkit.train` on the command line (flags generated from :class:`freqkit.TrainConfig`).
 
     freqkit train --model vit_mini+fdam --data shapes --steps 300
+    freqkit train --recipe upernet_deit3_base_fdam_ade20k_160k --data ade20k:/data/ade --init deit_3_base_224_21k.pth --print-config
     torchrun --nproc_per_node 8 -m freqkit train --model deit_small_fdam_patch16_224 --data ade20k:/data/ADE --batch-size 2
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 from freqkit.cli._config import add_dataclass_arguments, dataclass_kwargs
+
+# the parsed value of a flag the user did not give: a recipe's value (or the dataclass default) applies
+_NOT_GIVEN = type("NotGiven", (), {"__repr__": lambda self: "<not given>"})()
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -23,19 +28,43 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         "OUT/checkpoint/ (exact resume with --resume). Runs unchanged under torchrun --nproc_per_node N -m freqkit train.",
     )
     add_dataclass_arguments(p, TrainConfig, exclude=("global_batch_size",))
+    # every field flag parses to _NOT_GIVEN unless typed, so recipe < explicit flags (help still shows the defaults)
+    p.set_defaults(**{k: _NOT_GIVEN for k in p.get_default("_flags")})
+    p.add_argument("--print-config", action="store_true", help="print the fully resolved configuration as JSON and exit")
     p.set_defaults(run=run)
     return p
+
+
+def resolve(args: argparse.Namespace):
+    """The TrainConfig of parsed ``freqkit train`` flags: dataclass defaults < --recipe values < flags given."""
+    from freqkit.train import TrainConfig
+    from freqkit.train.recipes import resolve_config
+
+    given = {k: v for k, v in dataclass_kwargs(args, TrainConfig).items() if v is not _NOT_GIVEN}
+    recipe = given.pop("recipe", None)
+    if "batch_size" in given and "global_batch" not in given:
+        given["global_batch"] = None  # a per-process batch typed on the command line replaces a recipe's global batch
+    return resolve_config(recipe, **given) if recipe is not None else TrainConfig(**given).validate()
 
 
 def run(args: argparse.Namespace) -> int:
     """Train and print the final metrics (rank 0 only)."""
     from freqkit.experiment.compare import format_metrics
-    from freqkit.train import TrainConfig
     from freqkit.train.loop import train
     from freqkit.train.models import parse_model_spec
 
-    cfg = TrainConfig(**dataclass_kwargs(args, TrainConfig)).validate()
+    cfg = resolve(args)
     parse_model_spec(cfg.model)  # bad names fail before any data is read
+    if args.print_config:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if int(os.environ.get("RANK", "0")) == 0:
+            shown = cfg.to_dict()
+            if cfg.global_batch is not None and cfg.global_batch % world == 0:
+                shown["batch_size"] = cfg.global_batch // world  # what each of the WORLD_SIZE processes will take
+            shown["global_batch_size"] = shown["batch_size"] * world
+            shown["warmup_steps"] = cfg.warmup
+            print(json.dumps(shown, indent=1))
+        return 0
     result = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         if result.metrics:

@@ -103,3 +103,48 @@ def test_init_without_shared_tensors_fails(tmp_path):
     torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(FreqkitError, match="no tensor"):
         init_backbone(build_model("vit_micro", "segmentation", 3, 32), str(tmp_path / "bad.pth"))
+
+
+def test_aux_head_under_two_gloo_processes_matches_one_process(tmp_path):
+    """DDP with the auxiliary head (every parameter used each step) and global_batch split over 2 processes."""
+    import os
+    import socket
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    from freqkit.train import TrainConfig, train
+
+    data = "shapes:size=32,train=8,val=4"
+    common = dict(model="vit_micro+fdam", data=data, steps=2, lr=3e-3, seed=0, progress=False, aux_channels=8,
+                  global_batch=4)
+    train(TrainConfig(out=str(tmp_path / "one"), **common))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "freqkit", "train", "--model", "vit_micro+fdam", "--data", data, "--steps", "2",
+           "--global-batch", "4", "--aux-channels", "8", "--lr", "3e-3", "--seed", "0", "--device", "cpu",
+           "--no-progress", "--out", str(tmp_path / "two")]
+    res = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True,
+                         timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    one, two = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["batch_size"] == 2
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-4
+
+
+def test_init_maps_original_deit3_layer_scale_names(tmp_path):
+    import timm
+
+    from freqkit.train.models import build_model, init_backbone
+
+    src = timm.create_model("deit3_small_patch16_224", num_classes=9, img_size=64)
+    sd = {k.replace("ls1.gamma", "gamma_1").replace("ls2.gamma", "gamma_2"): v for k, v in src.state_dict().items()}
+    assert any("gamma_1" in k for k in sd)
+    torch.save(sd, tmp_path / "deit3.pth")
+    net = build_model("deit3_small_patch16_224", "segmentation", 3, 32)  # another grid: pos_embed resampled
+    report = init_backbone(net, str(tmp_path / "deit3.pth"))
+    assert report.missing == () and set(report.unexpected) == {"head.weight", "head.bias", "norm.weight", "norm.bias"}
+    torch.testing.assert_close(net.encoder.blocks[11].ls2.gamma, src.blocks[11].ls2.gamma)
+    assert net.encoder.pos_embed.shape[1] == 4  # 2 x 2 patches, no class-token entry (DeiT-III)

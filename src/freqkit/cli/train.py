@@ -12,8 +12,22 @@ import os
 
 from freqkit.cli._config import add_dataclass_arguments, dataclass_kwargs
 
-# the parsed value of a flag the user did not give: a recipe's value (or the dataclass default) applies
-_NOT_GIVEN = type("NotGiven", (), {"__repr__": lambda self: "<not given>"})()
+# namespace attribute: the config fields whose flags were typed (they override a recipe; the others take its values)
+_GIVEN = "_given_fields"
+
+
+def _track_given(parser: argparse.ArgumentParser, dests: set[str]) -> None:
+    """Make the actions of ``dests`` record, when their flag is typed, their field in ``namespace._given_fields``."""
+    for action in parser._actions:
+        if action.dest not in dests:
+            continue
+        base = type(action)
+
+        def __call__(self, parser, namespace, values, option_string=None, _base=base):
+            setattr(namespace, _GIVEN, (getattr(namespace, _GIVEN, None) or frozenset()) | {self.dest})
+            _base.__call__(self, parser, namespace, values, option_string)
+
+        action.__class__ = type(f"Tracked{base.__name__}", (base,), {"__call__": __call__})
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -28,8 +42,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         "OUT/checkpoint/ (exact resume with --resume). Runs unchanged under torchrun --nproc_per_node N -m freqkit train.",
     )
     add_dataclass_arguments(p, TrainConfig, exclude=("global_batch_size",))
-    # every field flag parses to _NOT_GIVEN unless typed, so recipe < explicit flags (help still shows the defaults)
-    p.set_defaults(**{k: _NOT_GIVEN for k in p.get_default("_flags")})
+    # recipe < typed flags: the parse records which fields were typed (parsed values keep the dataclass defaults)
+    _track_given(p, set(p.get_default("_flags")))
+    p.set_defaults(**{_GIVEN: frozenset()})
     p.add_argument("--print-config", action="store_true", help="print the fully resolved configuration as JSON and exit")
     p.set_defaults(run=run)
     return p
@@ -40,8 +55,11 @@ def resolve(args: argparse.Namespace):
     from freqkit.train import TrainConfig
     from freqkit.train.recipes import resolve_config
 
-    given = {k: v for k, v in dataclass_kwargs(args, TrainConfig).items() if v is not _NOT_GIVEN}
-    recipe = given.pop("recipe", None)
+    typed = getattr(args, _GIVEN, frozenset())
+    values = dataclass_kwargs(args, TrainConfig)
+    recipe = values.get("recipe")
+    given = {k: v for k, v in values.items() if recipe is None or k in typed}
+    given.pop("recipe", None)
     if "batch_size" in given and "global_batch" not in given:
         given["global_batch"] = None  # a per-process batch typed on the command line replaces a recipe's global batch
     return resolve_config(recipe, **given) if recipe is not None else TrainConfig(**given).validate()

@@ -6,7 +6,9 @@ for classification, a random resized crop) drawn from a generator keyed by (seed
 the data stream is a pure function of the step: resuming a run replays it exactly, whatever the
 number of DataLoader workers. Call :meth:`set_epoch` before each epoch (the training loop does).
 Evaluation items are resized (segmentation: image bilinear, mask nearest, to S x S) or resized and
-centre-cropped (classification), without randomness.
+centre-cropped (classification), without randomness. Segmentation datasets given a ``transform`` (the
+paper pipeline of :mod:`freqkit.data.transforms`, the default of :func:`ade20k_dataset`) instead yield
+training crops from it and evaluation items at their original size.
 """
 from __future__ import annotations
 

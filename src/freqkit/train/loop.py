@@ -407,8 +407,10 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         from freqkit.errors import ParameterError
 
         raise ParameterError("batch_size", "must be >= 2 with head_norm='batch' (BatchNorm needs two images per step); use head_norm='group'")
-    if info.distributed and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # batch statistics over all processes, as with one big batch
+    if info.distributed and device.type == "cuda" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        # batch statistics over all processes, as with one big batch (PyTorch's SyncBatchNorm runs on GPUs only;
+        # CPU processes keep per-process statistics)
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     model = net.to(device)
     check_input_size(model, cfg.img_size, cfg.model, device)
     for split, ds in (("train", train_ds), ("val", val_ds)):

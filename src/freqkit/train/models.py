@@ -156,8 +156,8 @@ def init_backbone(model: nn.Module, path: str) -> InitReport:
     """Load a weights file (timm-style keys: ``.safetensors`` or a weights-only ``.pth``, e.g. DeiT / DeiT-III) into the
     backbone of ``model`` (a segmenter's ``encoder``, or the classifier itself), non-strictly.
 
-    ViT position embeddings are resampled to the model's grid and the patch embedding adapted by timm's
-    ViT checkpoint filter. Keys the file lacks (e.g. FDAM parameters) keep their initialization and keys
+    ViT position embeddings are resampled to the model's grid, the patch embedding adapted and DeiT-III
+    layer-scale names mapped by timm's ViT checkpoint filter. Keys the file lacks (e.g. FDAM parameters) keep their initialization and keys
     the backbone lacks (the classifier head, the final norm a segmenter drops) are skipped; both are
     listed in the report. A file sharing no tensor with the backbone raises a FreqkitError.
     """
@@ -169,9 +169,12 @@ def init_backbone(model: nn.Module, path: str) -> InitReport:
     backbone = getattr(model, "encoder", model)
     filter_fn = None
     if is_vit(backbone):
+        from functools import partial
+
         from timm.models.vision_transformer import checkpoint_filter_fn
 
-        filter_fn = checkpoint_filter_fn
+        # adapt_layer_scale: the original DeiT-III files name layer scales gamma_1 / gamma_2 (timm: ls1.gamma / ls2.gamma)
+        filter_fn = partial(checkpoint_filter_fn, adapt_layer_scale=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the report lists the wrong-shaped tensors
         res = load_checkpoint(backbone, path, filter_fn=filter_fn, strict=False)

@@ -148,3 +148,10 @@ def test_init_maps_original_deit3_layer_scale_names(tmp_path):
     assert report.missing == () and set(report.unexpected) == {"head.weight", "head.bias", "norm.weight", "norm.bias"}
     torch.testing.assert_close(net.encoder.blocks[11].ls2.gamma, src.blocks[11].ls2.gamma)
     assert net.encoder.pos_embed.shape[1] == 4  # 2 x 2 patches, no class-token entry (DeiT-III)
+
+
+def test_recipe_help_lists_every_recipe():
+    from freqkit.train.config import TrainConfig
+
+    help_text = TrainConfig.__dataclass_fields__["recipe"].metadata["help"]
+    assert all(name in help_text for name in RECIPES)

@@ -15,8 +15,6 @@ cropping use ``torchvision.transforms.v2.functional``. Every random draw comes f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
@@ -146,8 +144,7 @@ class SegTrainTransform:
         if not 0 < self.cat_max_ratio <= 1:
             raise FreqkitError(f"cat_max_ratio must be in (0, 1], got {self.cat_max_ratio}")
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor, g: torch.Generator,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(3, H, W) float in [0, 1], (H, W) int64 -> (3, crop, crop) float in [0, 1], (crop, crop) int64 (255 = ignore)."""
         img = tv_tensors.Image(image.float() * 255.0)
         m = tv_tensors.Mask(mask)
@@ -159,8 +156,3 @@ class SegTrainTransform:
             img = photometric_distortion(img, g)
         x = (img.as_subclass(torch.Tensor) / 255.0).clamp(0, 1)
         return pad_to(x, m.as_subclass(torch.Tensor), int(self.crop_size), self.pad_fill)
-
-
-def default_train_transform(crop_size: Optional[int]) -> Optional[SegTrainTransform]:
-    """The protocol pipeline at ``crop_size`` (None: none)."""
-    return None if crop_size is None else SegTrainTransform(crop_size=int(crop_size))

@@ -31,8 +31,9 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
 class TrainConfig:
     """Settings of one training run; the single source of every default and help text (the CLI flags are generated from it)."""
 
-    recipe: Optional[str] = _opt(None, "start from a named recipe (the paper's ADE20K UPerNet runs, see freqkit.train.recipes); "
-                                 "any other flag overrides its values", choices=None)
+    recipe: Optional[str] = _opt(None, "start from a named recipe, the FDAM paper's ADE20K UPerNet runs: "
+                                 "upernet_deit_small_ade20k_160k, upernet_deit_small_fdam_ade20k_160k, upernet_deit3_base_ade20k_160k, "
+                                 "upernet_deit3_base_fdam_ade20k_160k; any other flag overrides its values")
     model: str = _opt("vit_mini", "model spec BASE[+METHOD...]: BASE is a preset (vit_mini: dim 128, depth 4, patch 8; "
                       "vit_micro: dim 32) or a timm / freqkit model name; each +METHOD (fdam, attinv, freqscale, attnscale, "
                       "featscale, gfsa) retrofits a ViT base with freqkit.convert, e.g. vit_mini+fdam")

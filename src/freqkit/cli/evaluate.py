@@ -3,6 +3,7 @@
     freqkit eval freqkit-run                        # the run folder of freqkit train (model.safetensors + config.json)
     freqkit eval freqkit-run --data pairs:imgs:masks
     freqkit eval weights.safetensors --model vit_mini+fdam --data shapes
+    freqkit eval upernet-run --data ade20k:/data/ade --save-predictions preds/   # one PNG per image, ADE20K labels
 """
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--eval-mode", choices=("whole", "slide"), default=None, help=fields["eval_mode"].metadata["help"] + " (default: the run's)")
+    p.add_argument("--eval-flip", action=argparse.BooleanOptionalAction, default=None, help=fields["eval_flip"].metadata["help"] + " (default: the run's)")
+    p.add_argument("--eval-scales", default=None, help=fields["eval_scales"].metadata["help"])
+    p.add_argument("--save-predictions", default=None, metavar="DIR",
+                   help="write one PNG label map per validation image at its original size, in the dataset's raw labels "
+                   "(ADE20K: class + 1), the format benchmark servers take")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(run=run)
@@ -45,10 +52,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_writable_file(args.json, "json")  # before the evaluation, not after it
     res = evaluate_run(args.path, args.data, model=args.model, task=args.task, img_size=args.img_size,
-                       batch_size=args.batch_size, amp=args.amp, device=args.device, progress=args.progress)
+                       batch_size=args.batch_size, amp=args.amp, device=args.device, progress=args.progress,
+                       eval_mode=args.eval_mode, eval_flip=args.eval_flip, eval_scales=args.eval_scales,
+                       save_predictions=args.save_predictions)
     if int(os.environ.get("RANK", "0")) == 0:
         metrics = {k: v for k, v in res.items() if k not in ("model", "data", "images")}
         print(f"{res['model']} on {res['data']} (val, {res['images']} images): {format_metrics(metrics)}")
+        if args.save_predictions:
+            print(f"wrote {res['images']} label maps to {args.save_predictions}/")
         if args.json:
             atomic_write_json(args.json, res)
     return 0

@@ -1,14 +1,33 @@
 """``freqkit train``: :func:`freqkit.train` on the command line (flags generated from :class:`freqkit.TrainConfig`).
 
     freqkit train --model vit_mini+fdam --data shapes --steps 300
+    freqkit train --recipe upernet_deit3_base_fdam_ade20k_160k --data ade20k:/data/ade --init deit_3_base_224_21k.pth --print-config
     torchrun --nproc_per_node 8 -m freqkit train --model deit_small_fdam_patch16_224 --data ade20k:/data/ADE --batch-size 2
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 from freqkit.cli._config import add_dataclass_arguments, dataclass_kwargs
+
+# namespace attribute: the config fields whose flags were typed (they override a recipe; the others take its values)
+_GIVEN = "_given_fields"
+
+
+def _track_given(parser: argparse.ArgumentParser, dests: set[str]) -> None:
+    """Make the actions of ``dests`` record, when their flag is typed, their field in ``namespace._given_fields``."""
+    for action in parser._actions:
+        if action.dest not in dests:
+            continue
+        base = type(action)
+
+        def __call__(self, parser, namespace, values, option_string=None, _base=base):
+            setattr(namespace, _GIVEN, (getattr(namespace, _GIVEN, None) or frozenset()) | {self.dest})
+            _base.__call__(self, parser, namespace, values, option_string)
+
+        action.__class__ = type(f"Tracked{base.__name__}", (base,), {"__call__": __call__})
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -23,19 +42,47 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         "OUT/checkpoint/ (exact resume with --resume). Runs unchanged under torchrun --nproc_per_node N -m freqkit train.",
     )
     add_dataclass_arguments(p, TrainConfig, exclude=("global_batch_size",))
+    # recipe < typed flags: the parse records which fields were typed (parsed values keep the dataclass defaults)
+    _track_given(p, set(p.get_default("_flags")))
+    p.set_defaults(**{_GIVEN: frozenset()})
+    p.add_argument("--print-config", action="store_true", help="print the fully resolved configuration as JSON and exit")
     p.set_defaults(run=run)
     return p
+
+
+def resolve(args: argparse.Namespace):
+    """The TrainConfig of parsed ``freqkit train`` flags: dataclass defaults < --recipe values < flags given."""
+    from freqkit.train import TrainConfig
+    from freqkit.train.recipes import resolve_config
+
+    typed = getattr(args, _GIVEN, frozenset())
+    values = dataclass_kwargs(args, TrainConfig)
+    recipe = values.get("recipe")
+    given = {k: v for k, v in values.items() if recipe is None or k in typed}
+    given.pop("recipe", None)
+    if "batch_size" in given and "global_batch" not in given:
+        given["global_batch"] = None  # a per-process batch typed on the command line replaces a recipe's global batch
+    return resolve_config(recipe, **given) if recipe is not None else TrainConfig(**given).validate()
 
 
 def run(args: argparse.Namespace) -> int:
     """Train and print the final metrics (rank 0 only)."""
     from freqkit.experiment.compare import format_metrics
-    from freqkit.train import TrainConfig
     from freqkit.train.loop import train
     from freqkit.train.models import parse_model_spec
 
-    cfg = TrainConfig(**dataclass_kwargs(args, TrainConfig)).validate()
+    cfg = resolve(args)
     parse_model_spec(cfg.model)  # bad names fail before any data is read
+    if args.print_config:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if int(os.environ.get("RANK", "0")) == 0:
+            shown = cfg.to_dict()
+            if cfg.global_batch is not None and cfg.global_batch % world == 0:
+                shown["batch_size"] = cfg.global_batch // world  # what each of the WORLD_SIZE processes will take
+            shown["global_batch_size"] = shown["batch_size"] * world
+            shown["warmup_steps"] = cfg.warmup
+            print(json.dumps(shown, indent=1))
+        return 0
     result = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         if result.metrics:

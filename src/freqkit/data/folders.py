@@ -6,19 +6,24 @@ for classification, a random resized crop) drawn from a generator keyed by (seed
 the data stream is a pure function of the step: resuming a run replays it exactly, whatever the
 number of DataLoader workers. Call :meth:`set_epoch` before each epoch (the training loop does).
 Evaluation items are resized (segmentation: image bilinear, mask nearest, to S x S) or resized and
-centre-cropped (classification), without randomness.
+centre-cropped (classification), without randomness. Segmentation datasets given a ``transform`` (the
+paper pipeline of :mod:`freqkit.data.transforms`, the default of :func:`ade20k_dataset`) instead yield
+training crops from it and evaluation items at their original size.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from freqkit.errors import FreqkitError
+
+if TYPE_CHECKING:
+    from freqkit.data.transforms import SegTrainTransform
 
 __all__ = [
     "IMG_EXTENSIONS",
@@ -234,9 +239,13 @@ class SegmentationFolderDataset(_Augmented):
         seed: int = 0,
         label_map: str = "identity",
         files: Optional[Sequence[tuple[Path, Path]]] = None,
+        transform: Optional["SegTrainTransform"] = None,
     ) -> None:
         super().__init__(train, seed)
         self.size, self.num_classes, self.label_map = int(size), int(num_classes), label_map
+        # with a transform (the protocol pipeline): training items are transform(image, mask), evaluation items keep
+        # their original size; without: every item is resized to size x size
+        self.transform = transform
         self.classes = tuple(str(i) for i in range(self.num_classes))
         if label_map not in ("identity", "ade20k"):
             raise FreqkitError(f"unknown label_map {label_map!r}; use 'identity' or 'ade20k'")
@@ -293,6 +302,11 @@ class SegmentationFolderDataset(_Augmented):
         im = _open_rgb(img_path)
         raw = _open_mask(mask_path)
         self._check_size(raw, im, img_path, mask_path)
+        if self.transform is not None:
+            x, y = _to_tensor(im), self._labels(raw, mask_path)
+            if self.train:
+                return self.transform(x, y, _item_generator(self.seed, self.epoch, index))
+            return x, y
         s = self.size
         x = _to_tensor(im.resize((s, s), resample=2))
         # nearest resize of the raw labels (as 32-bit ints, so 255 and large ids survive)
@@ -318,11 +332,31 @@ def match_pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def ade20k_dataset(root: str | Path, split: str, size: int = 512, train: bool = False, seed: int = 0) -> SegmentationFolderDataset:
-    """ADE20K (SceneParsing, 150 classes) from ``root`` = ADEChallengeData2016 or its parent; label 0 -> 255, others -1."""
+def ade20k_dataset(
+    root: str | Path,
+    split: str,
+    size: Optional[int] = None,
+    train: bool = False,
+    seed: int = 0,
+    crop_size: int = 512,
+    scale: tuple[int, int] = (2048, 512),
+    ratio_range: tuple[float, float] = (0.5, 2.0),
+    cat_max_ratio: float = 0.75,
+) -> SegmentationFolderDataset:
+    """ADE20K (SceneParsing, 150 classes) from ``root`` = ADEChallengeData2016 or its parent; label 0 -> 255, others -1.
+
+    By default the paper protocol: training items are (3, crop_size, crop_size) from
+    :class:`~freqkit.data.transforms.SegTrainTransform` (rescale to ``scale`` x ``ratio_range``, crop with
+    ``cat_max_ratio``, flip, photometric distortion, pad with label 255); evaluation items keep their original
+    size. With ``size`` every item is instead resized to size x size (a quick, squashed variant).
+    """
+    from freqkit.data.transforms import SegTrainTransform
+
     root = Path(root)
     if (root / "ADEChallengeData2016").is_dir():
         root = root / "ADEChallengeData2016"
+    if split not in ("train", "val"):
+        raise FreqkitError(f"split must be 'train' or 'val', got {split!r}")
     sub = {"train": "training", "val": "validation"}[split]
     images, masks = root / "images" / sub, root / "annotations" / sub
     if not images.is_dir() or not masks.is_dir():
@@ -330,7 +364,9 @@ def ade20k_dataset(root: str | Path, split: str, size: int = 512, train: bool = 
             f"{root} is not an ADE20K folder: expected images/{sub}/*.jpg and annotations/{sub}/*.png "
             "(the ADEChallengeData2016 layout); pass ade20k:PATH pointing at ADEChallengeData2016 or its parent"
         )
-    return SegmentationFolderDataset(images, masks, num_classes=150, size=size, train=train, seed=seed, label_map="ade20k")
+    transform = None if size is not None else SegTrainTransform(int(crop_size), tuple(scale), tuple(ratio_range), float(cat_max_ratio))
+    return SegmentationFolderDataset(images, masks, num_classes=150, size=size if size is not None else crop_size, train=train,
+                                     seed=seed, label_map="ade20k", transform=transform)
 
 
 def pairs_dataset(
@@ -342,13 +378,15 @@ def pairs_dataset(
     train: bool = False,
     seed: int = 0,
     val_fraction: float = 0.1,
+    transform: Optional["SegTrainTransform"] = None,
 ) -> SegmentationFolderDataset:
     """Generic image + mask folders; uses train/ and val/ (or training/, validation/) sub-folders when both have them,
-    else holds out every k-th pair (sorted by name, k = round(1 / val_fraction)) for validation."""
+    else holds out every k-th pair (sorted by name, k = round(1 / val_fraction)) for validation. ``transform`` (e.g.
+    :class:`~freqkit.data.transforms.SegTrainTransform`): training items go through it, evaluation items keep their size."""
     images, masks = Path(images), Path(masks)
     img_dir, mask_dir = find_split_dir(images, split), find_split_dir(masks, split)
     if img_dir is not None and mask_dir is not None:
-        return SegmentationFolderDataset(img_dir, mask_dir, num_classes, size=size, train=train, seed=seed)
+        return SegmentationFolderDataset(img_dir, mask_dir, num_classes, size=size, train=train, seed=seed, transform=transform)
     if img_dir is not None or mask_dir is not None:
         raise FreqkitError(
             f"only one of {images} and {masks} has a {split} sub-folder; give both split folders (train/, val/) or neither"
@@ -361,4 +399,4 @@ def pairs_dataset(
             f"{images} has {len(pairs)} image/mask pairs: too few to hold out a {split} split (every {k}th pair); "
             "add images or give train/ and val/ sub-folders"
         )
-    return SegmentationFolderDataset(images, masks, num_classes, size=size, train=train, seed=seed, files=chosen)
+    return SegmentationFolderDataset(images, masks, num_classes, size=size, train=train, seed=seed, files=chosen, transform=transform)

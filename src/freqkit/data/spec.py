@@ -133,8 +133,16 @@ def build_datasets(
     num_classes: Optional[int] = None,
     seed: int = 0,
     splits: tuple[str, ...] = ("train", "val"),
+    crop_size: Optional[int] = None,
+    img_scale: Optional[tuple[int, int]] = None,
 ) -> tuple[dict[str, Dataset], DataInfo]:
     """Datasets for ``splits`` and the dataset's :class:`DataInfo`; ``seed`` drives training augmentation.
+
+    ``crop_size`` (ade20k and pairs only) switches to the paper protocol: training items from
+    :class:`freqkit.data.transforms.SegTrainTransform` at crop_size x crop_size (random rescale, crop with
+    cat_max_ratio 0.75, flip, photometric distortion, 255 padding) and evaluation items at their original size;
+    ``img_size`` is then the crop size; ``img_scale`` = (long, short) rescale bounds (default (4 crop, crop)).
+    Without it every item is resized to img_size x img_size.
 
     ``task`` (if given) must match the dataset's; ``num_classes`` (if given) must match it (for
     ``pairs`` it sets the class count, which is otherwise the largest training label + 1).
@@ -146,6 +154,12 @@ def build_datasets(
     name = spec if isinstance(spec, str) else ds_spec.kind
     if task is not None and task != ds_spec.task:
         raise FreqkitError(f"--data {name} is a {ds_spec.task} dataset but the task is {task}; drop --task or pick a {task} dataset")
+    if crop_size is not None:
+        if ds_spec.kind not in ("ade20k", "pairs"):
+            raise FreqkitError(f"crop_size applies to ade20k and pairs data, not {ds_spec.kind}; drop crop_size")
+        if img_size is not None and int(img_size) != int(crop_size):
+            raise FreqkitError(f"img_size {img_size} contradicts crop_size {crop_size}; with crop_size give only that")
+        img_size = int(crop_size)
     size = ds_spec.options.get("size")
     if img_size is not None and size is not None and int(img_size) != size:
         raise FreqkitError(f"--img-size {img_size} contradicts size={size} in --data {name}; give the size once")
@@ -156,6 +170,11 @@ def build_datasets(
         raise FreqkitError(f"image size {size} is too large; img_size must be at most {MAX_IMG_SIZE} pixels")
     out: dict[str, Dataset] = {}
     opts = ds_spec.options
+    transform = None
+    if crop_size is not None:
+        from freqkit.data.transforms import SegTrainTransform
+
+        transform = SegTrainTransform(crop_size=size, scale=tuple(img_scale) if img_scale else (4 * size, size))
     if ds_spec.kind in ("shapes", "textures"):
         for split in splits:
             kw = dict(split=split, size=size, length=opts.get(split), seed=opts.get("seed", 0))
@@ -183,7 +202,11 @@ def build_datasets(
         found, classes = len(classes_seen), tuple(classes_seen)
     elif ds_spec.kind == "ade20k":
         for split in splits:
-            out[split] = ade20k_dataset(ds_spec.paths[0], split, size=size, train=split == "train", seed=seed)
+            if transform is not None:
+                out[split] = ade20k_dataset(ds_spec.paths[0], split, train=split == "train", seed=seed, crop_size=size,
+                                            scale=transform.scale)
+            else:
+                out[split] = ade20k_dataset(ds_spec.paths[0], split, size=size, train=split == "train", seed=seed)
         found, classes = 150, tuple(str(i) for i in range(150))
     else:  # pairs
         images, masks = ds_spec.paths
@@ -192,7 +215,8 @@ def build_datasets(
             probe = pairs_dataset(images, masks, "train", num_classes=256, size=size)
             k = _infer_num_classes(probe)
         for split in splits:
-            out[split] = pairs_dataset(images, masks, split, num_classes=k, size=size, train=split == "train", seed=seed)
+            out[split] = pairs_dataset(images, masks, split, num_classes=k, size=size, train=split == "train", seed=seed,
+                                       transform=transform)
         found, classes = k, tuple(str(i) for i in range(k))
     if num_classes is not None and int(num_classes) != found:
         raise FreqkitError(

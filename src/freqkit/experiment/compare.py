@@ -42,6 +42,9 @@ _OWN_FIELDS = ("model", "data", "steps", "seed", "out", "resume")
 # settings that define a run: a finished run is reused by resume only when all agree
 _RUN_KEYS = ("model", "data", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio",
              "layer_decay", "freq_lr_mult", "clip_grad", "amp", "seed", "drop_path", "head_channels")
+# later settings: a run written before they existed had their defaults
+_LATER_RUN_KEYS = ("global_batch", "beta1", "beta2", "warmup_start_ratio", "crop_size", "img_scale", "head_norm", "head_dropout",
+                   "aux_channels", "aux_weight", "init", "eval_mode", "eval_flip", "eval_scales")
 
 ModelFactory = Callable[[], Any]
 
@@ -178,6 +181,9 @@ def _previous_run(run_dir: Path, cfg) -> Optional[dict[str, Any]]:
         return None
     run = open_run(run_dir)
     want = cfg.to_dict()
+    defaults = type(cfg)().to_dict()
+    if any(run.config.get(k, defaults[k]) != want[k] for k in _LATER_RUN_KEYS):
+        return None
     if any(run.config.get(k) != want[k] for k in _RUN_KEYS) or any(
         want[k] is not None and run.config.get(k) != want[k] for k in ("task", "img_size", "num_classes")
     ):

@@ -50,8 +50,12 @@ class Run:
         missing = [k for k in ("task", "num_classes", "img_size") if self.config.get(k) is None]
         if missing:
             raise FreqkitError(f"{self.path} does not record {', '.join(missing)}; open a run folder written by freqkit train")
+        seg = {}
+        if self.config["task"] == "segmentation":
+            seg = dict(head_norm=self.config.get("head_norm", "group"), head_dropout=float(self.config.get("head_dropout", 0.0)),
+                       aux_channels=int(self.config.get("aux_channels", 0)))
         net = build_model(spec, self.config["task"], self.config["num_classes"], self.config["img_size"],
-                          head_channels=int(self.config.get("head_channels", 64)))
+                          head_channels=int(self.config.get("head_channels", 64)), **seg)
         load_checkpoint(net, str(self.weights))
         if device is not None:
             net = net.to(device)
@@ -131,11 +135,19 @@ def evaluate_run(
     amp: Optional[bool] = None,
     device: str = "auto",
     progress: bool = False,
+    eval_mode: Optional[str] = None,
+    eval_flip: Optional[bool] = None,
+    eval_scales: Optional[str] = None,
+    save_predictions: Optional[Union[str, Path]] = None,
 ) -> dict[str, Any]:
     """Metrics of a finished run on the validation split of ``data`` (default: its training data).
 
     Returns ``{"model", "data", "images", **metrics}``. ``model`` (a spec) is needed only for weights
     without a recorded config; a different dataset keeps the model's class count (checked against the data).
+    Segmentation: ``eval_mode`` ('whole' / 'slide'), ``eval_flip`` and ``eval_scales`` (default: the run's)
+    evaluate at each image's original size (:func:`freqkit.train.seg_eval.evaluate_dense`), as do runs trained
+    with ``crop_size``; ``save_predictions`` (a folder) receives one PNG label map per validation image at its
+    original size in the dataset's raw convention (ADE20K: class + 1, 0 unused), as benchmark servers take them.
     """
     from freqkit.data import build_datasets
     from freqkit.errors import ParameterError
@@ -153,14 +165,44 @@ def evaluate_run(
     if data is None:
         raise ParameterError("data", "is needed: the weights carry no training config")
     parse_model_spec(spec)
+    from freqkit.data.spec import parse_data_spec
+    from freqkit.train.config import TrainConfig
+    from freqkit.train.loop import eval_options
+
+    over = {k: v for k, v in (("eval_mode", eval_mode), ("eval_flip", eval_flip), ("eval_scales", eval_scales)) if v is not None}
+    if save_predictions is not None and not (eval_mode or r.config.get("eval_mode") or r.config.get("crop_size")):
+        over["eval_mode"] = "whole"  # predictions are saved at the original image size
+    run_cfg = TrainConfig.from_dict({**r.config, **over})
+    try:
+        run_cfg.validate()
+    except FreqkitError as err:
+        if over:
+            raise
+        del err  # an old run's config: only the evaluation fields matter here
+    dense = eval_options(run_cfg)
+    kind = parse_data_spec(data).kind
+    if dense is not None and (task or r.config.get("task")) == "classification":
+        raise ParameterError("eval_mode", "applies to segmentation runs only")
+    if save_predictions is not None and dense is None:
+        raise ParameterError("save_predictions", "needs a segmentation run")
+    size = img_size or r.config.get("img_size")
+    # folder data evaluated densely: validation items at their original size (the crop size only sizes the model)
+    crop = (run_cfg.crop_size or size) if (dense is not None and kind in ("ade20k", "pairs")) else None
     info = init_distributed(device)
     try:
-        splits, data_info = build_datasets(data, task=task or r.config.get("task"), img_size=img_size or r.config.get("img_size"),
-                                           num_classes=r.config.get("num_classes"), splits=("val",))
+        splits, data_info = build_datasets(data, task=task or r.config.get("task"), img_size=None if crop else size,
+                                           num_classes=r.config.get("num_classes"), splits=("val",), crop_size=crop,
+                                           img_scale=run_cfg.scale)
         cfg = {**r.config, "task": data_info.task, "num_classes": data_info.num_classes, "img_size": data_info.img_size}
         net = Run(r.path, r.weights, cfg).model(spec, device=info.device)
-        metrics = evaluate(net, splits["val"], data_info.task, data_info.num_classes, info.device, batch_size,
-                           amp_enabled(amp, info.device), info, progress=progress)
+        if dense is not None:
+            from freqkit.train.seg_eval import evaluate_dense
+
+            metrics = evaluate_dense(net, splits["val"], data_info.num_classes, info.device, amp=amp_enabled(amp, info.device),
+                                     dist_info=info, progress=progress, save_predictions=save_predictions, **dense)
+        else:
+            metrics = evaluate(net, splits["val"], data_info.task, data_info.num_classes, info.device, batch_size,
+                               amp_enabled(amp, info.device), info, progress=progress)
     finally:
         cleanup_distributed(info)
     return {"model": spec, "data": data, "images": len(splits["val"]), **metrics}

@@ -11,7 +11,9 @@ Backbones come in two kinds:
 
 The head is UPerNet (Xiao et al. 2018), as in the FDAM paper's ADE20K protocol: a pyramid pooling
 module on the coarsest level, a top-down FPN, and the fusion of every level at stride 4. It uses
-GroupNorm (no batch statistics: identical under DDP and at batch size 1).
+GroupNorm by default (no batch statistics: identical under DDP and at batch size 1), or BatchNorm as in
+the paper recipe (``norm="batch"``; the training loop makes it SyncBatchNorm under DDP). An optional
+auxiliary FCN head on the third level (``aux_channels``) adds a second output in training mode only.
 
 Segmentation models are not registered with timm (they are not image classifiers: no
 ``pretrained_cfg``, no classifier head); build them with :func:`create_segmentation_model`.
@@ -33,23 +35,33 @@ __all__ = [
     "ViTPyramidNeck",
     "ViTFeatures",
     "UPerHead",
+    "FCNHead",
     "SegmentationModel",
     "create_segmentation_model",
     "is_vit",
 ]
 
 
+NORMS = ("group", "batch")
+
+
 def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(8, channels), channels)
 
 
-class ConvNormAct(nn.Sequential):
-    """Conv2d (no bias) + GroupNorm + ReLU: (B, Cin, H, W) -> (B, Cout, H, W)."""
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind not in NORMS:
+        raise FreqkitError(f"unknown head norm {kind!r}; use {' or '.join(NORMS)}")
+    return _group_norm(channels) if kind == "group" else nn.BatchNorm2d(channels)
 
-    def __init__(self, cin: int, cout: int, kernel_size: int = 1) -> None:
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d (no bias) + GroupNorm (or BatchNorm, ``norm="batch"``) + ReLU: (B, Cin, H, W) -> (B, Cout, H, W)."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 1, norm: str = "group") -> None:
         super().__init__(
             nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False),
-            _group_norm(cout),
+            _norm(norm, cout),
             nn.ReLU(inplace=True),
         )
 
@@ -138,14 +150,16 @@ class ViTFeatures(nn.Module):
 class UPerHead(nn.Module):
     """UPerNet decoder: maps (B, C_i, H/s_i, W/s_i), finest first -> logits (B, K, H/s_0, W/s_0)."""
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 64, pool_scales: Sequence[int] = (1, 2, 3, 6)) -> None:
+    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 64, pool_scales: Sequence[int] = (1, 2, 3, 6),
+                 norm: str = "group", dropout: float = 0.0) -> None:
         super().__init__()
         self.pool_scales = tuple(pool_scales)
-        self.ppm = nn.ModuleList(ConvNormAct(in_channels[-1], channels) for _ in self.pool_scales)
-        self.bottleneck = ConvNormAct(in_channels[-1] + len(self.pool_scales) * channels, channels, 3)
-        self.lateral = nn.ModuleList(ConvNormAct(c, channels) for c in in_channels[:-1])
-        self.fpn = nn.ModuleList(ConvNormAct(channels, channels, 3) for _ in in_channels[:-1])
-        self.fuse = ConvNormAct(len(in_channels) * channels, channels, 3)
+        self.ppm = nn.ModuleList(ConvNormAct(in_channels[-1], channels, norm=norm) for _ in self.pool_scales)
+        self.bottleneck = ConvNormAct(in_channels[-1] + len(self.pool_scales) * channels, channels, 3, norm=norm)
+        self.lateral = nn.ModuleList(ConvNormAct(c, channels, norm=norm) for c in in_channels[:-1])
+        self.fpn = nn.ModuleList(ConvNormAct(channels, channels, 3, norm=norm) for _ in in_channels[:-1])
+        self.fuse = ConvNormAct(len(in_channels) * channels, channels, 3, norm=norm)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     @staticmethod
@@ -161,17 +175,39 @@ class UPerHead(nn.Module):
             lat[i - 1] = lat[i - 1] + self._up(lat[i], lat[i - 1].shape[-2:])
         outs = [conv(x) for conv, x in zip(self.fpn, lat[:-1])] + [lat[-1]]
         size = outs[0].shape[-2:]
-        return self.classifier(self.fuse(torch.cat([self._up(o, size) for o in outs], 1)))
+        return self.classifier(self.dropout(self.fuse(torch.cat([self._up(o, size) for o in outs], 1))))
+
+
+class FCNHead(nn.Module):
+    """Auxiliary FCN head: one 3x3 ConvNormAct, dropout, 1x1 classifier: (B, Cin, h, w) -> (B, K, h, w)."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 256, norm: str = "group", dropout: float = 0.0) -> None:
+        super().__init__()
+        self.conv = ConvNormAct(in_channels, channels, 3, norm=norm)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, Cin, h, w) -> logits (B, K, h, w)."""
+        return self.classifier(self.dropout(self.conv(x)))
 
 
 class SegmentationModel(nn.Module):
-    """Backbone features + UPerNet head: image (B, 3, H, W) -> per-pixel logits (B, K, H, W)."""
+    """Backbone features + UPerNet head: image (B, 3, H, W) -> per-pixel logits (B, K, H, W).
 
-    def __init__(self, features: nn.Module, channels: Sequence[int], num_classes: int, head_channels: int = 64) -> None:
+    With ``aux_channels`` > 0 an :class:`FCNHead` reads the third pyramid level; in training mode
+    ``forward`` then returns ``(logits, aux_logits)`` (both (B, K, H, W)), so every parameter takes part
+    in the step (DistributedDataParallel needs no unused-parameter search); in eval mode only ``logits``.
+    """
+
+    def __init__(self, features: nn.Module, channels: Sequence[int], num_classes: int, head_channels: int = 64,
+                 norm: str = "group", dropout: float = 0.0, aux_channels: int = 0, aux_level: int = 2) -> None:
         super().__init__()
         self.features = features
-        self.head = UPerHead(list(channels), num_classes, head_channels)
+        self.head = UPerHead(list(channels), num_classes, head_channels, norm=norm, dropout=dropout)
         self.num_classes = int(num_classes)
+        self.aux_level = int(aux_level)
+        self.aux_head = FCNHead(list(channels)[aux_level], num_classes, aux_channels, norm=norm, dropout=dropout) if aux_channels else None
 
     @property
     def encoder(self) -> nn.Module:
@@ -184,10 +220,14 @@ class SegmentationModel(nn.Module):
         inner = getattr(net, "model", None)
         return inner if isinstance(inner, nn.Module) else net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> logits (B, K, H, W)."""
-        logits = self.head(self.features(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    def forward(self, x: torch.Tensor):
+        """(B, 3, H, W) -> logits (B, K, H, W); in training mode with an aux head -> (logits, aux_logits)."""
+        feats = self.features(x)
+        logits = F.interpolate(self.head(feats), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.aux_head is None or not self.training:
+            return logits
+        aux = F.interpolate(self.aux_head(feats[self.aux_level]), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits, aux
 
 
 def probe_model(name: str, **kwargs) -> nn.Module:
@@ -227,14 +267,19 @@ def create_segmentation_model(
     img_size: Optional[int] = None,
     head_channels: int = 64,
     feature_indices: Optional[Sequence[int]] = None,
+    head_norm: str = "group",
+    head_dropout: float = 0.0,
+    aux_channels: int = 0,
     **backbone_kwargs,
 ) -> SegmentationModel:
     """A :class:`SegmentationModel` on ``backbone`` (a timm / freqkit model name or a built model).
 
     A name is built with ``timm.create_model(name, num_classes=0, **backbone_kwargs)`` (with
     ``img_size`` for ViTs, ``features_only=True`` for other families). Convert a ViT first
-    (``freqkit.convert``) and pass the module to segment with a retrofitted backbone.
+    (``freqkit.convert``) and pass the module to segment with a retrofitted backbone. ``head_norm`` ('group' or
+    'batch'), ``head_dropout`` and ``aux_channels`` (0: no auxiliary FCN head) configure the heads.
     """
+    head_kw = dict(head_channels=head_channels, norm=head_norm, dropout=head_dropout, aux_channels=aux_channels)
     import timm
 
     import freqkit.models  # noqa: F401  (registers freqkit's backbones with timm)
@@ -255,22 +300,25 @@ def create_segmentation_model(
                 net = timm.create_model(backbone, pretrained=False, features_only=True, **kwargs)
             except Exception as err:  # timm raises RuntimeError / TypeError for families without feature support
                 raise FreqkitError(f"backbone {backbone!r} has no features_only support in timm ({err}); pick another backbone") from None
-            return _from_feature_net(net, num_classes, head_channels)
+            return _from_feature_net(net, num_classes, **head_kw)
     if is_vit(backbone):
         feats = ViTFeatures(backbone, feature_indices)
-        return SegmentationModel(feats, feats.channels, num_classes, head_channels)
+        return SegmentationModel(feats, feats.channels, num_classes, **head_kw)
     if hasattr(backbone, "feature_info") and hasattr(backbone.feature_info, "reduction"):
-        return _from_feature_net(backbone, num_classes, head_channels)
+        return _from_feature_net(backbone, num_classes, **head_kw)
     raise FreqkitError(
         f"{type(backbone).__name__} is neither a timm VisionTransformer nor a features_only model; "
         "pass a timm ViT, or timm.create_model(name, features_only=True)"
     )
 
 
-def _from_feature_net(net: nn.Module, num_classes: int, head_channels: int) -> SegmentationModel:
+def _from_feature_net(net: nn.Module, num_classes: int, **head_kw) -> SegmentationModel:
     reductions = list(net.feature_info.reduction())
     channels = list(net.feature_info.channels())
     keep = [i for i, r in enumerate(reductions) if r >= 4]
     if not keep:
         raise FreqkitError(f"the backbone's feature strides {reductions} have none >= 4; it cannot feed a segmentation head")
-    return SegmentationModel(_FeatureList(net, keep), [channels[i] for i in keep], num_classes, head_channels)
+    chans = [channels[i] for i in keep]
+    if head_kw.get("aux_channels") and len(chans) < 3:
+        raise FreqkitError(f"the auxiliary head reads the third feature level, but the backbone has {len(chans)} of stride >= 4; set aux_channels=0")
+    return SegmentationModel(_FeatureList(net, keep), chans, num_classes, **head_kw)

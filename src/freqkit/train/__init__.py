@@ -19,6 +19,11 @@ from typing import Any
 _LAZY: dict[str, str] = {
     "BoundaryF1": "freqkit.train.metrics",
     "MODEL_PRESETS": "freqkit.train.models",
+    "RECIPES": "freqkit.train.recipes",
+    "dense_logits": "freqkit.train.seg_eval",
+    "evaluate_dense": "freqkit.train.seg_eval",
+    "init_backbone": "freqkit.train.models",
+    "resolve_config": "freqkit.train.recipes",
     "TrainConfig": "freqkit.train.config",
     "TrainResult": "freqkit.train.loop",
     "boundary_f1": "freqkit.train.metrics",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-from freqkit.errors import ParameterError
+from freqkit.errors import FreqkitError, ParameterError
 
 __all__ = ["TrainConfig", "RESUME_SENSITIVE"]
 
@@ -12,8 +12,14 @@ __all__ = ["TrainConfig", "RESUME_SENSITIVE"]
 RESUME_SENSITIVE = (
     "model", "data", "task", "steps", "global_batch_size", "lr", "weight_decay", "warmup_steps", "schedule",
     "min_lr_ratio", "layer_decay", "freq_lr_mult", "clip_grad", "amp", "seed", "img_size", "num_classes",
-    "drop_path", "head_channels",
+    "drop_path", "head_channels", "global_batch", "beta1", "beta2", "warmup_start_ratio", "crop_size", "img_scale",
+    "head_norm", "head_dropout", "aux_channels", "aux_weight", "init",
 )
+
+
+def _scale_ok(text: str) -> bool:
+    parts = str(text).split(",")
+    return len(parts) == 2 and all(p.strip().isdigit() and int(p) > 0 for p in parts)
 
 
 def _opt(default: Any, help: str, **cli: Any) -> Any:
@@ -25,6 +31,9 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
 class TrainConfig:
     """Settings of one training run; the single source of every default and help text (the CLI flags are generated from it)."""
 
+    recipe: Optional[str] = _opt(None, "start from a named recipe, the FDAM paper's ADE20K UPerNet runs: "
+                                 "upernet_deit_small_ade20k_160k, upernet_deit_small_fdam_ade20k_160k, upernet_deit3_base_ade20k_160k, "
+                                 "upernet_deit3_base_fdam_ade20k_160k; any other flag overrides its values")
     model: str = _opt("vit_mini", "model spec BASE[+METHOD...]: BASE is a preset (vit_mini: dim 128, depth 4, patch 8; "
                       "vit_micro: dim 32) or a timm / freqkit model name; each +METHOD (fdam, attinv, freqscale, attnscale, "
                       "featscale, gfsa) retrofits a ViT base with freqkit.convert, e.g. vit_mini+fdam")
@@ -36,11 +45,17 @@ class TrainConfig:
     out: str = _opt("freqkit-run", "output folder")
     steps: int = _opt(300, "optimizer steps")
     batch_size: int = _opt(16, "images per process and step; the global batch is batch_size x world size")
+    global_batch: Optional[int] = _opt(None, "images per step over all processes; sets batch_size = global_batch / world size "
+                                       "(must divide evenly)")
     eval_batch_size: Optional[int] = _opt(None, "images per evaluation batch (default: batch_size)")
     lr: float = _opt(1e-3, "peak AdamW learning rate")
     weight_decay: float = _opt(0.05, "AdamW weight decay, not applied to norms, biases and embeddings")
     warmup_steps: Optional[int] = _opt(None, "linear warmup steps (default: 5% of steps)")
-    schedule: str = _opt("cosine", "lr decay after warmup", choices=("cosine", "poly", "constant"))
+    warmup_start_ratio: Optional[float] = _opt(None, "lr / peak lr at step 0 of the warmup, rising linearly to 1 "
+                                               "(default: 1 / warmup_steps, i.e. (step + 1) / warmup_steps)")
+    beta1: float = _opt(0.9, "AdamW beta1")
+    beta2: float = _opt(0.999, "AdamW beta2")
+    schedule: str = _opt("cosine", "lr decay after warmup (poly: power 1)", choices=("cosine", "poly", "constant"))
     min_lr_ratio: float = _opt(0.01, "final lr / peak lr")
     layer_decay: float = _opt(1.0, "layer-wise lr decay from the model's group_matcher, e.g. 0.65 for fine-tuning (1: off)")
     freq_lr_mult: float = _opt(1.0, "lr multiplier of FreqScale parameters (names containing 'freq_scale')")
@@ -51,6 +66,23 @@ class TrainConfig:
     num_classes: Optional[int] = _opt(None, "class count; checked against the data (pairs: default max label + 1)")
     drop_path: float = _opt(0.0, "stochastic depth rate")
     head_channels: int = _opt(64, "UPerNet head width for segmentation")
+    head_norm: str = _opt("group", "normalization in the segmentation heads (batch: SyncBatchNorm under DDP)", choices=("group", "batch"))
+    head_dropout: float = _opt(0.0, "dropout before the segmentation heads' classifiers")
+    aux_channels: int = _opt(0, "width of an auxiliary FCN head on the third feature level (0: none)")
+    aux_weight: float = _opt(0.4, "loss weight of the auxiliary head")
+    crop_size: Optional[int] = _opt(None, "ade20k / pairs data: train on random crop_size crops of the paper pipeline (rescale, "
+                                    "cat_max_ratio crop, flip, photometric distortion) and evaluate at the original size "
+                                    "(default: every image resized to img_size square)")
+    img_scale: Optional[str] = _opt(None, "LONG,SHORT size images are rescaled to fit (aspect kept) in training (x 0.5-2) and "
+                                    "evaluation (default with crop_size: 4 crop_size, crop_size, e.g. 2048,512)")
+    eval_mode: Optional[str] = _opt(None, "segmentation evaluation at the original size: whole (resize to img_scale, then to a "
+                                    "multiple of 32) or slide (crop_size windows, stride 2/3 crop) (default: whole with "
+                                    "crop_size, else batches at img_size)", choices=("whole", "slide"))
+    eval_flip: bool = _opt(False, "also evaluate the mirrored image and average the logits (with eval_mode)")
+    eval_scales: Optional[str] = _opt(None, "comma-separated scale factors of img_scale to average, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 "
+                                      "(with eval_mode; default 1.0)")
+    init: Optional[str] = _opt(None, "start the backbone from this weights file (timm DeiT / DeiT-III .pth weights-only or "
+                               ".safetensors); missing and unexpected keys are reported")
     eval_every: int = _opt(0, "evaluate every N steps (0: at the end only)")
     ckpt_every: int = _opt(0, "checkpoint every N steps (0: at the end only)")
     log_every: int = _opt(10, "JSON log line every N steps")
@@ -92,6 +124,19 @@ class TrainConfig:
             ("ckpt_every", self.ckpt_every >= 0, f"must be >= 0 (0: at the end only), got {self.ckpt_every}"),
             ("log_every", self.log_every >= 1, f"must be >= 1, got {self.log_every}"),
             ("num_workers", self.num_workers >= 0, f"must be >= 0, got {self.num_workers}"),
+            ("global_batch", self.global_batch is None or self.global_batch >= 1, f"must be >= 1 (or None), got {self.global_batch}"),
+            ("warmup_start_ratio", self.warmup_start_ratio is None or 0 <= self.warmup_start_ratio <= 1,
+             f"must be in [0, 1], got {self.warmup_start_ratio}"),
+            ("beta1", 0 <= self.beta1 < 1, f"must be in [0, 1), got {self.beta1}"),
+            ("beta2", 0 <= self.beta2 < 1, f"must be in [0, 1), got {self.beta2}"),
+            ("head_norm", self.head_norm in ("group", "batch"), f"{self.head_norm!r} is unknown; use group or batch"),
+            ("head_dropout", 0 <= self.head_dropout < 1, f"must be in [0, 1), got {self.head_dropout}"),
+            ("aux_channels", self.aux_channels >= 0, f"must be >= 0 (0: no auxiliary head), got {self.aux_channels}"),
+            ("aux_weight", self.aux_weight >= 0, f"must be >= 0, got {self.aux_weight}"),
+            ("crop_size", self.crop_size is None or MIN_IMG_SIZE <= self.crop_size <= MAX_IMG_SIZE,
+             f"must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE}, got {self.crop_size}"),
+            ("eval_mode", self.eval_mode in (None, "whole", "slide"), f"{self.eval_mode!r} is unknown; use whole or slide"),
+            ("img_scale", self.img_scale is None or _scale_ok(self.img_scale), f"must be LONG,SHORT (two positive integers), got {self.img_scale!r}"),
         ]
         for param, ok, detail in checks:
             if not ok:
@@ -99,7 +144,27 @@ class TrainConfig:
         from freqkit.train.distributed import resolve_device
 
         resolve_device(self.device)
+        if self.eval_scales is not None:
+            from freqkit.train.seg_eval import parse_scales
+
+            try:
+                parse_scales(self.eval_scales)
+            except FreqkitError as err:
+                raise ParameterError("eval_scales", f"is not usable: {err}") from None
+        if self.recipe is not None:
+            from freqkit.train.recipes import RECIPES
+
+            if self.recipe not in RECIPES:
+                raise ParameterError("recipe", f"{self.recipe!r} is unknown; use one of {', '.join(RECIPES)}")
         return self
+
+    @property
+    def scale(self) -> Optional[tuple[int, int]]:
+        """(long, short) rescale bounds: img_scale, else (4 crop_size, crop_size) with crop_size, else None."""
+        if self.img_scale is not None:
+            a, b = (int(v) for v in self.img_scale.split(","))
+            return (a, b)
+        return (4 * self.crop_size, self.crop_size) if self.crop_size else None
 
     @property
     def warmup(self) -> int:

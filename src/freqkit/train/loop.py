@@ -251,6 +251,36 @@ def check_input_size(model: nn.Module, img_size: int, spec: str, device: torch.d
         model.train(was_training)
 
 
+def _build_data(cfg: TrainConfig, splits: tuple[str, ...] = ("train", "val")):
+    """build_datasets for ``cfg`` (the paper pipeline when crop_size is set)."""
+    from freqkit.data import build_datasets
+
+    return build_datasets(cfg.data, task=cfg.task, img_size=cfg.img_size, num_classes=cfg.num_classes, seed=cfg.seed,
+                          splits=splits, crop_size=cfg.crop_size, img_scale=cfg.scale)
+
+
+def _build_model(cfg: TrainConfig, task: str, num_classes: int, img_size: int) -> nn.Module:
+    """build_model with every head setting of ``cfg``."""
+    from freqkit.train.models import build_model
+
+    kw = {}
+    if task == "segmentation":
+        kw = dict(head_norm=cfg.head_norm, head_dropout=cfg.head_dropout, aux_channels=cfg.aux_channels)
+    return build_model(cfg.model, task, num_classes, img_size, cfg.drop_path, cfg.head_channels, **kw)
+
+
+def eval_options(cfg: TrainConfig | dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Keyword arguments of :func:`freqkit.train.seg_eval.evaluate_dense` from a config, or None for fixed-size batches."""
+    from freqkit.train.seg_eval import parse_scales
+
+    c = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    mode = c.eval_mode or ("whole" if c.crop_size else None)
+    if mode is None:
+        return None
+    crop = int(c.crop_size or c.img_size or 512)
+    return dict(mode=mode, scale=c.scale or (4 * crop, crop), crop=crop, flip=bool(c.eval_flip), scales=parse_scales(c.eval_scales))
+
+
 def preflight(configs: Sequence[TrainConfig], check_data: bool = True) -> list[TrainConfig]:
     """Check a batch of runs (e.g. every model x seed of a comparison) before any of them trains; return them validated.
 
@@ -259,23 +289,19 @@ def preflight(configs: Sequence[TrainConfig], check_data: bool = True) -> list[T
     dataset is built (and with ``check_data`` its validation split read) once. The first problem
     raises one FreqkitError, so a bad third model fails in seconds, not after the first two trained.
     """
-    from freqkit.data import build_datasets
-    from freqkit.train.models import build_model
-
     checked = []
     infos: dict[tuple[Any, ...], Any] = {}
     for config in configs:
         cfg = TrainConfig.from_dict(config.to_dict()).validate()
         check_writable_dir(cfg.out, "out")
-        key = (cfg.data, cfg.task, cfg.img_size, cfg.num_classes)
+        key = (cfg.data, cfg.task, cfg.img_size, cfg.num_classes, cfg.crop_size, cfg.scale)
         if key not in infos:
-            datasets, infos[key] = build_datasets(cfg.data, task=cfg.task, img_size=cfg.img_size, num_classes=cfg.num_classes,
-                                                  seed=cfg.seed)
+            datasets, infos[key] = _build_data(cfg)
             check = getattr(datasets["val"], "check", None)
             if check_data and check is not None:
                 check(decode=True)
         info = infos[key]
-        model = build_model(cfg.model, info.task, info.num_classes, info.img_size, cfg.drop_path, cfg.head_channels)
+        model = _build_model(cfg, info.task, info.num_classes, info.img_size)
         check_input_size(model, info.img_size, cfg.model, torch.device("cpu"))
         del model
         checked.append(cfg)
@@ -344,17 +370,21 @@ def _given_datasets(datasets: dict[str, Dataset], cfg: TrainConfig):
 def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, given: Optional[dict[str, Dataset]] = None) -> TrainResult:
     from tqdm.auto import tqdm
 
-    from freqkit.data import build_datasets
-    from freqkit.train.models import build_model
-
     t_start = time.perf_counter()
     device = info.device
+    if cfg.global_batch is not None:
+        from freqkit.errors import ParameterError
+
+        if cfg.global_batch % info.world_size:
+            raise ParameterError("global_batch", f"{cfg.global_batch} does not divide over {info.world_size} processes; "
+                                 "pick a multiple of the world size, or set batch_size per process instead")
+        cfg.batch_size = cfg.global_batch // info.world_size
     cfg.global_batch_size = cfg.batch_size * info.world_size
     out = Path(cfg.out)
     main = is_main(info)
     seed_everything(cfg.seed)
     if given is None:
-        datasets, data_info = build_datasets(cfg.data, task=cfg.task, img_size=cfg.img_size, num_classes=cfg.num_classes, seed=cfg.seed)
+        datasets, data_info = _build_data(cfg)
     else:
         datasets, data_info = _given_datasets(given, cfg)
     cfg.task, cfg.img_size, cfg.num_classes = data_info.task, data_info.img_size, data_info.num_classes
@@ -366,14 +396,28 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         )
     check_num_classes(cfg.task, cfg.num_classes)
     if net is None:
-        net = build_model(cfg.model, cfg.task, cfg.num_classes, cfg.img_size, cfg.drop_path, cfg.head_channels)
+        net = _build_model(cfg, cfg.task, cfg.num_classes, cfg.img_size)
+    if cfg.init is not None:
+        from freqkit.train.models import init_backbone
+
+        report = init_backbone(net, cfg.init)
+        if main:
+            print(report.summary(), flush=True)
+    if cfg.task == "segmentation" and cfg.head_norm == "batch" and cfg.batch_size < 2 and not info.distributed:
+        from freqkit.errors import ParameterError
+
+        raise ParameterError("batch_size", "must be >= 2 with head_norm='batch' (BatchNorm needs two images per step); use head_norm='group'")
+    if info.distributed and device.type == "cuda" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        # batch statistics over all processes, as with one big batch (PyTorch's SyncBatchNorm runs on GPUs only;
+        # CPU processes keep per-process statistics)
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     model = net.to(device)
     check_input_size(model, cfg.img_size, cfg.model, device)
     for split, ds in (("train", train_ds), ("val", val_ds)):
         check = getattr(ds, "check", None)
         if check is not None:
             check(decode=split == "val")  # every validation item is read now, not after training
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult, betas=(cfg.beta1, cfg.beta2))
     amp = amp_enabled(cfg.amp, device)
     mean, std = input_stats(model)
 
@@ -425,8 +469,15 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         if info.distributed:
             torch.distributed.barrier()
 
+    dense = eval_options(cfg) if cfg.task == "segmentation" else None
+
     def run_eval(step: int) -> dict[str, float]:
-        res = evaluate(model, val_ds, cfg.task, cfg.num_classes, device, cfg.eval_batch_size or cfg.batch_size, amp, info)
+        if dense is not None:
+            from freqkit.train.seg_eval import evaluate_dense
+
+            res = evaluate_dense(model, val_ds, cfg.num_classes, device, amp=amp, dist_info=info, **dense)
+        else:
+            res = evaluate(model, val_ds, cfg.task, cfg.num_classes, device, cfg.eval_batch_size or cfg.batch_size, amp, info)
         if main:
             rec = {"step": step, "split": "val", **res}
             _write_jsonl(log_path, rec)
@@ -450,10 +501,13 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         except FreqkitError as err:
             raise _one_line(err) from None
         x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
-        set_lr(optimizer, lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio))
+        set_lr(optimizer, lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, warmup_start=cfg.warmup_start_ratio))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = ddp_model(normalize(x, mean, std))
-        loss = _loss(logits, y)
+        if isinstance(logits, tuple):  # (main, auxiliary) logits of a segmenter with an auxiliary head
+            loss = _loss(logits[0], y) + cfg.aux_weight * _loss(logits[1], y)
+        else:
+            loss = _loss(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = None

@@ -18,7 +18,7 @@ from torch import nn
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model"]
+__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model", "init_backbone", "InitReport"]
 
 # name -> (timm architecture, keyword overrides, description). Sized for CPU experiments on 32-64 px images.
 MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -86,8 +86,16 @@ def build_model(
     img_size: Optional[int] = None,
     drop_path_rate: float = 0.0,
     head_channels: int = 64,
+    head_norm: str = "group",
+    head_dropout: float = 0.0,
+    aux_channels: int = 0,
 ) -> nn.Module:
-    """Build ``spec`` for ``task`` ('classification': (B, 3, H, W) -> (B, K); 'segmentation': -> (B, K, H, W))."""
+    """Build ``spec`` for ``task`` ('classification': (B, 3, H, W) -> (B, K); 'segmentation': -> (B, K, H, W)).
+
+    Segmentation ViTs take any image size that is a multiple of the patch (position embeddings are
+    resampled per input), so evaluation can run on whole, non-square images. ``head_norm``, ``head_dropout``
+    and ``aux_channels`` configure the UPerNet and auxiliary heads (see ``create_segmentation_model``).
+    """
     import timm
 
     from freqkit.models.convert import convert
@@ -113,9 +121,68 @@ def build_model(
         if ms.methods:
             convert(model, list(ms.methods))
         return model
+    head_kw = dict(head_channels=head_channels, head_norm=head_norm, head_dropout=head_dropout, aux_channels=aux_channels)
     if vit:
-        backbone = timm.create_model(ms.arch, pretrained=False, num_classes=0, **kwargs)
+        backbone = timm.create_model(ms.arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
         if ms.methods:
             convert(backbone, list(ms.methods))
-        return create_segmentation_model(backbone, num_classes, head_channels=head_channels)
-    return create_segmentation_model(ms.arch, num_classes, head_channels=head_channels, **kwargs)
+        return create_segmentation_model(backbone, num_classes, **head_kw)
+    return create_segmentation_model(ms.arch, num_classes, **head_kw, **kwargs)
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What :func:`init_backbone` loaded: tensors copied, backbone keys the file lacks, file keys the backbone lacks."""
+
+    path: str
+    loaded: int
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[str, ...]
+
+    def summary(self) -> str:
+        """One line naming the counts and the first keys of each kind."""
+        def short(keys: tuple[str, ...]) -> str:
+            return ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
+
+        parts = [f"init: {self.loaded} tensors from {self.path}"]
+        for what, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("wrong shape, kept the model's", self.mismatched)):
+            if keys:
+                parts.append(f"{what} ({len(keys)}): {short(keys)}")
+        return "; ".join(parts)
+
+
+def init_backbone(model: nn.Module, path: str) -> InitReport:
+    """Load a weights file (timm-style keys: ``.safetensors`` or a weights-only ``.pth``, e.g. DeiT / DeiT-III) into the
+    backbone of ``model`` (a segmenter's ``encoder``, or the classifier itself), non-strictly.
+
+    ViT position embeddings are resampled to the model's grid, the patch embedding adapted and DeiT-III
+    layer-scale names mapped by timm's ViT checkpoint filter. Keys the file lacks (e.g. FDAM parameters) keep their initialization and keys
+    the backbone lacks (the classifier head, the final norm a segmenter drops) are skipped; both are
+    listed in the report. A file sharing no tensor with the backbone raises a FreqkitError.
+    """
+    import warnings
+
+    from freqkit.models.checkpoint import load_checkpoint
+    from freqkit.models.segmentation import is_vit
+
+    backbone = getattr(model, "encoder", model)
+    filter_fn = None
+    if is_vit(backbone):
+        from functools import partial
+
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        # adapt_layer_scale: the original DeiT-III files name layer scales gamma_1 / gamma_2 (timm: ls1.gamma / ls2.gamma)
+        filter_fn = partial(checkpoint_filter_fn, adapt_layer_scale=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report lists the wrong-shaped tensors
+        res = load_checkpoint(backbone, path, filter_fn=filter_fn, strict=False)
+    own = len(backbone.state_dict())
+    loaded = own - len(res.missing) - len(res.mismatched)
+    if loaded <= 0:
+        raise FreqkitError(
+            f"init: no tensor of {path} matches the backbone of {type(model).__name__} (its keys look like "
+            f"{', '.join(list(res.unexpected)[:3])}); pass weights of the same architecture with timm-style keys"
+        )
+    return InitReport(str(path), loaded, tuple(res.missing), tuple(res.unexpected), tuple(res.mismatched))

@@ -93,11 +93,18 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05, lay
     return torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay, freq_lr_mult), lr=lr, betas=betas)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0, power: float = 1.0) -> float:
-    """Multiplier of the peak lr at ``step`` (0-based): linear warmup over ``warmup`` steps, then cosine / poly / constant to ``min_ratio``."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0, power: float = 1.0,
+              warmup_start: float | None = None) -> float:
+    """Multiplier of the peak lr at ``step`` (0-based): linear warmup over ``warmup`` steps, then cosine / poly / constant to ``min_ratio``.
+
+    The warmup is (step + 1) / warmup, or with ``warmup_start`` r: r + (1 - r) step / warmup (mmengine's LinearLR
+    with start_factor r, e.g. 1e-6).
+    """
     if schedule not in SCHEDULES:
         raise FreqkitError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
     if warmup > 0 and step < warmup:
+        if warmup_start is not None:
+            return warmup_start + (1.0 - warmup_start) * step / warmup
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0

@@ -13,10 +13,36 @@ from typing import Any, Iterable, Optional
 
 from freqkit.errors import FreqkitError, ParameterError
 
-__all__ = ["add_dataclass_arguments", "dataclass_kwargs", "flag_name", "error_line"]
+__all__ = ["add_dataclass_arguments", "dataclass_kwargs", "given_fields", "flag_name", "error_line"]
 
-# attribute of the parser namespace: field name -> flag, for error_line
+# attributes of the parser namespace: field name -> flag (for error_line); the fields whose flags were typed
 _FLAGS_ATTR = "_flags"
+_GIVEN_ATTR = "_given_fields"
+
+
+def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
+    setattr(namespace, _GIVEN_ATTR, (getattr(namespace, _GIVEN_ATTR, None) or frozenset()) | {dest})
+
+
+class _StoreGiven(argparse.Action):
+    """Store the value and remember that the flag was typed (so it can override a recipe)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        _mark_given(namespace, self.dest)
+
+
+class _BoolGiven(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag`` that remembers it was typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _mark_given(namespace, self.dest)
+
+
+def given_fields(args: argparse.Namespace) -> frozenset:
+    """The dataclass fields whose flags were typed on the command line (the rest hold their defaults)."""
+    return getattr(args, _GIVEN_ATTR, None) or frozenset()
 
 
 def flag_name(field: dataclasses.Field) -> str:
@@ -69,13 +95,13 @@ def add_dataclass_arguments(
         text = f.metadata["help"].replace("%", "%%")
         if kind is bool:
             shown = "auto" if default is None else ("on" if default else "off")
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+            parser.add_argument(flag, dest=f.name, action=_BoolGiven, default=default,
                                 help=f"{text} (default: {shown})")
             continue
-        parser.add_argument(flag, dest=f.name, type=_parser_for(kind, optional, f.name), default=default,
+        parser.add_argument(flag, dest=f.name, action=_StoreGiven, type=_parser_for(kind, optional, f.name), default=default,
                             choices=f.metadata.get("choices"), metavar=f.name.upper() if f.metadata.get("choices") is None else None,
                             help=f"{text} (default: {default})")
-    parser.set_defaults(**{_FLAGS_ATTR: flags})
+    parser.set_defaults(**{_FLAGS_ATTR: flags, _GIVEN_ATTR: frozenset()})
 
 
 def dataclass_kwargs(args: argparse.Namespace, cls: type, exclude: Iterable[str] = ()) -> dict[str, Any]:

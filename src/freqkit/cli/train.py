@@ -10,25 +10,7 @@ import argparse
 import json
 import os
 
-from freqkit.cli._config import add_dataclass_arguments, dataclass_kwargs
-
-# namespace attribute: the config fields whose flags were typed (they override a recipe; the others take its values)
-_GIVEN = "_given_fields"
-
-
-def _track_given(parser: argparse.ArgumentParser, dests: set[str]) -> None:
-    """Make the actions of ``dests`` record, when their flag is typed, their field in ``namespace._given_fields``."""
-    for action in parser._actions:
-        if action.dest not in dests:
-            continue
-        base = type(action)
-
-        def __call__(self, parser, namespace, values, option_string=None, _base=base):
-            setattr(namespace, _GIVEN, (getattr(namespace, _GIVEN, None) or frozenset()) | {self.dest})
-            _base.__call__(self, parser, namespace, values, option_string)
-
-        action.__class__ = type(f"Tracked{base.__name__}", (base,), {"__call__": __call__})
-
+from freqkit.cli._config import add_dataclass_arguments, dataclass_kwargs, given_fields
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     """Register ``freqkit train``."""
@@ -41,10 +23,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         "gradient clipping) and evaluate it. Writes OUT/model.safetensors, config.json, metrics.json, log.jsonl and "
         "OUT/checkpoint/ (exact resume with --resume). Runs unchanged under torchrun --nproc_per_node N -m freqkit train.",
     )
+    # recipe < typed flags: the generated flags record which fields were typed (given_fields)
     add_dataclass_arguments(p, TrainConfig, exclude=("global_batch_size",))
-    # recipe < typed flags: the parse records which fields were typed (parsed values keep the dataclass defaults)
-    _track_given(p, set(p.get_default("_flags")))
-    p.set_defaults(**{_GIVEN: frozenset()})
     p.add_argument("--print-config", action="store_true", help="print the fully resolved configuration as JSON and exit")
     p.set_defaults(run=run)
     return p
@@ -55,7 +35,7 @@ def resolve(args: argparse.Namespace):
     from freqkit.train import TrainConfig
     from freqkit.train.recipes import resolve_config
 
-    typed = getattr(args, _GIVEN, frozenset())
+    typed = given_fields(args)
     values = dataclass_kwargs(args, TrainConfig)
     recipe = values.get("recipe")
     given = {k: v for k, v in values.items() if recipe is None or k in typed}

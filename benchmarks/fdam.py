@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: process CPU time (CPU device only)")
     parser.add_argument("--batch", type=int, default=0, help="override the batch of every setting")
+    parser.add_argument("--calls", type=int, default=1, help="forwards per model per repeat (more for short GPU forwards)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma list out of {', '.join(MODELS)} (the first is the baseline)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (compiled FDAM against compiled timm)")
     add_common_args(parser)
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in dtypes:
             runs = {name: _forward_fn(m, x, dtype) for name, m in models.items()}
             # interleaved rounds, not torch.utils.benchmark.Timer: see time_interleaved
-            times = time_interleaved(runs, repeats, args.warmup, device, args.clock)
+            times = time_interleaved(runs, repeats, args.warmup, device, args.clock, calls=args.calls)
             base = times[base_name]
             expl = times.get("fdam explicit")
             # memory of compiled models would count the compiler itself: eager peaks only

@@ -29,10 +29,11 @@ STAGES_V1 = ((64, 2), (128, 2), (320, 1), (512, 1))  # (channels, radius) of SPA
 STAGES_V2 = (64, 128, 320, 512)  # SPANetV2-S18
 
 
-def _time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device, clock: str) -> dict[str, list[float]]:
+def _time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device, clock: str,
+                      calls: int = 1) -> dict[str, list[float]]:
     """Seconds per call of every fn under inference mode, interleaved (see benchmarks._common.time_interleaved)."""
     with torch.inference_mode():
-        return time_interleaved(fns, repeats, warmup, device, clock)
+        return time_interleaved(fns, repeats, warmup, device, clock, calls=calls)
 
 
 MODEL_SPECS = {
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=0, help="override the batch of every setting")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--calls", type=int, default=1, help="calls per model per repeat (more for short GPU forwards)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", default="", help="float32,bfloat16 (default: float32 on CPU, both on a GPU)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.layers_only:
                 models = _models(dtype, device, labels, args.compile)
                 x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
-                times = _time_interleaved({k: (lambda m=m: m(x)) for k, m in models.items()}, args.repeats, args.warmup, device, args.clock)
+                times = _time_interleaved({k: (lambda m=m: m(x)) for k, m in models.items()}, args.repeats, args.warmup, device, args.clock, args.calls)
                 med = _report(f"models, {dtype_name}, {size}x{size}, batch {batch}", times)
                 tag = f"{size}px b{batch} {dtype_name}{' compiled' if args.compile else ''}"
                 for k, t in times.items():
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     shape = (batch, side, side, c) if last else (batch, c, side, side)
                     inp = torch.randn(*shape, device=device, dtype=dtype)
                     fns[k] = lambda m=m, inp=inp: m(inp)
-                times = _time_interleaved(fns, args.repeats, args.warmup, device, args.clock)
+                times = _time_interleaved(fns, args.repeats, args.warmup, device, args.clock, args.calls)
                 med = _report(f"SPAM layers, {dtype_name}, input {size}x{size}, batch {batch}", times)
                 print("speedup over the released algorithm (median; 'all stages' = summed stage latencies):")
                 for version, fast, others in (("v1", "bins", ("rfft",)), ("v2", "fused", ())):

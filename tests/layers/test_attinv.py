@@ -165,21 +165,3 @@ def test_errors():
     with pytest.raises(FreqkitError, match="built for 3 heads"):
         Attention(12, 4, filter=AttInv(12, 3))(torch.randn(1, 5, 12))
 
-
-def test_merged_gate_cache_follows_every_source_parameter():
-    torch.manual_seed(3)
-    attn = _model()
-    f = attn.filter
-    x = torch.randn(B, N, C)
-    with torch.no_grad():
-        first = attn(x)
-        assert len(f._cache) == 1, "eval + no_grad should cache the merged gate weight"
-        assert torch.equal(attn(x), first)
-        # each source of the merged weight, edited in place, must show in the next forward
-        for p in (f.dy_freq.weight, f.dy_freq_2.bias, f.dy_freq_starrelu.scale, f.dy_freq_starrelu.bias):
-            p.add_(0.5)
-            torch.testing.assert_close(attn(x), _explicit_reference(attn, x), atol=2e-5, rtol=1e-4)
-        assert (attn(x) - first).abs().max() > 1e-3
-    attn.train()
-    attn(x)  # training: built every call from the live parameters, and what eval cached is dropped
-    assert not f._cache

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from freqkit.errors import FreqkitError
-from freqkit.layers._cache import DerivedCache
 from freqkit.layers._tracing import fx_tracing, is_tracing
 from freqkit.layers.attention import AttentionContext, AttentionFilter
 from freqkit.layers.starrelu import StarReLU
@@ -60,8 +59,6 @@ class AttInv(AttentionFilter):
         self.lf_gamma = nn.Parameter(torch.full((dim,), float(init_value)))
         self.hf_gamma = nn.Parameter(torch.full((dim,), float(init_value)))
         self.dy_freq_starrelu = StarReLU()
-        # the merged (2 heads, C) gate weight and bias; rebuilt whenever a source parameter changes
-        self._cache = DerivedCache()
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Sl, Sh), each (B, N, heads), from the block's normalized input x (B, N, C)."""
@@ -69,27 +66,16 @@ class AttInv(AttentionFilter):
             raise FreqkitError(f"AttInv: expected the attention input of shape (B, N, {self.dim}), got {tuple(x.shape)}")
         # Linear(s relu(x)^2 + b) = s (relu(x)^2 W^T) + (b W 1 + bias): the StarReLU scalars fold into the
         # (2 heads, C) gate weights, so the (B, N, C) tensor is touched by relu and square only
-        weight, bias = self._merged_gate(x.dtype)
+        act = self.dy_freq_starrelu
+        w = torch.cat([self.dy_freq_2.weight, self.dy_freq.weight], dim=0)
+        b = torch.cat([self.dy_freq_2.bias, self.dy_freq.bias], dim=0)
         r = torch.relu(x)
         r2 = r.square_() if _inference(x) else r.square()
-        z = F.linear(r2, weight, bias)
+        z = F.linear(r2, (w * act.scale).to(r2.dtype), (b + act.bias * w.sum(dim=1)).to(r2.dtype))
         sl = torch.tanh(z[..., : self.num_heads])
         t2 = F.softplus(z[..., self.num_heads :]).square()
         sh = 2.0 * t2 / (t2 + HF_CONSTANT)
         return sl, sh
-
-    def _merged_gate(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """One (2 heads, C) weight and (2 heads,) bias in ``dtype``: rows of ``dy_freq_2`` (Sl), then ``dy_freq`` (Sh),
-        the StarReLU scalars folded in; cached in eval under no_grad (see DerivedCache), so both gates are one matmul."""
-        act = self.dy_freq_starrelu
-        params = [self.dy_freq_2.weight, self.dy_freq.weight, self.dy_freq_2.bias, self.dy_freq.bias, act.scale, act.bias]
-
-        def build() -> tuple[torch.Tensor, torch.Tensor]:
-            w = torch.cat([self.dy_freq_2.weight, self.dy_freq.weight], dim=0)
-            b = torch.cat([self.dy_freq_2.bias, self.dy_freq.bias], dim=0)
-            return (w * act.scale).to(dtype), (b + act.bias * w.sum(dim=1)).to(dtype)
-
-        return self._cache.derived(self, ("gate", dtype), params, build)
 
     def forward(self, out: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, h, N, d = out.shape

@@ -164,4 +164,3 @@ def test_errors():
         AttInv(10, 4)
     with pytest.raises(FreqkitError, match="built for 3 heads"):
         Attention(12, 4, filter=AttInv(12, 3))(torch.randn(1, 5, 12))
-

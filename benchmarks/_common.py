@@ -74,6 +74,13 @@ def machine(device: Optional[torch.device] = None) -> dict[str, Any]:
         "commit": _git_commit(),
     }
     try:
+        import freqkit
+
+        # where the measured library came from (a run can put another checkout's src/ on PYTHONPATH)
+        info["freqkit"] = {"version": getattr(freqkit, "__version__", None), "path": str(Path(freqkit.__file__).resolve().parent)}
+    except ImportError:  # pragma: no cover
+        info["freqkit"] = None
+    try:
         import timm
 
         info["timm"] = timm.__version__

@@ -29,6 +29,8 @@ from typing import Callable
 
 import torch
 
+from benchmarks._common import add_common_args, paired_ratio, ratio_entry, write_json
+
 AIMS = {"forward (baseline)": None, "analyze": 3.0, "analyze --attention": 8.0}
 
 
@@ -160,6 +162,10 @@ def _stream(args: argparse.Namespace) -> int:
     key = "cuda_peak_mib" if device.type == "cuda" else "peak_rss_mib"
     change = b[key] / a[key] - 1
     print(f"peak memory 384 vs 24 images: {change:+.1%} ({'ok' if abs(change) <= 0.25 else 'MISSED'}, aim: within 25 %)")
+    rows = [dict(run=name, wall_s=wall[name], wall_median_s=statistics.median(wall[name])) for name in runs] + [dict(run="peak", **p) for p in peaks]
+    ratios = {"stream analyze/forward wall": ratio_entry(statistics.median(wall["analyze"]) / base, 2.0, "max"),
+              "stream peak memory change 384 vs 24 images": ratio_entry(abs(change), 0.25, "max")}
+    write_json(args.json, "analyze", args, rows, ratios, device)
     return 0
 
 
@@ -176,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers for --stream (default 4)")
     parser.add_argument("--peak", type=int, default=0, help=argparse.SUPPRESS)  # child process of --stream
     parser.add_argument("--folder", default="", help=argparse.SUPPRESS)
+    add_common_args(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -227,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "" if aim is None else ("  ok" if w / base_w <= aim else "  MISSED")
         aim_s = "" if aim is None else f"{aim:>6.1f}x"
         print(f"{name:<22}{w:>9.3f}{w / base_w:>7.2f}x{c:>9.3f}{c / base_c:>7.2f}x{aim_s}{verdict}")
+    rows = [dict(run=name, wall_s=wall[name], cpu_s=cpu[name], wall_median_s=statistics.median(wall[name]),
+                 cpu_median_s=statistics.median(cpu[name]), wall_x=paired_ratio(wall[name], wall["forward (baseline)"]),
+                 cpu_x=paired_ratio(cpu[name], cpu["forward (baseline)"])) for name in runs]
+    ratios = {f"{name}/forward wall": ratio_entry(paired_ratio(wall[name], wall["forward (baseline)"]), AIMS[name], "max")
+              for name in runs if AIMS[name] is not None}
+    write_json(args.json, "analyze", args, rows, ratios, device, argv=argv)
     return 0
 
 

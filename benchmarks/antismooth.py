@@ -3,6 +3,7 @@
     python -m benchmarks.antismooth                      # batch 32, 224 px, CPU
     python -m benchmarks.antismooth --batch 8 --steps 1 --repeats 9 --threads 1 --clock cpu   # shared CPU
     python -m benchmarks.antismooth --device cuda --batch 64
+    python -m benchmarks.antismooth --device cuda --batch 128 --amp --methods gfsa --json gfsa.json
 
 One training step = forward + cross-entropy + backward + AdamW step. The four models (timm's
 deit_small_patch16_224 and its copies converted with each method) are timed interleaved: every
@@ -22,17 +23,19 @@ from typing import Callable
 import torch
 from torch import nn
 
+from benchmarks._common import add_common_args, describe, paired_ratio, ratio_entry, sync as _sync, write_json
+
 AIMS = {"deit_small (timm)": None, "attnscale": 1.03, "featscale": 1.03, "gfsa": 1.15}
 
 
-def _build(img_size: int) -> dict[str, nn.Module]:
+def _build(img_size: int, methods: tuple[str, ...] = ("attnscale", "featscale", "gfsa")) -> dict[str, nn.Module]:
     import timm
 
     import freqkit
 
     base = timm.create_model("deit_small_patch16_224", img_size=img_size, num_classes=1000)
     models = {"deit_small (timm)": base}
-    for method in ("attnscale", "featscale", "gfsa"):
+    for method in methods:
         models[method] = freqkit.convert(copy.deepcopy(base), method)
     return models
 
@@ -51,11 +54,6 @@ def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> C
     return step
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -71,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         "--clock", choices=("wall", "cpu"), default="wall",
         help="wall: perf_counter; cpu: this process's CPU time (steadier on a shared CPU machine; CPU device only)",
     )
+    parser.add_argument("--methods", default="attnscale,featscale,gfsa", help="comma list of methods timed against plain DeiT-S")
+    add_common_args(parser)
     args = parser.parse_args(argv)
 
     import freqkit
@@ -82,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clock cpu measures host CPU time; use it with --device cpu only")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
-    models = _build(args.img_size)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = sorted(set(methods) - set(AIMS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from attnscale, featscale, gfsa")
+    models = _build(args.img_size, methods)
     macs = {name: freqkit.flops(m, (1, 3, args.img_size, args.img_size)) for name, m in models.items()}
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 1000, (args.batch,), device=device)
@@ -107,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     med = {name: statistics.median(t) for name, t in times.items()}
     # paired ratios: each repeat's model time over the baseline time of the same repeat, so that load
     # changes between repeats (a shared machine) cancel; the minimum is the least-disturbed run
-    paired = {name: statistics.median(a / b for a, b in zip(t, times[base])) for name, t in times.items()}
+    paired = {name: paired_ratio(t, times[base]) for name, t in times.items()}
     fastest = {name: min(t) for name, t in times.items()}
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    where = describe(device)
     amp = (", bf16 autocast" if args.amp else "") + (", torch.compile" if args.compile else "")
     print(f"training step (fwd + bwd + AdamW), batch {args.batch}, {args.img_size} px, {where}{amp}; "
           f"{args.repeats} interleaved repeats x {args.steps} steps, {args.clock} clock")
@@ -127,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{paired[name]:>7.3f} {fastest[name] / fastest[base]:>6.3f} {verdict:>8}"
         )
     print("time x: median over repeats of (model step / baseline step in the same repeat); min x: ratio of the fastest steps")
+    tag = f"b{args.batch} {args.img_size}px {'bf16' if args.amp else 'float32'}{' compiled' if args.compile else ''}"
+    rows = [dict(model=name, fwd_gmacs=macs[name].total / 1e9, times_ms=[t * 1e3 for t in times[name]], median_ms=med[name] * 1e3,
+                 min_ms=fastest[name] * 1e3, time_x=paired[name], min_x=fastest[name] / fastest[base]) for name in models]
+    ratios = {f"{name}/deit_small train step {tag}": ratio_entry(paired[name], AIMS[name], "max") for name in models if name != base}
+    write_json(args.json, "antismooth", args, rows, ratios, device, argv=argv)
     return 0
 
 

@@ -5,6 +5,7 @@ against the explicit-matrix reference path, measured side by side.
     python -m benchmarks.fdam --quick                  # 224x224 batch 4 and 256x512 batch 1, 1 repeat
     python -m benchmarks.fdam --device cuda --dtypes float32,bfloat16
     python -m benchmarks.fdam --clock cpu --threads 1  # steadier on a shared CPU machine
+    python -m benchmarks.fdam --device cuda --compile --json fdam.json   # torch.compile of every model, JSON out
 
 Models, eval mode, random weights: ``timm deit_small`` (timm's fused attention), ``fdam fused``
 (``deit_small_fdam_patch16_224``, SDPA + AttInv on A V, FreqScale), ``fdam explicit`` (the same
@@ -31,11 +32,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from typing import Callable
 
 import torch
 from torch import nn
+
+from benchmarks._common import add_common_args, describe, paired_ratio, ratio_entry, sync as _sync, time_interleaved, write_json
 
 MODELS = ("timm deit_small", "fdam fused", "fdam explicit")
 FULL = {"224": (32, 224, 224), "512x2048": (1, 512, 2048)}
@@ -56,11 +58,6 @@ def _build(name: str, hw: tuple[int, int]) -> nn.Module:
             if isinstance(m, Attention):
                 m.fused = False
     return model
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _forward_fn(model: nn.Module, x: torch.Tensor, dtype: str) -> Callable[[], torch.Tensor]:
@@ -169,54 +166,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small shapes (224 batch 4, 256x512 batch 1), 1 repeat")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: process CPU time (CPU device only)")
+    parser.add_argument("--batch", type=int, default=0, help="override the batch of every setting")
+    parser.add_argument("--calls", type=int, default=1, help="forwards per model per repeat (more for short GPU forwards)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma list out of {', '.join(MODELS)} (the first is the baseline)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model (compiled FDAM against compiled timm)")
+    add_common_args(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.clock == "cpu" and device.type != "cpu":
         parser.error("--clock cpu measures host CPU time; use it with --device cpu")
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     shapes = QUICK if args.quick else FULL
     repeats = 1 if args.quick else args.repeats
     dtypes = [d for d in args.dtypes.split(",") if d] or _supported_dtypes(device)
     settings = [s for s in args.settings.split(",") if s]
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"FDAM inference benchmark on {where}, torch {torch.__version__}; eval, random weights; "
-          f"{repeats} interleaved repeats after {args.warmup} warm-up, {args.clock} clock")
+    names = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
+    print(f"FDAM inference benchmark on {describe(device)}, torch {torch.__version__}; eval, random weights; "
+          f"{repeats} interleaved repeats after {args.warmup} warm-up, {args.clock} clock{', torch.compile' if args.compile else ''}")
     header = f"{'setting':<24} {'dtype':<9} {'model':<16} {'median ms':>10} {'time x':>7} {'vs expl':>8} {'peak MB':>9} {'mem x':>6} {'mem vs expl':>11}"
     print(header)
     print("-" * len(header))
+    rows: list[dict] = []
+    ratios: dict[str, dict] = {}
+    aim_time = 1.05 if device.type == "cuda" else (1.10, 1.15)
     for setting in settings:
         b, h, w = shapes[setting]
+        b = args.batch or b
         torch.manual_seed(0)
-        models = {name: _build(name, (h, w)).to(device) for name in MODELS}
+        models = {name: _build(name, (h, w)).to(device) for name in names}
+        if args.compile:
+            models = {name: torch.compile(m) for name, m in models.items()}
         x = torch.randn(b, 3, h, w, device=device)
+        base_name = names[0]
         for dtype in dtypes:
             runs = {name: _forward_fn(m, x, dtype) for name, m in models.items()}
-            for run in runs.values():
-                for _ in range(args.warmup):
-                    run()
-            times: dict[str, list[float]] = {name: [] for name in MODELS}
-            for r in range(repeats):
-                for name in (MODELS if r % 2 == 0 else tuple(reversed(MODELS))):
-                    _sync(device)
-                    t0 = clock()
-                    runs[name]()
-                    _sync(device)
-                    times[name].append(clock() - t0)
-            base, expl = times["timm deit_small"], times["fdam explicit"]
-            peaks = {} if args.no_memory else {name: _peak_memory(setting, name, dtype, args, (b, h, w)) for name in MODELS}
-            for name in MODELS:
-                ratio = statistics.median(t / t0 for t, t0 in zip(times[name], base))
-                vs_expl = statistics.median(t / t0 for t, t0 in zip(times[name], expl))
+            # interleaved rounds, not torch.utils.benchmark.Timer: see time_interleaved
+            times = time_interleaved(runs, repeats, args.warmup, device, args.clock, calls=args.calls)
+            base = times[base_name]
+            expl = times.get("fdam explicit")
+            # memory of compiled models would count the compiler itself: eager peaks only
+            measure_mem = not args.no_memory and not args.compile
+            peaks = {name: _peak_memory(setting, name, dtype, args, (b, h, w)) for name in names} if measure_mem else {}
+            label = f"{setting} (B={b}, {h}x{w})"
+            for name in names:
+                ratio = paired_ratio(times[name], base)
+                vs_expl = paired_ratio(times[name], expl) if expl else float("nan")
                 mem = peaks.get(name, float("nan"))
-                mem_x = mem / peaks["timm deit_small"] if peaks else float("nan")
-                mem_e = mem / peaks["fdam explicit"] if peaks else float("nan")
-                label = f"{setting} (B={b}, {h}x{w})"
+                mem_x = mem / peaks[base_name] if peaks else float("nan")
+                mem_e = mem / peaks["fdam explicit"] if peaks and "fdam explicit" in peaks else float("nan")
                 print(f"{label:<24} {dtype:<9} {name:<16} {statistics.median(times[name]) * 1e3:>10.1f} {ratio:>7.3f} "
                       f"{vs_expl:>8.3f} {mem:>9.1f} {mem_x:>6.2f} {mem_e:>11.2f}")
+                rows.append(dict(setting=setting, batch=b, height=h, width=w, dtype=dtype, model=name, compiled=args.compile,
+                                 times_ms=[t * 1e3 for t in times[name]], median_ms=statistics.median(times[name]) * 1e3,
+                                 time_x=ratio, vs_explicit=vs_expl, peak_mb=mem, mem_x=mem_x, mem_vs_explicit=mem_e))
+            if "fdam fused" in times and base_name == "timm deit_small":
+                aim = aim_time if isinstance(aim_time, float) else aim_time[dtype == "bfloat16"]
+                key = f"{setting} {dtype}{' compiled' if args.compile else ''}"
+                ratios[f"fdam/timm time {key}"] = ratio_entry(paired_ratio(times["fdam fused"], base), aim, "max")
+                if peaks:
+                    ratios[f"fdam/timm peak memory {key}"] = ratio_entry(peaks["fdam fused"] / peaks[base_name], 1.1, "max")
+                if expl and setting == "512x2048":
+                    ratios[f"explicit/fused time {key}"] = ratio_entry(paired_ratio(expl, times["fdam fused"]), 1.5, "min")
         del models
-    print("time x / mem x: relative to timm deit_small (time: median of per-repeat ratios); vs expl: relative to the explicit path")
+    print("time x / mem x: relative to the first model (time: median of per-repeat ratios); vs expl: relative to the explicit path")
+    write_json(args.json, "fdam", args, rows, ratios, device, argv=argv)
     return 0
 
 

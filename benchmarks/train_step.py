@@ -19,6 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import add_common_args, describe, paired_ratio, ratio_entry, sync, write_json
+
 DEFAULT_MODELS = "vit_mini,vit_mini+fdam,vit_mini+attnscale,vit_mini+featscale,vit_mini+gfsa"
 
 
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    add_common_args(p)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,13 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.repeats + 1):
         for name in names:
             model, opt, _ = runs[name]
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 step(model, opt)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
             if r:  # round 0 warms up
                 times[name].append((time.perf_counter() - t0) / args.steps)
     t0 = time.perf_counter()
@@ -82,13 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     data_ms = 1000 * (time.perf_counter() - t0)
 
     base = statistics.median(times[names[0]])
-    print(f"{args.task}, {args.img_size} px, batch {args.batch}, {args.device}, threads {torch.get_num_threads()}, "
+    print(f"{args.task}, {args.img_size} px, batch {args.batch}, {describe(device)}, "
           f"{'bf16 autocast' if args.amp else 'float32'}; median of {args.repeats} rounds x {args.steps} steps")
     print(f"{'model':<22}{'params':>10}{'ms/step':>10}{'ratio':>8}")
     for name in names:
         med = statistics.median(times[name])
         print(f"{name:<22}{runs[name][2] / 1e6:>9.2f}M{1000 * med:>10.1f}{med / base:>8.2f}")
     print(f"shapes data generation: {data_ms:.1f} ms per batch of {args.batch} (one process)")
+    rows = [dict(model=n, params=runs[n][2], times_ms=[t * 1e3 for t in times[n]], median_ms=1e3 * statistics.median(times[n]),
+                 ratio=statistics.median(times[n]) / base, paired_ratio=paired_ratio(times[n], times[names[0]])) for n in names]
+    ratios = {f"{n}/{names[0]} train step": ratio_entry(paired_ratio(times[n], times[names[0]])) for n in names[1:]}
+    write_json(args.json, "train_step", args, rows, ratios, device, extra={"data_ms_per_batch": data_ms}, argv=argv)
     return 0
 
 

@@ -239,3 +239,17 @@ def test_fused_path_equals_the_reference_path(mode, size):
     (ref(x) ** 2).sum().backward()
     for (name, pf), pr in zip(fused.named_parameters(), ref.parameters()):
         torch.testing.assert_close(pf.grad, pr.grad, atol=1e-4 * float(pr.grad.abs().max()), rtol=1e-3, msg=name)
+
+
+def test_tokens_inference_path_still_runs_forward_hooks():
+    # the inference path of apply_tokens writes into the output tokens directly; with a hook it goes through __call__
+    fs = _randomized(FreqScale(16, groups=4))
+    t = torch.randn(2, 1 + 3 * 5, 16)
+    seen = []
+    with torch.no_grad():
+        plain = fs.apply_tokens(t, (3, 5), 1)
+        handle = fs.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+        hooked = fs.apply_tokens(t, (3, 5), 1)
+        handle.remove()
+    assert seen == [torch.Size([2, 16, 3, 5])]
+    assert torch.equal(hooked, plain)

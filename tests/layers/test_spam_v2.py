@@ -163,3 +163,11 @@ def test_bad_inputs_raise_one_clear_error():
         SPAMv2(16, gain="tanh")
     with pytest.raises(FreqkitError, match="channels-last"):
         SPAMv2(16)(torch.randn(1, 16, 5, 5))
+
+
+def test_fused_projection_equals_the_grouped_conv():
+    # the fast path runs proj.0 (a grouped 1x1 conv) as one batched matrix product on CPU
+    _, fused = _pair(dim=16, size=6)
+    z = torch.randn(2, 16, 5, 7)
+    with torch.no_grad():
+        assert_scaled_close(fused._proj_fused(z), fused.proj(z).permute(0, 2, 3, 1), rel=1e-6)

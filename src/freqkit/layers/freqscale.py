@@ -166,6 +166,13 @@ def _is_exporting() -> bool:
     return bool(is_exporting()) if is_exporting is not None else False
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """True when calling ``module`` would run forward hooks (its own or global ones), which a direct method call would skip."""
+    from torch.nn.modules import module as _m
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or _m._global_forward_hooks or _m._global_forward_pre_hooks)
+
+
 class _Routing(nn.Module):
     """Routing MLP (B, C) -> (B, out): fc2(StarReLU(fc1(.))), no biases (released ``reweight``)."""
 
@@ -383,6 +390,13 @@ class FreqScale(nn.Module):
                 )
         b, n, c = t.shape
         xs = (t[:, p:] if p else t).reshape(b, h, w, c)
+        if p and self.fused and _inference(t, self.complex_weights) and not _is_exporting() and not _has_hooks(self):
+            # inference: the sum goes straight into the output tokens, instead of a new map and a torch.cat copy
+            filtered = self.filter_channels_last(xs)
+            out = torch.empty_like(t)
+            out[:, :p] = t[:, :p]
+            torch.add(xs, filtered, out=out[:, p:].view(b, int(h), int(w), c))
+            return out
         # through __call__, so that torch.fx keeps this module a leaf; both permutes are free views
         y = xs + self(xs.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         y = y.reshape(b, -1, c)

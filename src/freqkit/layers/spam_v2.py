@@ -151,9 +151,33 @@ class SPAMv2(nn.Module):
                 "permute (B, C, H, W) maps with x.permute(0, 2, 3, 1)"
             )
         q = self.query(x)
-        z = self._mix_fused(x) if self.fused else self._mix_reference(x)
-        s = self.proj(z).permute(0, 2, 3, 1)
+        if self.fused:
+            s = self._proj_fused(self._mix_fused(x))
+        else:
+            s = self.proj(self._mix_reference(x)).permute(0, 2, 3, 1)
         return self.proj_drop(self.proj_out(q * s))
+
+    def _proj_fused(self, z: torch.Tensor) -> torch.Tensor:
+        """``self.proj(z)`` of z (B, C, H, W), returned channels last (B, H, W, C); on CPU both 1x1 convs are matrix products.
+
+        PyTorch's CPU convolution runs ``proj.0`` (C / n groups of n inputs) as one small GEMM per group (C / n
+        calls per layer), while (G, out/G, n) @ (B, G, n, H W) is one batched product with the same sums; and
+        ``proj.3`` as a product with the (H W, 2C) view writes channels-last memory directly, so ``q * s`` and
+        ``proj_out`` read contiguous tensors instead of a permuted NCHW map. cuDNN runs the convs well: other
+        devices keep them.
+        """
+        conv0, norm, act, conv3 = self.proj
+        if z.device.type != "cpu" or conv0.bias is not None or conv3.bias is not None:
+            return self.proj(z).permute(0, 2, 3, 1)
+        b, c, h, w = z.shape
+        groups = conv0.groups
+        weight0 = conv0.weight.view(groups, conv0.out_channels // groups, c // groups).to(z.dtype)
+        y = torch.matmul(weight0, z.reshape(b, groups, c // groups, h * w)).view(b, conv0.out_channels, h, w)
+        y = act(norm(y))
+        weight3 = conv3.weight.view(conv3.out_channels, conv3.in_channels).to(y.dtype)
+        # bmm reads the transposed view in place (a 2D product would first copy it to fold the batch)
+        s = torch.bmm(y.view(b, conv0.out_channels, h * w).mT, weight3.t().expand(b, -1, -1))
+        return s.view(b, h, w, conv3.out_channels)
 
     def _mix_fused(self, x: torch.Tensor) -> torch.Tensor:
         """z (B, C, H, W) contiguous, in proj.0's channel order, from one conv and one FFT pair."""

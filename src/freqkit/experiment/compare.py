@@ -323,7 +323,8 @@ def compare(
                     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
                 print(f"{name} seed {seed}: {format_metrics(done['metrics'])}  ({done['seconds']:.1f} s)", file=sys.stderr)
 
-        options = {k: v for k, v in train_options.items()}
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        options = {k: v for k, v in train_options.items() if v != defaults.get(k)}  # the call shows what differs
         call = f"freqkit.compare({list(named)!r}, data={data if isinstance(data, str) else 'custom'!r}, steps={steps}, seeds={tuple(seed_list)!r}" + "".join(
             f", {k}={v!r}" for k, v in options.items()) + ")"
         settings = {

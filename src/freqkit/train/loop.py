@@ -185,6 +185,11 @@ def evaluate(
             count += x.shape[0]
     finally:
         net.train(was_training)
+    return finish_metrics(metrics, loss_sum, count, dist_info)
+
+
+def finish_metrics(metrics: Any, loss_sum: torch.Tensor, count: torch.Tensor, dist_info: Optional[DistInfo]) -> dict[str, float]:
+    """The metric values and the mean loss, summed over processes under DDP (torchmetrics syncs its own states)."""
     if dist_info is not None and dist_info.distributed:
         import torch.distributed as dist
 

@@ -170,7 +170,7 @@ def evaluate_dense(
 
     from freqkit.train.checkpoint import unwrap
     from freqkit.train.distributed import is_main
-    from freqkit.train.loop import _loss, input_stats, normalize
+    from freqkit.train.loop import _loss, finish_metrics, input_stats, normalize
     from freqkit.train.metrics import build_metrics
 
     if len(data) == 0:
@@ -213,11 +213,4 @@ def evaluate_dense(
                 save_label_png(out_dir / f"{name}.png", _raw_labels(logits[0].argmax(0), label_map))
     finally:
         net.train(was_training)
-    if dist_info is not None and dist_info.distributed:
-        import torch.distributed as dist
-
-        dist.all_reduce(loss_sum)
-        dist.all_reduce(count)
-    res = {k: float(v) for k, v in metrics.compute().items()}
-    res["loss"] = float(loss_sum / count.clamp_min(1))
-    return res
+    return finish_metrics(metrics, loss_sum, count, dist_info)

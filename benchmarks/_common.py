@@ -106,6 +106,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default="", metavar="PATH", help="also write the results as JSON to PATH (atomically)")
 
 
+def pick(parser: argparse.ArgumentParser, text: str, known: Iterable[str], what: str = "models") -> list[str]:
+    """The comma-separated names of ``text``; an unknown one ends the program with argparse's one-line error."""
+    names = [m for m in text.split(",") if m]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        parser.error(f"unknown {what} {unknown}; choose from {list(known)}")
+    return names
+
+
 def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so that host clocks measure it."""
     if device.type == "cuda":

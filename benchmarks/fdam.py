@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmarks._common import add_common_args, describe, paired_ratio, ratio_entry, sync as _sync, time_interleaved, write_json
+from benchmarks._common import add_common_args, describe, paired_ratio, pick, ratio_entry, sync as _sync, time_interleaved, write_json
 
 MODELS = ("timm deit_small", "fdam fused", "fdam explicit")
 FULL = {"224": (32, 224, 224), "512x2048": (1, 512, 2048)}
@@ -181,10 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.quick else args.repeats
     dtypes = [d for d in args.dtypes.split(",") if d] or _supported_dtypes(device)
     settings = [s for s in args.settings.split(",") if s]
-    names = [m for m in args.models.split(",") if m]
-    unknown = sorted(set(names) - set(MODELS))
-    if unknown:
-        parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
+    names = pick(parser, args.models, MODELS)
     print(f"FDAM inference benchmark on {describe(device)}, torch {torch.__version__}; eval, random weights; "
           f"{repeats} interleaved repeats after {args.warmup} warm-up, {args.clock} clock{', torch.compile' if args.compile else ''}")
     header = f"{'setting':<24} {'dtype':<9} {'model':<16} {'median ms':>10} {'time x':>7} {'vs expl':>8} {'peak MB':>9} {'mem x':>6} {'mem vs expl':>11}"

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmarks._common import add_common_args, describe, paired_ratio, ratio_entry, sync as _sync, time_interleaved, write_json
+from benchmarks._common import add_common_args, describe, paired_ratio, pick, ratio_entry, sync as _sync, time_interleaved, write_json
 
 STAGES_V1 = ((64, 2), (128, 2), (320, 1), (512, 1))  # (channels, radius) of SPANet-S
 STAGES_V2 = (64, 128, 320, 512)  # SPANetV2-S18
@@ -117,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.sizes.split(","):
         size, _, batch = item.partition(":")
         settings.append((int(size), args.batch or int(batch or 1)))
-    labels = [m for m in args.models.split(",") if m]
-    unknown = sorted(set(labels) - set(MODEL_SPECS))
-    if unknown:
-        parser.error(f"unknown models {unknown}; choose from {list(MODEL_SPECS)}")
+    labels = pick(parser, args.models, MODEL_SPECS)
     print(f"device: {describe(device)}; torch {torch.__version__}; clock {args.clock}; repeats {args.repeats}"
           f"{'; torch.compile' if args.compile else ''}")
     rows: list[dict] = []

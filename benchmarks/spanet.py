@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmarks._common import add_common_args, describe, paired_ratio, pick, ratio_entry, sync as _sync, time_interleaved, write_json
+from benchmarks._common import add_common_args, describe, paired_ratio, pick, ratio_entry, time_interleaved, write_json
 
 STAGES_V1 = ((64, 2), (128, 2), (320, 1), (512, 1))  # (channels, radius) of SPANet-S
 STAGES_V2 = (64, 128, 320, 512)  # SPANetV2-S18

@@ -110,6 +110,14 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: Optional[int] =
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def json_text(obj: Any, path: str | os.PathLike | None = None, indent: Optional[int] = 1) -> str:
+    """``obj`` as JSON text; with ``path`` also written there atomically (the ``to_json(path=None)`` of every result object)."""
+    text = json.dumps(obj, indent=indent)
+    if path is not None:
+        atomic_write_text(path, text + "\n")
+    return text
+
+
 def atomic_save_safetensors(
     tensors: Mapping[str, Any], path: str | os.PathLike, metadata: Optional[dict[str, str]] = None
 ) -> Path:

@@ -11,14 +11,14 @@ import base64
 import html
 import io
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "escape", "figure_png", "figure_tag", "kv_table", "page", "slug", "table", "write_pngs"]
+__all__ = ["DPI", "curve_figure", "escape", "figure_png", "figure_tag", "fragment", "kv_table", "page", "slug", "table", "write_pngs"]
 
 DPI = 110
 
@@ -88,3 +88,26 @@ def page(title: str, body: str | Iterable[str]) -> str:
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n{content}\n</body></html>\n"
     )
+
+
+def fragment(title: str, body: str, figures: Mapping[str, Figure] | None = None) -> str:
+    """An HTML fragment for a notebook cell (``_repr_html_``): a heading, ``body`` (HTML) and the figures inline as PNG."""
+    figs = "".join(figure_tag(name, figure_png(fig)) for name, fig in (figures or {}).items())
+    return f"<div><h3>{escape(title)}</h3>{body}{figs}</div>"
+
+
+def curve_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
+                 size: tuple[float, float] = (5.5, 3.6)) -> Figure:
+    """One line per name from (x values, y values), labelled and gridded."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    for name, (xs, ys) in curves.items():
+        if len(xs):
+            ax.plot(list(xs), list(ys), label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

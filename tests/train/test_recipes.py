@@ -12,7 +12,8 @@ from PIL import Image
 
 from freqkit.cli import main
 from freqkit.train.optim import lr_factor
-from freqkit.train.recipes import RECIPES, resolve_config
+from freqkit.train.config import resolve_config
+from freqkit.train.recipes import RECIPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from test_transforms import SIZES, make_ade  # noqa: E402
@@ -98,7 +99,7 @@ def test_init_reports_keys_and_tiny_protocol_run_end_to_end(tmp_path, capsys):
 
 def test_init_without_shared_tensors_fails(tmp_path):
     from freqkit.errors import FreqkitError
-    from freqkit.train.models import build_model, init_backbone
+    from freqkit.models.spec import build_model, init_backbone
 
     torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(FreqkitError, match="no tensor"):
@@ -137,7 +138,7 @@ def test_aux_head_under_two_gloo_processes_matches_one_process(tmp_path):
 def test_init_maps_original_deit3_layer_scale_names(tmp_path):
     import timm
 
-    from freqkit.train.models import build_model, init_backbone
+    from freqkit.models.spec import build_model, init_backbone
 
     src = timm.create_model("deit3_small_patch16_224", num_classes=9, img_size=64)
     sd = {k.replace("ls1.gamma", "gamma_1").replace("ls2.gamma", "gamma_2"): v for k, v in src.state_dict().items()}

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics (rank 0 only); write them as JSON if asked."""
     import os
 
-    from freqkit.experiment.compare import format_metrics
+    from freqkit.experiment.reporting import format_metrics
     from freqkit.experiment.runs import evaluate_run
     from freqkit.io import atomic_write_json, check_writable_file
 

@@ -47,9 +47,9 @@ def resolve(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Train and print the final metrics (rank 0 only)."""
-    from freqkit.experiment.compare import format_metrics
+    from freqkit.experiment.reporting import format_metrics
     from freqkit.train.loop import train
-    from freqkit.train.models import parse_model_spec
+    from freqkit.models.spec import parse_model_spec
 
     cfg = resolve(args)
     parse_model_spec(cfg.model)  # bad names fail before any data is read

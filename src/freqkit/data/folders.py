@@ -157,6 +157,14 @@ class _Augmented(Dataset):
         """Pick the augmentation stream of ``epoch`` (deterministic per (seed, epoch, index))."""
         self.epoch = int(epoch)
 
+    def with_seed(self, seed: int) -> "_Augmented":
+        """The same files with the augmentation stream of ``seed`` (a shallow copy: the file lists are shared, not rebuilt)."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.seed, twin.epoch = int(seed), 0
+        return twin
+
 
 class ImageFolderDataset(_Augmented):
     """Classification images in ``root/<class>/<image>`` (torchvision / timm ImageFolder layout): (3, S, S), label."""
@@ -291,7 +299,7 @@ class SegmentationFolderDataset(_Augmented):
         if bad.any():
             raise FreqkitError(
                 f"mask {path} has class index {int(lab[bad].max())} but the dataset has {self.num_classes} classes "
-                f"(0..{self.num_classes - 1}, 255 = ignore); pass the right class count (--num-classes) or fix the mask"
+                f"(0..{self.num_classes - 1}, 255 = ignore); pass the right class count (num_classes) or fix the mask"
             )
         return torch.from_numpy(lab.astype(np.int64))
 
@@ -321,7 +329,7 @@ def match_pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
     """(image, mask) paths matched by file stem; an image without a mask raises a FreqkitError."""
     for folder, what in ((images, "image"), (masks, "mask")):
         if not folder.is_dir():
-            raise FreqkitError(f"{what} folder {folder} does not exist; check the --data path")
+            raise FreqkitError(f"{what} folder {folder} does not exist; check the data path")
     mask_by_stem = {p.stem: p for p in _list_images(masks, MASK_EXTENSIONS)}
     pairs = []
     for img in _list_images(images, IMG_EXTENSIONS):

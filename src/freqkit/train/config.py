@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+import math
+from typing import Any, Optional, Sequence
 
 from freqkit.errors import FreqkitError, ParameterError
 
-__all__ = ["TrainConfig", "RESUME_SENSITIVE"]
+__all__ = ["TrainConfig", "RESUME_SENSITIVE", "parse_scales", "resolve_config"]
 
 # fields that must match between a checkpoint and the run that resumes it (anything that changes the math)
 RESUME_SENSITIVE = (
@@ -15,6 +16,20 @@ RESUME_SENSITIVE = (
     "drop_path", "head_channels", "global_batch", "beta1", "beta2", "warmup_start_ratio", "crop_size", "img_scale",
     "head_norm", "head_dropout", "aux_channels", "aux_weight", "init",
 )
+
+
+def parse_scales(text: Optional[str | Sequence[float]]) -> tuple[float, ...]:
+    """'0.5,0.75,1.0' (or a sequence) -> (0.5, 0.75, 1.0); None -> (1.0,). Every factor must be positive."""
+    if text is None:
+        return (1.0,)
+    items = [s for s in text.split(",") if s.strip()] if isinstance(text, str) else list(text)
+    try:
+        scales = tuple(float(s) for s in items)
+    except ValueError:
+        raise FreqkitError(f"scale factors must be numbers separated by commas, e.g. 0.5,1.0,1.5; got {text!r}") from None
+    if not scales or any(not (s > 0 and math.isfinite(s)) for s in scales):
+        raise FreqkitError(f"scale factors must be positive numbers, e.g. 0.5,1.0,1.5; got {text!r}")
+    return scales
 
 
 def _scale_ok(text: str) -> bool:
@@ -95,8 +110,6 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise a FreqkitError naming the first impossible setting (and the device if unusable); return self."""
-        import math
-
         from freqkit.data.spec import MAX_IMG_SIZE, MIN_IMG_SIZE
 
         checks = [
@@ -145,8 +158,6 @@ class TrainConfig:
 
         resolve_device(self.device)
         if self.eval_scales is not None:
-            from freqkit.train.seg_eval import parse_scales
-
             try:
                 parse_scales(self.eval_scales)
             except FreqkitError as err:
@@ -171,6 +182,18 @@ class TrainConfig:
         """Warmup steps (5 % of the run when not set)."""
         return int(self.warmup_steps) if self.warmup_steps is not None else max(1, round(0.05 * self.steps))
 
+    def per_process(self, world_size: int) -> "TrainConfig":
+        """A copy with ``batch_size`` per process (``global_batch`` / world size when set) and ``global_batch_size`` filled in."""
+        from dataclasses import replace
+
+        batch = self.batch_size
+        if self.global_batch is not None:
+            if self.global_batch % world_size:
+                raise ParameterError("global_batch", f"{self.global_batch} does not divide over {world_size} processes; "
+                                     "pick a multiple of the world size, or set batch_size per process instead")
+            batch = self.global_batch // world_size
+        return replace(self, batch_size=batch, global_batch_size=batch * world_size)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field."""
         return asdict(self)
@@ -180,3 +203,15 @@ class TrainConfig:
         """Inverse of :meth:`to_dict` (unknown keys ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def resolve_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
+    """TrainConfig defaults < recipe values (:mod:`freqkit.train.recipes`) < ``overrides`` (any field), validated."""
+    from freqkit.train.recipes import recipe_values
+
+    known = {f.name for f in fields(TrainConfig)}
+    for key in overrides:
+        if key not in known:
+            raise ParameterError(key, f"is not a TrainConfig field; use one of {', '.join(sorted(known))}")
+    values = recipe_values(recipe) if recipe is not None else {}
+    return TrainConfig(**{**values, **overrides}).validate()

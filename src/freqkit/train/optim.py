@@ -100,6 +100,8 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_
     The warmup is (step + 1) / warmup, or with ``warmup_start`` r: r + (1 - r) step / warmup (mmengine's LinearLR
     with start_factor r, e.g. 1e-6).
     """
+    # kept instead of timm.scheduler: timm's warmup is warmup_lr_init + t (lr - init) / warmup_t, which cannot give the
+    # default (step + 1) / warmup, and its stateful step_update would have to be replayed on resume
     if schedule not in SCHEDULES:
         raise FreqkitError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
     if warmup > 0 and step < warmup:

@@ -9,17 +9,17 @@ UPerHead with 512 channels, BatchNorm (SyncBN under DDP) and dropout 0.1, plus a
 head (256 channels, loss weight 0.4) on the third level; evaluation of whole images rescaled to
 fit (2048, 512). Start the backbone from ImageNet weights with ``init``.
 
-``resolve_config("upernet_deit_small_fdam_ade20k_160k", data="ade20k:/data/ade")``: the recipe with
-overrides; ``freqkit train --recipe NAME`` does the same with command-line flags.
+``freqkit.train.config.resolve_config("upernet_deit_small_fdam_ade20k_160k", data="ade20k:/data/ade")``: the
+recipe with overrides; ``freqkit train --recipe NAME`` does the same with command-line flags. This module
+holds values only (it imports no other part of freqkit's training code but the error type).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from freqkit.errors import ParameterError
-from freqkit.train.config import TrainConfig
 
-__all__ = ["RECIPES", "ADE20K_UPERNET_160K", "recipe_values", "resolve_config"]
+__all__ = ["RECIPES", "ADE20K_UPERNET_160K", "recipe_values"]
 
 # shared by the four ADE20K UPerNet recipes (FDAM paper, dense prediction protocol)
 ADE20K_UPERNET_160K: dict[str, Any] = dict(
@@ -71,14 +71,3 @@ def recipe_values(name: str) -> dict[str, Any]:
         raise ParameterError("recipe", f"{name!r} is unknown; use one of {', '.join(RECIPES)}")
     return {**RECIPES[name], "recipe": name, "out": name}
 
-
-def resolve_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
-    """TrainConfig defaults < recipe values < ``overrides`` (any field), validated."""
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key in overrides:
-        if key not in known:
-            raise ParameterError(key, f"is not a TrainConfig field; use one of {', '.join(sorted(known))}")
-    values = recipe_values(recipe) if recipe is not None else {}
-    return TrainConfig(**{**values, **overrides}).validate()

@@ -1,4 +1,4 @@
-"""Model specs for ``freqkit train`` / ``compare``: ``BASE[+METHOD...]`` -> a classifier or a segmenter.
+"""The model vocabulary: ``BASE[+METHOD...]`` -> a classifier or a segmenter (train, compare, analyze and create share it).
 
 * ``BASE`` is a preset below or any timm / freqkit model name (``timm.list_models()``: e.g.
   ``deit_small_patch16_224``, ``deit_small_fdam``, ``spanet_small``, ``resnet18``).
@@ -82,8 +82,8 @@ def _accepts(cls: type, name: str) -> bool:
 def build_model(
     spec: str | ModelSpec,
     task: str,
-    num_classes: int,
-    img_size: Optional[int] = None,
+    num_classes: Optional[int],
+    img_size: Optional[int | tuple[int, int]] = None,
     drop_path_rate: float = 0.0,
     head_channels: int = 64,
     head_norm: str = "group",
@@ -91,6 +91,9 @@ def build_model(
     aux_channels: int = 0,
 ) -> nn.Module:
     """Build ``spec`` for ``task`` ('classification': (B, 3, H, W) -> (B, K); 'segmentation': -> (B, K, H, W)).
+
+    ``num_classes`` None keeps the architecture's own class count (classification only); ``img_size`` is an int
+    or (H, W).
 
     Segmentation ViTs take any image size that is a multiple of the patch (position embeddings are
     resampled per input), so evaluation can run on whole, non-square images. ``head_norm``, ``head_dropout``
@@ -108,7 +111,7 @@ def build_model(
     probe = probe_model(ms.arch, **kwargs)
     vit = is_vit(probe)
     if img_size is not None and (vit or _accepts(type(probe), "img_size")):
-        kwargs["img_size"] = int(img_size)
+        kwargs["img_size"] = tuple(int(v) for v in img_size) if isinstance(img_size, (tuple, list)) else int(img_size)
     if drop_path_rate and _accepts(type(probe), "drop_path_rate"):
         kwargs["drop_path_rate"] = float(drop_path_rate)
     if ms.methods and not vit:
@@ -117,10 +120,14 @@ def build_model(
             "drop the +method or pick a ViT base"
         )
     if task == "classification":
-        model = timm.create_model(ms.arch, pretrained=False, num_classes=num_classes, **kwargs)
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        model = timm.create_model(ms.arch, pretrained=False, **kwargs)
         if ms.methods:
             convert(model, list(ms.methods))
         return model
+    if num_classes is None:
+        raise FreqkitError(f"{ms.text}: a segmenter needs num_classes; pass the class count of the data")
     head_kw = dict(head_channels=head_channels, head_norm=head_norm, head_dropout=head_dropout, aux_channels=aux_channels)
     if vit:
         backbone = timm.create_model(ms.arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)

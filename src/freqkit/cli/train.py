@@ -12,6 +12,7 @@ import os
 
 from freqkit.cli._config import add_dataclass_arguments, dataclass_kwargs, given_fields
 
+
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     """Register ``freqkit train``."""
     from freqkit.train.config import TrainConfig
@@ -32,8 +33,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace):
     """The TrainConfig of parsed ``freqkit train`` flags: dataclass defaults < --recipe values < flags given."""
-    from freqkit.train import TrainConfig
-    from freqkit.train.recipes import resolve_config
+    from freqkit.train.config import TrainConfig, resolve_config
 
     typed = given_fields(args)
     values = dataclass_kwargs(args, TrainConfig)
@@ -54,14 +54,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     parse_model_spec(cfg.model)  # bad names fail before any data is read
     if args.print_config:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
         if int(os.environ.get("RANK", "0")) == 0:
-            shown = cfg.to_dict()
-            if cfg.global_batch is not None and cfg.global_batch % world == 0:
-                shown["batch_size"] = cfg.global_batch // world  # what each of the WORLD_SIZE processes will take
-            shown["global_batch_size"] = shown["batch_size"] * world
-            shown["warmup_steps"] = cfg.warmup
-            print(json.dumps(shown, indent=1))
+            shown = cfg.per_process(int(os.environ.get("WORLD_SIZE", "1"))).to_dict()
+            print(json.dumps({**shown, "warmup_steps": cfg.warmup}, indent=1))
         return 0
     result = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:

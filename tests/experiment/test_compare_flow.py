@@ -1,9 +1,11 @@
 """How often ``compare`` goes back to the data and model layers: the datasets are built once per call."""
+import json
+
 import freqkit.data
 import freqkit.data.spec as data_spec
 import freqkit.models.spec as model_spec
 from freqkit.data.synthetic import ShapesDataset
-from freqkit.experiment import compare
+from freqkit.experiment import Comparison, compare
 
 
 def test_compare_builds_the_datasets_once_and_each_model_per_run(tmp_path, monkeypatch):
@@ -34,3 +36,12 @@ def test_compare_builds_the_datasets_once_and_each_model_per_run(tmp_path, monke
     assert builds == [("train", "val")] and sorted(datasets) == ["train", "val"]
     # each spec is built once by the preflight and once per seed by its run
     assert sorted(models) == sorted(specs * (1 + len(seeds)))
+    # the result-object convention: to_dict / to_json(path=None) / save + load / _repr_html_ with the figures inline
+    text = res.to_json()
+    assert isinstance(text, str) and json.loads(text) == json.loads(json.dumps(res.to_dict()))
+    written = tmp_path / "again.json"
+    assert res.to_json(written) == text and written.read_text().strip() == text
+    loaded = Comparison.load(tmp_path / "cmp")
+    assert loaded.summary == json.loads(text)["summary"] and loaded.runs == json.loads(text)["runs"]
+    page = res._repr_html_()
+    assert page.count("data:image/png;base64,") == len(res.plot()) and "vit_micro+fdam" in page

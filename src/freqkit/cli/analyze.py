@@ -26,7 +26,7 @@ EXAMPLES = """examples:
 """
 
 # library parameter -> command-line flag in error messages (the library names Python parameters);
-# freqkit.cli.error_line applies them, the one place where errors become command-line text
+# cli._config.error_line applies them, the one place where errors become command-line text
 FLAG_PATTERNS = [
     (r"\bpretrained=False\b", "no --pretrained"),
     (r"\bpretrained=True\b", "--pretrained"),

@@ -77,12 +77,13 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, exclu
     parser.set_defaults(**{_FLAGS: flags, _GIVEN: frozenset()})
 
 
-def add_signature_arguments(parser: argparse.ArgumentParser, func: Callable, helps: Mapping[str, str], exclude: Iterable[str] = ()) -> None:
-    """Add one flag per keyword parameter of ``func`` that ``helps`` describes (its type and default from the signature)."""
-    hints, flags = typing.get_type_hints(func), parser.get_default(_FLAGS) or {}
+def add_signature_arguments(parser: argparse.ArgumentParser, func: Callable, helps: Mapping[str, str],
+                            defaults: Optional[dict[str, Any]] = None) -> None:
+    """Add one flag per parameter of ``func`` that ``helps`` describes (type and default from the signature; ``defaults`` override)."""
+    hints, flags, defaults = typing.get_type_hints(func), parser.get_default(_FLAGS) or {}, defaults or {}
     for name, p in inspect.signature(func).parameters.items():
-        if name in helps and name not in exclude:
-            _add(parser, flags, name, "--" + name.replace("_", "-"), hints.get(name, str), p.default, helps[name])
+        if name in helps:
+            _add(parser, flags, name, "--" + name.replace("_", "-"), hints.get(name, str), defaults.get(name, p.default), helps[name])
     parser.set_defaults(**{_FLAGS: flags, _GIVEN: frozenset()})
 
 

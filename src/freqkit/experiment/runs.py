@@ -13,7 +13,31 @@ from typing import Any, Optional, Union
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["Run", "open_run", "evaluate_run"]
+__all__ = ["Run", "open_run", "evaluate_run", "EVALUATE_HELP"]
+
+
+def _field_help(name: str) -> str:
+    from freqkit.train.config import TrainConfig
+
+    return TrainConfig.__dataclass_fields__[name].metadata["help"]
+
+
+# help of each evaluate_run option (the ``freqkit eval`` flags are generated from the signature and these)
+EVALUATE_HELP = {
+    "data": _field_help("data") + "; None: the data it was trained on",
+    "model": _field_help("model") + "; needed only for weights without a recorded config",
+    "task": "classification or segmentation; needed only with model",
+    "img_size": "image size; None: the training size",
+    "batch_size": "images per batch",
+    "amp": "bf16 autocast (auto: on for CUDA)",
+    "device": "cpu, cuda, cuda:1 ... (auto: cuda if available)",
+    "progress": "progress bar",
+    "eval_mode": _field_help("eval_mode") + "; None: the run's",
+    "eval_flip": _field_help("eval_flip") + " (auto: the run's)",
+    "eval_scales": _field_help("eval_scales"),
+    "save_predictions": "folder receiving one PNG label map per validation image at its original size, in the dataset's raw "
+                        "labels (ADE20K: class + 1), the format benchmark servers take",
+}
 
 
 @dataclass

@@ -17,9 +17,16 @@ from freqkit import render
 from freqkit.errors import FreqkitError, ParameterError
 from freqkit.io import check_writable_dir, json_text
 
-__all__ = ["simulate", "Simulation", "DEFAULT_STENCILS"]
+__all__ = ["simulate", "Simulation", "DEFAULT_STENCILS", "SIMULATE_HELP"]
 
 DEFAULT_STENCILS = ("box3", "gauss5", "laplacian", "sharpen")
+# help of simulate's scalar options (the ``freqkit simulate`` flags are generated from the signature and these)
+SIMULATE_HELP = {
+    "attention": "also windowed softmax attention of random tokens (seeded)",
+    "periodic": "torus grid (wrap-around neighbours) instead of an open grid",
+    "bins": "graph-frequency bins of the plotted curves",
+    "seed": "seed of the attention tokens",
+}
 _GROUPS = (("windows", "window average"), ("stencils", "conv stencils"), ("attention", "windowed softmax attention (random tokens)"))
 
 

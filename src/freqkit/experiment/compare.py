@@ -24,10 +24,21 @@ from freqkit.experiment.reporting import CURVES, Comparison, format_metrics, mer
 from freqkit.io import check_writable_dir
 from freqkit.render import slug
 
-__all__ = ["compare", "Comparison", "parse_seeds", "DEFAULT_MODELS", "DEFAULT_STEPS"]
+__all__ = ["compare", "Comparison", "parse_seeds", "DEFAULT_MODELS", "DEFAULT_STEPS", "COMPARE_HELP"]
 
 DEFAULT_MODELS = ("vit_mini", "vit_mini+fdam")
 DEFAULT_STEPS = 500
+# help of compare's own options (the ``freqkit compare`` flags are generated from the signature and these)
+COMPARE_HELP = {
+    "models": "comma-separated model specs, each BASE[+METHOD...] as for freqkit train's --model",
+    "data": "dataset spec, as for freqkit train's --data",
+    "steps": "optimizer steps per run",
+    "seeds": "number of seeds N (seeds 0..N-1) or a comma list such as 0,5,7",
+    "out": "output folder",
+    "resume": "reuse finished runs of the same settings found in OUT/runs (and continue checkpointed ones)",
+    "analyze_images": "validation images fed to freqkit.analyze",
+    "keep_checkpoints": "keep each run's resumable checkpoint/ folder",
+}
 # TrainConfig fields that compare sets itself (per model and seed, or from its own arguments)
 _OWN_FIELDS = ("model", "data", "steps", "seed", "out", "resume")
 

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 from freqkit.errors import FreqkitError, ParameterError
 from freqkit.experiment.reporting import CURVES, Comparison, format_metrics, merge_predictions, summarize

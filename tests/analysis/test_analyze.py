@@ -1,6 +1,7 @@
 """freqkit.analyze -> Report: values, batch invariance, closed forms, JSON / PNG / HTML export."""
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -128,6 +129,35 @@ def test_json_round_trip(report, tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(FreqkitError, match="not a freqkit report"):
         Report.from_json(tmp_path / "other.json")
+
+
+def test_result_object_convention(report, tmp_path):
+    """to_dict / to_json text / save + load / from_json text / table / plot / inline HTML all describe the same report."""
+    text = report.to_json()
+    assert isinstance(text, str) and json.loads(text) == json.loads(json.dumps(report.to_dict()))
+    assert Report.from_json(text) == report
+    assert not list(tmp_path.iterdir())  # no path: nothing written
+    saved = report.save(tmp_path / "out", figures=False)
+    assert saved["json"] == tmp_path / "out" / "report.json" and saved["html"] is None
+    assert Report.load(tmp_path / "out") == report and Report.load(saved["json"]) == report
+    assert json.loads(saved["json"].read_text()) == json.loads(text)
+    for name in report.names:
+        assert name in report.table()
+    with pytest.raises(FreqkitError, match="does not exist"):
+        Report.load(tmp_path / "missing")
+    with pytest.raises(FreqkitError, match="not valid JSON"):
+        Report.from_json("{oops")
+
+
+def test_repr_html_inlines_every_figure(report):
+    """Jupyter's rich display: the page body with one base64 PNG per figure and every layer's row, no document shell."""
+    from freqkit.analysis.plots import figures
+
+    html = report._repr_html_()
+    imgs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(imgs) == len(figures(report))
+    assert all(base64.b64decode(b).startswith(PNG_MAGIC) for b in imgs)
+    assert "<html" not in html and "<td>blocks.2</td>" in html
 
 
 def test_merge_and_table(report, images):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from freqkit.analysis.metrics import METRICS, format_number
+from freqkit.analysis.metrics import METRICS, layer_cells, layer_columns
 from freqkit.render import escape, figure_tag, kv_table, page, table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,21 +50,11 @@ def _caption(name: str) -> str:
 
 def _layer_table(model: "ModelReport") -> str:
     attn = model.has_attention
-    head = ["layer", "grid", "C", "prefix"] + [METRICS[k][0] for k in METRICS]
-    if attn:
-        head += ["local DC", "local HF", "global HF"]
-    rows = []
-    for layer in model.layers:
-        cells = [layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}", str(layer.channels), str(layer.num_prefix_tokens)]
-        cells += [format_number(getattr(layer, k)) for k in METRICS]
-        if attn:
-            lr = layer.local_response
-            cells += [
-                format_number(lr["dc"]) if lr else "-",
-                format_number(lr["mean"][-1]) if lr else "-",
-                format_number(layer.global_response[-1]) if layer.global_response else "-",
-            ]
-        rows.append(cells)
+    head = ["layer", "grid", "C", "prefix"] + layer_columns(attn)
+    rows = [
+        [layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}", str(layer.channels), str(layer.num_prefix_tokens)] + layer_cells(layer, attn)
+        for layer in model.layers
+    ]
     return table(head, rows)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["METRICS", "HEAD_METRICS", "format_number"]
+__all__ = ["METRICS", "HEAD_METRICS", "format_number", "layer_columns", "layer_cells"]
 
 # per-layer scalar metric -> (short column name, description)
 METRICS: dict[str, tuple[str, str]] = {
@@ -36,3 +36,21 @@ def format_number(v: Any) -> str:
     if math.isnan(v):
         return "nan"
     return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
+def layer_columns(attention: bool) -> list[str]:
+    """Column names of the per-layer metric cells (the attention response columns when ``attention``)."""
+    return [METRICS[k][0] for k in METRICS] + (["local DC", "local HF", "global HF"] if attention else [])
+
+
+def layer_cells(layer: Any, attention: bool) -> list[str]:
+    """One layer's formatted metric cells, matching :func:`layer_columns` (``-`` where a response was not captured)."""
+    cells = [format_number(getattr(layer, k)) for k in METRICS]
+    if attention:
+        lr, gr = layer.local_response, layer.global_response
+        cells += [
+            format_number(lr["dc"]) if lr else "-",
+            format_number(lr["mean"][-1]) if lr else "-",
+            format_number(gr[-1]) if gr else "-",
+        ]
+    return cells

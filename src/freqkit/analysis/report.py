@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from freqkit.analysis.metrics import HEAD_METRICS, METRICS, format_number
+from freqkit.analysis.metrics import HEAD_METRICS, METRICS, layer_cells, layer_columns
 from freqkit.errors import FreqkitError
 from freqkit.io import atomic_write_text
 from freqkit.render import write_pngs
@@ -251,21 +251,9 @@ class Report:
         for m in self.models:
             weights = m.info.get("weights")
             lines.append(f"{m.name}" + (f"  [{weights}]" if weights else ""))
-            cols = ["layer", "grid"] + [METRICS[k][0] for k in METRICS]
             attn = m.has_attention
-            if attn:
-                cols += ["local DC", "local HF", "global HF"]
-            rows = []
-            for layer in m.layers[: max_rows or None]:
-                row = [layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}"] + [format_number(getattr(layer, k)) for k in METRICS]
-                if attn:
-                    lr = layer.local_response
-                    row += [
-                        format_number(lr["dc"]) if lr else "-",
-                        format_number(lr["mean"][-1]) if lr else "-",
-                        format_number(layer.global_response[-1]) if layer.global_response else "-",
-                    ]
-                rows.append(row)
+            cols = ["layer", "grid"] + layer_columns(attn)
+            rows = [[layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}"] + layer_cells(layer, attn) for layer in m.layers[: max_rows or None]]
             widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
             lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths))))
             for r in rows:

@@ -51,7 +51,7 @@ class StagedBackbone(nn.Module):
 
     Subclasses build ``downsample_layers`` / ``stages`` (nn.ModuleList, stage i = nn.Sequential of
     blocks), optional ``norm<i>`` dense-prediction norms, ``norm`` and ``head``, and define
-    ``forward_head`` / ``reset_classifier``. ``channels_last`` says whether stages run on
+    ``_make_head(num_classes)`` / ``forward_head``. ``channels_last`` says whether stages run on
     (B, H, W, C) maps; ``output_fmt`` records that format, as in timm: the stage modules and
     ``forward_features`` (and the final output of ``forward_intermediates``) use it, while the
     intermediate feature maps are (B, C, H, W) unless ``output_fmt="NHWC"`` is asked for.
@@ -59,6 +59,8 @@ class StagedBackbone(nn.Module):
 
     channels_last: bool = False
     reduction: int = 32
+    # whether reset_classifier re-initializes the new head with _init_weights (SPANetV2) or keeps torch's init (SPANet)
+    init_new_head: bool = False
 
     def _init_plumbing(self, dims: Sequence[int], num_classes: int, out_norms: bool) -> None:
         self.dims = tuple(dims)
@@ -111,6 +113,20 @@ class StagedBackbone(nn.Module):
     def get_classifier(self) -> nn.Module:
         """The classifier head module."""
         return self.head
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"norm"}
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier with a fresh ``_make_head(num_classes)`` (0: no classifier)."""
+        if global_pool is not None:
+            _check_pool(global_pool)
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = self._make_head(num_classes)
+        if num_classes > 0 and self.init_new_head:
+            self.head.apply(self._init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, in_chans, H, W) -> last stage map (B, C, H / 32, W / 32) ((B, H / 32, W / 32, C)
@@ -244,7 +260,7 @@ class SPANet(StagedBackbone):
                 self.add_module(f"norm{i}", GroupNorm1(dims[i]))
         self.norm = GroupNorm1(dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.head = self._make_head(num_classes)
         self.apply(self._init_weights)
 
     def _init_weights(self, m: nn.Module) -> None:
@@ -262,17 +278,8 @@ class SPANet(StagedBackbone):
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"norm"}
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier with a fresh Linear for ``num_classes`` (0: no classifier)."""
-        if global_pool is not None:
-            _check_pool(global_pool)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+    def _make_head(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Last stage map (B, C, h, w) -> GroupNorm, global mean, Linear -> (B, num_classes).

@@ -103,6 +103,7 @@ class SPANetV2(StagedBackbone):
     """
 
     channels_last = True
+    init_new_head = True
 
     def __init__(
         self,
@@ -181,20 +182,6 @@ class SPANetV2(StagedBackbone):
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"norm"}
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the MLP head with a fresh one for ``num_classes`` (0: no classifier)."""
-        if global_pool is not None:
-            _check_pool(global_pool)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head = self._make_head(num_classes)
-        if num_classes > 0:
-            self.head.apply(self._init_weights)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Last stage map (B, h, w, C) -> global mean, LayerNorm, MLP head -> (B, num_classes).

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from timm.layers import DropPath, LayerNorm2dFp32, LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.layers import DropPath, calculate_drop_path_rates, LayerNorm2dFp32, LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
@@ -285,7 +285,7 @@ class FdamViTDense(nn.Module):
 
         self.patch_embed = PatchEmbed(img_size=img, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, flatten=False, strict_img_size=False)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dim))
-        dpr = [float(x) for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]  # also under a meta-device build
+        dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(
             *[
                 build_fdam_block(

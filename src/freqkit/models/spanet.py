@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import GroupNorm1, trunc_normal_
+from timm.layers import GroupNorm1, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.metaformer import MetaFormerBlock
@@ -32,18 +32,7 @@ from freqkit.errors import FreqkitError
 from freqkit.layers._tracing import fx_tracing
 from freqkit.layers.spam import SPAM, SPAM_LAMBDAS
 
-__all__ = ["SPANet", "StagedBackbone", "checkpoint_filter_fn", "create_staged", "drop_path_rates", "staged_cfg"]
-
-
-def drop_path_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
-    """Stochastic-depth rate of every block, linear from 0 to ``rate`` over all blocks, per stage."""
-    total = sum(depths)
-    flat = [rate * i / max(total - 1, 1) for i in range(total)]
-    out, start = [], 0
-    for d in depths:
-        out.append(flat[start:start + d])
-        start += d
-    return out
+__all__ = ["SPANet", "StagedBackbone", "checkpoint_filter_fn", "create_staged", "staged_cfg"]
 
 
 class StagedBackbone(nn.Module):
@@ -57,6 +46,8 @@ class StagedBackbone(nn.Module):
     intermediate feature maps are (B, C, H, W) unless ``output_fmt="NHWC"`` is asked for.
     """
 
+    # Not timm's MetaFormerStage: it nests the downsampling in each stage (stages.i.downsample / stages.i.blocks.j),
+    # while the released SPANet / SPANetV2 checkpoints keep downsample_layers.i / stages.i.j; the blocks are timm's.
     channels_last: bool = False
     reduction: int = 32
     # whether reset_classifier re-initializes the new head with _init_weights (SPANetV2) or keeps torch's init (SPANet)
@@ -235,7 +226,7 @@ class SPANet(StagedBackbone):
         self.downsample_layers = nn.ModuleList(
             _ConvDownsample(chans[i], chans[i + 1], *((7, 4, 2) if i == 0 else (3, 2, 1))) for i in range(4)
         )
-        dpr = drop_path_rates(depths, drop_path_rate)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # per block, split by stage
         self.stages = nn.ModuleList()
         for i in range(4):
             mixer = partial(SPAM, kernel_size=kernel_size, radius=radius[i], lambdas=lambdas, fused=fused)

@@ -33,7 +33,8 @@ from torch import nn
 
 from freqkit import spectral as S
 from freqkit.analysis.report import LayerStats, ModelReport, Report
-from freqkit.analysis.stream import atomic_save, load_state, make_source, rank_world
+from freqkit.analysis.stream import atomic_save, load_state, make_source
+from freqkit.distributed import rank_world
 from freqkit.errors import FreqkitError
 from freqkit.probe import Capture, capture, effective_receptive_field
 

@@ -16,7 +16,7 @@ from torch import nn
 import freqkit
 from freqkit import spectral as S
 from freqkit.analysis import Report, analyze
-from freqkit.errors import FreqkitError
+from freqkit.errors import FreqkitError, ParameterError
 from freqkit.probe import capture
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -158,6 +158,35 @@ def test_repr_html_inlines_every_figure(report):
     assert len(imgs) == len(figures(report))
     assert all(base64.b64decode(b).startswith(PNG_MAGIC) for b in imgs)
     assert "<html" not in html and "<td>blocks.2</td>" in html
+
+
+def test_names_build_the_same_random_weights_without_touching_the_callers_rng(images, tmp_path):
+    """A name builds a seeded random-init model (same report on every call and process); the caller's RNG state is kept."""
+    before = torch.random.get_rng_state()
+    a = analyze("deit_tiny_patch16_224", images[:2], img_size=32, cka=False, methods=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(123)  # a different global state must not change what the name builds
+    b = analyze(["deit_tiny_patch16_224"], images[:2], img_size=32, cka=False, methods=False)
+    assert a.models == b.models
+    assert a.models[0].info["weights"].startswith("random init") and a.settings["weights"] == {"deit_tiny_patch16_224": a.models[0].info["weights"]}
+    ref = timm.create_model("deit_tiny_patch16_224", img_size=32)
+    torch.nn.init.constant_(ref.head.bias, 0.5)
+    from safetensors.torch import save_file
+
+    save_file(ref.state_dict(), tmp_path / "w.safetensors")
+    c = analyze({"mine": "deit_tiny_patch16_224"}, images[:2], img_size=32, checkpoint={"mine": tmp_path / "w.safetensors"}, cka=False, methods=False)
+    d = analyze(ref.eval(), images[:2], cka=False, methods=False)
+    assert c.models[0].layers == d.models[0].layers and c.models[0].info["weights"] == f"checkpoint {tmp_path / 'w.safetensors'}"
+    with pytest.raises(ParameterError, match="lists 1 files for 2 models"):
+        analyze(["deit_tiny_patch16_224", "resnet18"], images[:1], checkpoint=[tmp_path / "w.safetensors"])
+
+
+def test_device_moves_models_and_is_recorded(images):
+    model = _vit(depth=1)
+    rep = analyze(model, images[:1], device="cpu", cka=False, methods=False)
+    assert rep.settings["device"] == "cpu" and "weights" not in rep.settings
+    with pytest.raises(ParameterError, match="^device "):
+        analyze(model, images[:1], device="tpu")
 
 
 def test_merge_and_table(report, images):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import typing
 from typing import Any, Iterable, Optional
 
@@ -113,14 +112,14 @@ def dataclass_kwargs(args: argparse.Namespace, cls: type, exclude: Iterable[str]
 def error_line(err: FreqkitError, args: Optional[argparse.Namespace]) -> str:
     """The message of ``err`` as the command line user should read it: parameters become flags.
 
-    A ParameterError names its parameter, shown as the flag that sets it; other messages go through the
-    subcommand's ``_flag_patterns`` (regex, replacement) pairs, for parameters written inside a sentence.
+    A ParameterError names its parameter, shown as the flag that sets it; inside a sentence ``param=True`` /
+    ``param=False`` / ``param=VALUE`` read as ``--flag`` / ``no --flag`` / ``--flag VALUE`` for the command's flags.
     """
-    if isinstance(err, ParameterError):
-        flags = (getattr(args, _FLAGS_ATTR, None) or {}) if args is not None else {}
-        flag = flags.get(err.param, "--" + err.param.replace("_", "-"))
-        return f"{flag} {err.detail}"
+    flags = (getattr(args, _FLAGS_ATTR, None) or {}) if args is not None else {}
     message = str(err)
-    for pattern, replacement in (getattr(args, "_flag_patterns", None) or []) if args is not None else []:
-        message = re.sub(pattern, replacement, message)
+    if isinstance(err, ParameterError):
+        message = f"{flags.get(err.param, '--' + err.param.replace('_', '-'))} {err.detail}"
+    for param in sorted(flags, key=len, reverse=True):
+        flag = flags[param]
+        message = message.replace(f"{param}=True", flag).replace(f"{param}=False", f"no {flag}").replace(f"{param}=", f"{flag} ")
     return message

@@ -143,9 +143,9 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, Optional[torch.dtype]
 def _check_size(img_size: Any) -> None:
     from freqkit.data.spec import MAX_IMG_SIZE
 
-    sides = [img_size] if isinstance(img_size, int) else [] if img_size is None else list(img_size)
+    sides = [img_size] * 2 if isinstance(img_size, int) else [] if img_size is None else list(img_size) * (3 - len(img_size))
     if any(not 1 <= int(v) <= MAX_IMG_SIZE for v in sides):
-        raise ParameterError("img_size", f"{tuple(sides)} must be in 1..{MAX_IMG_SIZE} a side; e.g. img_size=224")
+        raise ParameterError("img_size", f"{' '.join(str(v) for v in sides)} must be in 1..{MAX_IMG_SIZE} pixels a side; e.g. img_size=224")
 
 
 def _check_options(pairs: list[tuple[str, nn.Module]], cutoff: float, bins: int, save_every: int, resume: bool, state_dir: Any) -> None:

@@ -299,7 +299,7 @@ def figures(report: "Report") -> list[tuple[str, Figure]]:
     out += _heads(report)
     out += _erf(report)
     if report.methods:
-        from freqkit.analysis.method_plots import plot_method_figures
+        from freqkit.analysis.methods.plots import plot_method_figures
 
         out += list(plot_method_figures(report.methods).items())
     return out

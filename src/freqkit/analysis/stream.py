@@ -17,14 +17,13 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from freqkit.data.folders import IMG_EXTENSIONS
 from freqkit.errors import FreqkitError
 
 __all__ = [
-    "ImageFiles", "image_folder", "list_images", "data_transform", "Source", "make_source", "rank_world",
-    "atomic_save", "load_state", "start_distributed", "stop_distributed",
+    "ImageFiles", "image_folder", "list_images", "data_transform", "Source", "make_source", "atomic_save", "load_state",
 ]
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 # label maps of segmentation layouts (ADE20K annotations/, Cityscapes-style masks/) are not images to analyse
 _SKIP_DIRS = {"annotations", "masks"}
 
@@ -83,15 +82,6 @@ class ImageFiles(Dataset):
 def image_folder(folder: Union[str, os.PathLike], model: Optional[torch.nn.Module] = None, img_size: Union[int, Sequence[int], None] = None) -> ImageFiles:
     """A Dataset of every image under ``folder`` (ImageNet class folders, ADE20K images/...), preprocessed with ``data_transform``."""
     return ImageFiles(list_images(folder), data_transform(model, img_size))
-
-
-def rank_world() -> tuple[int, int]:
-    """(rank, world size) of the initialised torch.distributed group, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _images_of(item: Any, where: str) -> torch.Tensor:
@@ -280,40 +270,3 @@ def load_state(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise FreqkitError(f"saved statistics {str(path)!r} cannot be read ({type(err).__name__}); delete the file or run without resume") from None
-
-
-def start_distributed(device: str = "auto") -> tuple[torch.device, bool]:
-    """Under torchrun (WORLD_SIZE > 1) start the process group (NCCL on GPU, gloo on CPU) -> (device, started here).
-
-    ``device`` "auto" is cuda:LOCAL_RANK when CUDA is available, else cpu.
-    """
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise FreqkitError(f"device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FreqkitError(f"device {device} asked for but CUDA is not available here; use device='cpu'")
-        dev = torch.device("cuda", local if (dev.index is None and world > 1) else (dev.index or 0))
-        torch.cuda.set_device(dev)
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise FreqkitError(f"device {device} asked for but MPS is not available here; use device='cpu'")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        return dev, True
-    return dev, False
-
-
-def stop_distributed(started: bool) -> None:
-    """Destroy the process group if :func:`start_distributed` started it."""
-    import torch.distributed as dist
-
-    if started and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

@@ -40,13 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def error_line(err: FreqkitError, args: Optional[argparse.Namespace]) -> str:
-    """``err`` for the command line, the one place parameters become flags: a ParameterError's parameter is shown as
-    its flag; other messages go through the subcommand's ``_flag_patterns`` (regex, replacement) pairs."""
+    """``err`` for the command line, the one place parameters become flags.
+
+    A ParameterError's parameter is shown as its flag; inside other messages ``param=True`` / ``param=False`` /
+    ``param=VALUE`` read as ``--flag`` / ``no --flag`` / ``--flag VALUE``, then the subcommand's ``_flag_patterns``
+    (regex, replacement) pairs apply.
+    """
     from freqkit.cli._config import flags_of
 
+    flags = flags_of(args)
     if isinstance(err, ParameterError):
-        return f"{flags_of(args).get(err.param, '--' + err.param.replace('_', '-'))} {err.detail}"
+        return f"{flags.get(err.param, '--' + err.param.replace('_', '-'))} {err.detail}"
     message = str(err)
+    for param in sorted(flags, key=len, reverse=True):
+        flag = flags[param]
+        message = message.replace(f"{param}=True", flag).replace(f"{param}=False", f"no {flag}").replace(f"{param}=", f"{flag} ")
     for pattern, replacement in (getattr(args, "_flag_patterns", None) or []) if args is not None else []:
         message = re.sub(pattern, replacement, message)
     return message

@@ -195,6 +195,10 @@ class FreqScale(nn.Module):
     ``fused`` (default True) runs the fast path (cached constants, matmul or FFT transform, buffers
     reused in inference); ``fused=False`` runs the reference path, the released algorithm written
     plainly (torch.fft, ``F.interpolate`` of the bank, nothing cached).
+
+    Tap: while the module has forward hooks, every application (``forward`` on a map, ``apply_tokens`` on
+    tokens) calls the module on the (B, C, H, W) map, so a forward pre-hook sees each input, and
+    :meth:`spectral_weight` of it is the filter W applied (``freqkit.analysis.methods.freqscale`` reads it so).
     """
 
     def __init__(

@@ -32,9 +32,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2dFp32, LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import DropPath, calculate_drop_path_rates, LayerNorm2dFp32, LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
@@ -46,6 +45,7 @@ from freqkit.layers._tracing import fx_tracing
 from freqkit.layers.block import FreqBlock
 from freqkit.layers.freqscale import FreqScale
 from freqkit.models.checkpoint import StateDictSource, _unwrap, load_checkpoint
+from freqkit.models._deit import build_deit, deit_cfg
 from freqkit.models.convert import convert
 
 __all__ = [
@@ -285,7 +285,7 @@ class FdamViTDense(nn.Module):
 
         self.patch_embed = PatchEmbed(img_size=img, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, flatten=False, strict_img_size=False)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dim))
-        dpr = [float(x) for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]  # also under a meta-device build
+        dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(
             *[
                 build_fdam_block(
@@ -446,21 +446,7 @@ def _check_pool(global_pool: str) -> None:
 # ------------------------------------------------------------------------------------------ registry
 
 
-def _cfg(**kwargs: Any) -> dict:
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": None,
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "fixed_input_size": True,
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj",
-        "classifier": "head",
-        **kwargs,
-    }
+_cfg = deit_cfg
 
 
 default_cfgs = generate_default_cfgs(
@@ -477,29 +463,14 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_fdam_deit(variant: str, pretrained: bool = False, **kwargs: Any) -> FdamVisionTransformer:
-    out_indices = kwargs.pop("out_indices", 3)
-    return build_model_with_cfg(
-        FdamVisionTransformer,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    return build_deit(FdamVisionTransformer, variant, pretrained, checkpoint_filter_fn, kwargs.pop("out_indices", 3), **kwargs)
 
 
 def _create_fdam_dense(variant: str, pretrained: bool = False, **kwargs: Any) -> FdamViTDense:
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     # the neck serves the feature levels only: build it for features_only (or when asked)
     kwargs.setdefault("neck", bool(kwargs.get("features_only", False)))
-    return build_model_with_cfg(
-        FdamViTDense,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    return build_deit(FdamViTDense, variant, pretrained, checkpoint_filter_fn, out_indices, **kwargs)
 
 
 @register_model

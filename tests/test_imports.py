@@ -8,14 +8,6 @@ import freqkit
 
 SRC = Path(freqkit.__file__).resolve().parent
 
-# fixed by the redesign of train/: the back edges of its two cycles (config <-> recipes, seg_eval <-> loop).
-# Only these two edges are skipped; any other cycle through train/ still fails. Delete this once train/ is redesigned.
-KNOWN_BACK_EDGES = {
-    ("freqkit.train.config", "freqkit.train.recipes"),
-    ("freqkit.train.seg_eval", "freqkit.train.loop"),
-}
-
-
 def _module_names() -> dict[str, Path]:
     out = {}
     for path in SRC.rglob("*.py"):
@@ -129,7 +121,5 @@ def test_graph_sees_local_relative_and_package_imports(tmp_path):
 
 def test_no_import_cycles():
     graph = import_graph()
-    for a, b in KNOWN_BACK_EDGES:
-        graph.get(a, set()).discard(b)
     found = cycles(graph)
     assert not found, "import cycles in src/freqkit: " + "; ".join(" <-> ".join(c) for c in found)

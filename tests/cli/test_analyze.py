@@ -163,7 +163,6 @@ def test_models_create_names_python_parameters(tmp_path):
 
 
 def test_model_specs_are_analysed(tmp_path, capsys):
-    pytest.importorskip("freqkit.models.spec", reason="model specs such as vit_mini+fdam need freqkit.models.spec")
     argv = ["analyze", "vit_mini+fdam", "--img-size", "64", "--no-figures", "--out", str(tmp_path / "o"), "--workers", "0", "--max-images", "2"]
     assert cli.main(argv) == 0
     data = json.loads((tmp_path / "o" / "report.json").read_text())

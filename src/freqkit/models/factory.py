@@ -27,8 +27,7 @@ def check_model_name(name: str) -> None:
     """Raise a FreqkitError (with close matches) unless timm knows ``name`` (freqkit's models included)."""
     import timm
 
-    import freqkit.models  # noqa: F401  (registers freqkit's models with timm)
-
+    # freqkit's models are registered: importing this module ran freqkit/models/__init__.py first
     if not isinstance(name, str) or not name:
         raise FreqkitError(f"model name must be a non-empty string, got {name!r}")
     if timm.is_model(name):

@@ -280,9 +280,7 @@ def create_segmentation_model(
     'batch'), ``head_dropout`` and ``aux_channels`` (0: no auxiliary FCN head) configure the heads.
     """
     head_kw = dict(head_channels=head_channels, norm=head_norm, dropout=head_dropout, aux_channels=aux_channels)
-    import timm
-
-    import freqkit.models  # noqa: F401  (registers freqkit's backbones with timm)
+    import timm  # freqkit's backbones are registered: importing this module ran freqkit/models/__init__.py
 
     if num_classes < 1:
         raise FreqkitError(f"num_classes must be at least 1, got {num_classes}")

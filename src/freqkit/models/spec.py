@@ -49,7 +49,6 @@ def parse_model_spec(text: str) -> ModelSpec:
     """Parse ``BASE[+METHOD...]``; unknown bases or methods raise a FreqkitError naming the choices."""
     import timm
 
-    import freqkit.models  # noqa: F401  (registers freqkit's backbones)
     from freqkit.models.convert import METHODS
 
     parts = [p.strip() for p in text.strip().split("+")]

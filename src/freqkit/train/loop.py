@@ -126,9 +126,12 @@ def _batches(loader):
         yield batch
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _loss(logits: torch.Tensor, target: torch.Tensor, mean: str = "valid") -> torch.Tensor:
+    """Cross-entropy; ``mean='all'`` divides the labelled pixels' sum by every pixel, ignored ones included (mmseg 0.x)."""
     if logits.dim() == 4 and not (target != IGNORE_INDEX).any():
         return logits.float().sum() * 0.0  # an all-ignore batch: no signal, but keep the graph (DDP)
+    if mean == "all" and logits.dim() == 4:
+        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum") / target.numel()
     return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
 
 
@@ -201,7 +204,9 @@ def finish_metrics(metrics: Any, loss_sum: torch.Tensor, count: torch.Tensor, di
 
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, folder: Path) -> None:
-    diffs = [k for k in RESUME_SENSITIVE if saved.get(k) != getattr(cfg, k)]
+    # a setting newer than the checkpoint had its default then
+    defaults = TrainConfig().to_dict()
+    diffs = [k for k in RESUME_SENSITIVE if saved.get(k, defaults.get(k)) != getattr(cfg, k)]
     if diffs:
         k = diffs[0]
         raise FreqkitError(
@@ -268,9 +273,10 @@ def _build_model(cfg: TrainConfig, task: str, num_classes: int, img_size: int) -
     """build_model with every head setting of ``cfg``."""
     from freqkit.train.models import build_model
 
-    kw = {}
+    kw: dict[str, Any] = dict(drop_path_schedule=cfg.drop_path_schedule)
     if task == "segmentation":
-        kw = dict(head_norm=cfg.head_norm, head_dropout=cfg.head_dropout, aux_channels=cfg.aux_channels)
+        kw.update(head_norm=cfg.head_norm, head_dropout=cfg.head_dropout, aux_channels=cfg.aux_channels, aux_level=cfg.aux_level,
+                  neck=cfg.neck)
     return build_model(cfg.model, task, num_classes, img_size, cfg.drop_path, cfg.head_channels, **kw)
 
 
@@ -344,6 +350,9 @@ def train(
         if key not in known:
             raise ParameterError(key, f"is not a TrainConfig field; use one of {', '.join(sorted(known))}")
     cfg = dataclasses.replace(TrainConfig.from_dict(base.to_dict()), **options).validate()
+    from freqkit.train.recipes import check_init
+
+    check_init(cfg)  # a recipe's 160k steps never start from random weights by accident
     info = init_distributed(cfg.device)
     lock: Optional[RunLock] = None
     try:
@@ -402,7 +411,7 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
     check_num_classes(cfg.task, cfg.num_classes)
     if net is None:
         net = _build_model(cfg, cfg.task, cfg.num_classes, cfg.img_size)
-    if cfg.init is not None:
+    if cfg.init is not None and cfg.init != "scratch":
         from freqkit.train.models import init_backbone
 
         report = init_backbone(net, cfg.init)
@@ -422,7 +431,8 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         check = getattr(ds, "check", None)
         if check is not None:
             check(decode=split == "val")  # every validation item is read now, not after training
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult, betas=(cfg.beta1, cfg.beta2))
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult, betas=(cfg.beta1, cfg.beta2),
+                                wd_exempt=cfg.wd_exempt)
     amp = amp_enabled(cfg.amp, device)
     mean, std = input_stats(model)
 
@@ -506,13 +516,14 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         except FreqkitError as err:
             raise _one_line(err) from None
         x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
-        set_lr(optimizer, lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, warmup_start=cfg.warmup_start_ratio))
+        set_lr(optimizer, lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, warmup_start=cfg.warmup_start_ratio,
+                                    warmup_style=cfg.warmup_style))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = ddp_model(normalize(x, mean, std))
         if isinstance(logits, tuple):  # (main, auxiliary) logits of a segmenter with an auxiliary head
-            loss = _loss(logits[0], y) + cfg.aux_weight * _loss(logits[1], y)
+            loss = _loss(logits[0], y, cfg.loss_mean) + cfg.aux_weight * _loss(logits[1], y, cfg.loss_mean)
         else:
-            loss = _loss(logits, y)
+            loss = _loss(logits, y, cfg.loss_mean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = None

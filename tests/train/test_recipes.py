@@ -14,7 +14,7 @@ from PIL import Image
 
 from freqkit.cli import main
 from freqkit.train.optim import lr_factor
-from freqkit.train.recipes import RECIPES, resolve_config
+from freqkit.train.recipes import RECIPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from test_transforms import SIZES, make_ade  # noqa: E402

@@ -154,7 +154,8 @@ class ViTFeatures(nn.Module):
         if dense and vit.has_neck:
             raise FreqkitError("FdamViTDense carries its own neck (neck=True); build it with neck=False to segment with it")
         if indices is None:
-            indices = vit.block_indices if dense else sorted({max(0, round((i + 1) * depth / len(out_strides)) - 1) for i in range(len(out_strides))})
+            n = len(out_strides)
+            indices = vit.block_indices if dense else sorted({max(0, round((i + 1) * depth / n) - 1) for i in range(n)})
         self.indices = [int(i) for i in indices]
         if len(self.indices) != len(out_strides) or not all(0 <= i < depth for i in self.indices):
             raise FreqkitError(
@@ -368,7 +369,8 @@ def create_segmentation_model(
         feats = ViTFeatures(backbone, feature_indices, neck=neck, norm=head_norm)
         return SegmentationModel(feats, feats.channels, num_classes, **head_kw)
     if neck != "pyramid":
-        raise FreqkitError(f"neck={neck!r} applies to ViT backbones; {type(backbone).__name__} gives its own feature levels (use neck='pyramid')")
+        raise FreqkitError(f"neck={neck!r} applies to ViT backbones; {type(backbone).__name__} gives its own feature levels "
+                           "(use neck='pyramid')")
     if hasattr(backbone, "feature_info") and hasattr(backbone.feature_info, "reduction"):
         return _from_feature_net(backbone, num_classes, **head_kw)
     raise FreqkitError(

@@ -85,7 +85,7 @@ class TrainConfig:
     aux_weight: float = _opt(0.4, "loss weight of the auxiliary head")
     neck: str = _opt("pyramid", "ViT segmentation neck: pyramid (strides 4-32, LayerNorm per level, GroupNorm between transposed "
                      "convs), simple (the released SimpleMultiLevelNeck: strides 4-32, head_norm between transposed convs, no "
-                     "per-level norm) or none (four stride-16 maps)", choices=("pyramid", "simple", "none"))
+                     "per-level norm) or none (the four blocks' stride-p maps)", choices=("pyramid", "simple", "none"))
     loss_mean: str = _opt("valid", "segmentation loss average: valid (over labelled pixels) or all (the labelled pixels' sum over "
                           "every pixel, ignored ones included, as mmsegmentation 0.x)", choices=("valid", "all"))
     crop_size: Optional[int] = _opt(None, "ade20k / pairs data: train on random crop_size crops of the paper pipeline (rescale, "
@@ -158,11 +158,13 @@ class TrainConfig:
             ("img_scale", self.img_scale is None or _scale_ok(self.img_scale), f"must be LONG,SHORT (two positive integers), got {self.img_scale!r}"),
             ("aux_level", self.aux_level >= 0, f"must be >= 0 (0: the finest level), got {self.aux_level}"),
             ("neck", self.neck in ("pyramid", "simple", "none"), f"{self.neck!r} is unknown; use pyramid, simple or none"),
-            ("drop_path_schedule", self.drop_path_schedule in ("linear", "uniform"), f"{self.drop_path_schedule!r} is unknown; use linear or uniform"),
+            ("drop_path_schedule", self.drop_path_schedule in ("linear", "uniform"),
+             f"{self.drop_path_schedule!r} is unknown; use linear or uniform"),
             ("wd_exempt", self.wd_exempt in ("norm_bias_embed", "embed"), f"{self.wd_exempt!r} is unknown; use norm_bias_embed or embed"),
             ("loss_mean", self.loss_mean in ("valid", "all"), f"{self.loss_mean!r} is unknown; use valid or all"),
             ("warmup_style", self.warmup_style in ("prefix", "mmcv"), f"{self.warmup_style!r} is unknown; use prefix or mmcv"),
-            ("init", self.init is None or (isinstance(self.init, str) and self.init.strip() != ""), f"must be a weights file or 'scratch', got {self.init!r}"),
+            ("init", self.init is None or (isinstance(self.init, str) and self.init.strip() != ""),
+             f"must be a weights file or 'scratch', got {self.init!r}"),
         ]
         for param, ok, detail in checks:
             if not ok:

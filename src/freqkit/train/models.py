@@ -18,7 +18,8 @@ from torch import nn
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model", "init_backbone", "InitReport", "drop_path_rates", "DROP_PATH_SCHEDULES"]
+__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model", "init_backbone", "InitReport", "drop_path_rates",
+           "DROP_PATH_SCHEDULES"]
 
 # name -> (timm architecture, keyword overrides, description): small ViTs for CPU experiments on 32-64 px images, and the
 # released DeiT-III baseline backbone of the ADE20K recipes.

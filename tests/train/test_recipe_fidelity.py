@@ -320,3 +320,15 @@ def test_init_loads_deit3_weights_into_the_dense_backbone(tmp_path):
     grid = src.pos_embed.reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
     want = F.interpolate(grid, size=(6, 6), mode="bicubic", align_corners=False).flatten(2).transpose(1, 2)
     torch.testing.assert_close(net.encoder.pos_embed, want)
+
+
+def test_a_checkpoint_from_before_the_new_settings_resumes_with_their_defaults(tmp_path):
+    from freqkit.errors import FreqkitError
+    from freqkit.train import TrainConfig
+    from freqkit.train.loop import _check_resume
+
+    new = ("aux_level", "neck", "drop_path_schedule", "wd_exempt", "loss_mean", "warmup_style")
+    saved = {k: v for k, v in TrainConfig().to_dict().items() if k not in new}
+    _check_resume(saved, TrainConfig(), tmp_path)  # the old run had the defaults' behaviour
+    with pytest.raises(FreqkitError, match="neck"):
+        _check_resume(saved, TrainConfig(neck="simple"), tmp_path)

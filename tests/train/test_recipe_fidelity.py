@@ -142,6 +142,9 @@ def test_a_recipe_from_scratch_on_purpose_runs_on_tiny_data(recipe, tmp_path, ca
         assert saved[key] == getattr(expected, key), key
     assert saved["init"] == "scratch"
     assert "init:" not in capsys.readouterr().out  # nothing was loaded
+    # the saved run rebuilds with the recipe's neck and aux level (its weights load strictly)
+    assert main(["eval", str(out), "--data", f"ade20k:{root}", "--no-progress"]) == 0, capsys.readouterr().err
+    assert "miou" in capsys.readouterr().out.lower()
 
 
 # ---------------------------------------------------------------------------------------- models

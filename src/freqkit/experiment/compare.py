@@ -44,7 +44,8 @@ _RUN_KEYS = ("model", "data", "steps", "batch_size", "lr", "weight_decay", "warm
              "layer_decay", "freq_lr_mult", "clip_grad", "amp", "seed", "drop_path", "head_channels")
 # later settings: a run written before they existed had their defaults
 _LATER_RUN_KEYS = ("global_batch", "beta1", "beta2", "warmup_start_ratio", "crop_size", "img_scale", "head_norm", "head_dropout",
-                   "aux_channels", "aux_weight", "init", "eval_mode", "eval_flip", "eval_scales")
+                   "aux_channels", "aux_weight", "init", "eval_mode", "eval_flip", "eval_scales", "aux_level", "neck",
+                   "drop_path_schedule", "wd_exempt", "loss_mean", "warmup_style")
 
 ModelFactory = Callable[[], Any]
 

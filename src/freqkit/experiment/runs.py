@@ -53,7 +53,8 @@ class Run:
         seg = {}
         if self.config["task"] == "segmentation":
             seg = dict(head_norm=self.config.get("head_norm", "group"), head_dropout=float(self.config.get("head_dropout", 0.0)),
-                       aux_channels=int(self.config.get("aux_channels", 0)))
+                       aux_channels=int(self.config.get("aux_channels", 0)), aux_level=int(self.config.get("aux_level", 2)),
+                       neck=self.config.get("neck", "pyramid"))
         net = build_model(spec, self.config["task"], self.config["num_classes"], self.config["img_size"],
                           head_channels=int(self.config.get("head_channels", 64)), **seg)
         load_checkpoint(net, str(self.weights))

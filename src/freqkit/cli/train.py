@@ -2,6 +2,7 @@
 
     freqkit train --model vit_mini+fdam --data shapes --steps 300
     freqkit train --recipe upernet_deit3_base_fdam_ade20k_160k --data ade20k:/data/ade --init deit_3_base_224_21k.pth --print-config
+    freqkit train --recipe upernet_deit_small_ade20k_160k --data ade20k:/data/ade --init scratch   # random weights, on purpose
     torchrun --nproc_per_node 8 -m freqkit train --model deit_small_fdam_patch16_224 --data ade20k:/data/ADE --batch-size 2
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     )
     # recipe < typed flags: the generated flags record which fields were typed (given_fields)
     add_dataclass_arguments(p, TrainConfig, exclude=("global_batch_size",))
-    p.add_argument("--print-config", action="store_true", help="print the fully resolved configuration as JSON and exit")
+    p.add_argument("--print-config", action="store_true", help="print the fully resolved configuration as JSON and exit (with "
+                   "--recipe: also the release config it follows, the weights it starts from and the paper's mIoU)")
     p.set_defaults(run=run)
     return p
 
@@ -56,7 +58,13 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         if int(os.environ.get("RANK", "0")) == 0:
             shown = cfg.per_process(int(os.environ.get("WORLD_SIZE", "1"))).to_dict()
-            print(json.dumps({**shown, "warmup_steps": cfg.warmup}, indent=1))
+            shown["warmup_steps"] = cfg.warmup
+            if cfg.recipe is not None:
+                from freqkit.train.recipes import recipe_release
+
+                # what the recipe reproduces, beyond the fields: release config, weights, backbone, the paper's mIoU
+                shown["recipe_release"] = recipe_release(cfg.recipe)
+            print(json.dumps(shown, indent=1))
         return 0
     result = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:

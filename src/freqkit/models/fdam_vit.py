@@ -192,14 +192,17 @@ def build_fdam_block(
     fused: bool = True,
     attinv: Optional[dict[str, Any]] = None,
     freqscale: Optional[dict[str, Any]] = None,
+    fdam: bool = True,
 ) -> FreqBlock:
     """The released FDAM block (``Layer_scale_init_Block``) as a FreqBlock: (B, N, C) -> (B, N, C).
 
     x = x + drop_path(ls1(FS1(a) + a)), a = attn(norm1(x)) with AttInv; same with the MLP and FS2.
     ``attinv`` / ``freqscale`` are keyword arguments of AttInv / FreqScale; ``fused=False`` puts the
-    attention and both FreqScales on their reference paths.
+    attention and both FreqScales on their reference paths. ``fdam=False``: the same LayerScale block
+    without AttInv and FreqScale (the plain DeiT-III block of the released baseline).
     """
-    attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, filter=AttInv(dim, num_heads, **(attinv or {})), fused=fused)
+    filt = AttInv(dim, num_heads, **(attinv or {})) if fdam else None
+    attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, filter=filt, fused=fused)
     return FreqBlock(
         attn=attn,
         mlp=Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop),
@@ -209,8 +212,8 @@ def build_fdam_block(
         ls2=LayerScale(dim, init_values) if init_values is not None else None,
         drop_path1=DropPath(drop_path) if drop_path > 0 else None,
         drop_path2=DropPath(drop_path) if drop_path > 0 else None,
-        freq_scale_1=FreqScale(dim, **{"fused": fused, **(freqscale or {})}),
-        freq_scale_2=FreqScale(dim, **{"fused": fused, **(freqscale or {})}),
+        freq_scale_1=FreqScale(dim, **{"fused": fused, **(freqscale or {})}) if fdam else None,
+        freq_scale_2=FreqScale(dim, **{"fused": fused, **(freqscale or {})}) if fdam else None,
     )
 
 
@@ -231,7 +234,8 @@ class FdamViTDense(nn.Module):
     ``forward_intermediates`` returns the outputs of ``block_indices`` as (B, C, H/p, W/p) maps,
     through the neck (strides p/4, p/2, p, 2p) when ``neck=True``; ``forward_features`` returns the
     last block's map (B, C, H/p, W/p) and ``forward`` pooled features or logits (``num_classes``),
-    as timm's convolutional backbones do.
+    as timm's convolutional backbones do. ``fdam=False`` builds the same backbone without AttInv and
+    FreqScale (the released DeiT-III baseline, ``vit_models``).
     """
 
     def __init__(
@@ -253,12 +257,15 @@ class FdamViTDense(nn.Module):
         num_classes: int = 0,
         global_pool: str = "avg",
         fused: bool = True,
+        fdam: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         options = _split_fdam_options(kwargs)
         if kwargs:
             raise FreqkitError(f"FdamViTDense: unknown arguments {sorted(kwargs)}; FDAM options are attinv_* and freqscale_*")
+        if options and not fdam:
+            raise FreqkitError(f"FdamViTDense: {sorted(options)} configure FDAM, but fdam=False builds none; drop them or pass fdam=True")
         if embed_dim % num_heads != 0:
             raise FreqkitError(f"FdamViTDense: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if block_indices is None:
@@ -290,7 +297,7 @@ class FdamViTDense(nn.Module):
             *[
                 build_fdam_block(
                     embed_dim, num_heads, mlp_ratio, qkv_bias, init_values=init_scale, drop_path=dpr[i], attn_drop=attn_drop_rate,
-                    fused=fused, attinv=_layer_options(options, "attinv"), freqscale=_layer_options(options, "freqscale"),
+                    fused=fused, attinv=_layer_options(options, "attinv"), freqscale=_layer_options(options, "freqscale"), fdam=fdam,
                 )
                 for i in range(depth)
             ]

@@ -14,7 +14,8 @@ RESUME_SENSITIVE = (
     "model", "data", "task", "steps", "global_batch_size", "lr", "weight_decay", "warmup_steps", "schedule",
     "min_lr_ratio", "layer_decay", "freq_lr_mult", "clip_grad", "amp", "seed", "img_size", "num_classes",
     "drop_path", "head_channels", "global_batch", "beta1", "beta2", "warmup_start_ratio", "crop_size", "img_scale",
-    "head_norm", "head_dropout", "aux_channels", "aux_weight", "init",
+    "head_norm", "head_dropout", "aux_channels", "aux_weight", "init", "aux_level", "neck", "drop_path_schedule", "wd_exempt",
+    "loss_mean", "warmup_style",
 )
 
 
@@ -46,11 +47,13 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
 class TrainConfig:
     """Settings of one training run; the single source of every default and help text (the CLI flags are generated from it)."""
 
-    recipe: Optional[str] = _opt(None, "start from a named recipe, the FDAM paper's ADE20K UPerNet runs: "
-                                 "upernet_deit_small_ade20k_160k, upernet_deit_small_fdam_ade20k_160k, upernet_deit3_base_ade20k_160k, "
-                                 "upernet_deit3_base_fdam_ade20k_160k; any other flag overrides its values")
+    recipe: Optional[str] = _opt(None, "start from a named recipe, the FDAM paper's ADE20K UPerNet runs as the authors' released "
+                                 "configs set them: upernet_deit_small_ade20k_160k, upernet_deit_small_fdam_ade20k_160k (no released "
+                                 "config: the DeiT-S baseline's settings with FDAM, freqkit's choice), upernet_deit3_base_ade20k_160k, "
+                                 "upernet_deit3_base_fdam_ade20k_160k; each needs init (the ImageNet weights it starts from, or "
+                                 "'scratch'); any other flag overrides its values; see docs/recipes.md")
     model: str = _opt("vit_mini", "model spec BASE[+METHOD...]: BASE is a preset (vit_mini: dim 128, depth 4, patch 8; "
-                      "vit_micro: dim 32) or a timm / freqkit model name; each +METHOD (fdam, attinv, freqscale, attnscale, "
+                      "vit_micro: dim 32; deit3_base_dense: the released DeiT-III-B dense backbone without FDAM) or a timm / freqkit model name; each +METHOD (fdam, attinv, freqscale, attnscale, "
                       "featscale, gfsa) retrofits a ViT base with freqkit.convert, e.g. vit_mini+fdam")
     data: str = _opt("shapes", "dataset: shapes[:size=64,train=2000,val=128,seed=0] | textures[:classes=6,size=64,...] | "
                      "imagefolder:ROOT (ROOT/train/<class>/*, ROOT/val/<class>/*) | ade20k:ROOT (ADEChallengeData2016 "
@@ -64,10 +67,16 @@ class TrainConfig:
                                        "(must divide evenly)")
     eval_batch_size: Optional[int] = _opt(None, "images per evaluation batch (default: batch_size)")
     lr: float = _opt(1e-3, "peak AdamW learning rate")
-    weight_decay: float = _opt(0.05, "AdamW weight decay, not applied to norms, biases and embeddings")
+    weight_decay: float = _opt(0.05, "AdamW weight decay, not applied to the parameters wd_exempt names")
+    wd_exempt: str = _opt("norm_bias_embed", "parameters without weight decay: norm_bias_embed (1-D tensors, biases, position "
+                          "embedding and class token) or embed (position embedding and class token only, as mmcv's default "
+                          "optimizer constructor on mmsegmentation's ViT)", choices=("norm_bias_embed", "embed"))
     warmup_steps: Optional[int] = _opt(None, "linear warmup steps (default: 5% of steps)")
     warmup_start_ratio: Optional[float] = _opt(None, "lr / peak lr at step 0 of the warmup, rising linearly to 1 "
                                                "(default: 1 / warmup_steps, i.e. (step + 1) / warmup_steps)")
+    warmup_style: str = _opt("prefix", "prefix: the decay runs over the steps after the warmup; mmcv: the decay runs over all "
+                             "steps from step 0 and the warmup multiplies it (mmcv 1.x, the released configs)",
+                             choices=("prefix", "mmcv"))
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.999, "AdamW beta2")
     schedule: str = _opt("cosine", "lr decay after warmup (poly: power 1)", choices=("cosine", "poly", "constant"))
@@ -75,16 +84,25 @@ class TrainConfig:
     layer_decay: float = _opt(1.0, "layer-wise lr decay from the model's group_matcher, e.g. 0.65 for fine-tuning (1: off)")
     freq_lr_mult: float = _opt(1.0, "lr multiplier of FreqScale parameters (names containing 'freq_scale')")
     clip_grad: Optional[float] = _opt(1.0, "gradient-norm clip (None / 0 on the command line: off)")
-    amp: Optional[bool] = _opt(None, "bf16 autocast (default: on for CUDA with bf16 support, off on CPU)")
+    amp: Optional[bool] = _opt(None, "bf16 autocast (default: on for CUDA with bf16 support, off on CPU; the recipes train in "
+                               "fp32 as released)")
     seed: int = _opt(0, "seed of the initialization and the data order")
     img_size: Optional[int] = _opt(None, "square image size (default: the dataset's, 64 for built-ins)")
     num_classes: Optional[int] = _opt(None, "class count; checked against the data (pairs: default max label + 1)")
     drop_path: float = _opt(0.0, "stochastic depth rate")
+    drop_path_schedule: str = _opt("linear", "drop_path over the blocks: linear (0 at the first block to drop_path at the last) "
+                                   "or uniform (drop_path in every block; ViT backbones)", choices=("linear", "uniform"))
     head_channels: int = _opt(64, "UPerNet head width for segmentation")
     head_norm: str = _opt("group", "normalization in the segmentation heads (batch: SyncBatchNorm under DDP)", choices=("group", "batch"))
     head_dropout: float = _opt(0.0, "dropout before the segmentation heads' classifiers")
-    aux_channels: int = _opt(0, "width of an auxiliary FCN head on the third feature level (0: none)")
+    aux_channels: int = _opt(0, "width of an auxiliary FCN head (0: none)")
+    aux_level: int = _opt(2, "feature level the auxiliary head reads (0: the finest; the ViT recipes read 3, the last)")
     aux_weight: float = _opt(0.4, "loss weight of the auxiliary head")
+    neck: str = _opt("pyramid", "ViT segmentation neck: pyramid (strides 4-32, LayerNorm per level, GroupNorm between transposed "
+                     "convs), simple (the released SimpleMultiLevelNeck: strides 4-32, head_norm between transposed convs, no "
+                     "per-level norm) or none (the four blocks' stride-p maps)", choices=("pyramid", "simple", "none"))
+    loss_mean: str = _opt("valid", "segmentation loss average: valid (over labelled pixels) or all (the labelled pixels' sum over "
+                          "every pixel, ignored ones included, as mmsegmentation 0.x)", choices=("valid", "all"))
     crop_size: Optional[int] = _opt(None, "ade20k / pairs data: train on random crop_size crops of the paper pipeline (rescale, "
                                     "cat_max_ratio crop, flip, photometric distortion) and evaluate at the original size "
                                     "(default: every image resized to img_size square)")
@@ -97,7 +115,8 @@ class TrainConfig:
     eval_scales: Optional[str] = _opt(None, "comma-separated scale factors of img_scale to average, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 "
                                       "(with eval_mode; default 1.0)")
     init: Optional[str] = _opt(None, "start the backbone from this weights file (timm DeiT / DeiT-III .pth weights-only or "
-                               ".safetensors); missing and unexpected keys are reported")
+                               ".safetensors; missing and unexpected keys are reported), or 'scratch': random weights on purpose "
+                               "(a recipe refuses to start without init)")
     eval_every: int = _opt(0, "evaluate every N steps (0: at the end only)")
     ckpt_every: int = _opt(0, "checkpoint every N steps (0: at the end only)")
     log_every: int = _opt(10, "JSON log line every N steps")
@@ -150,6 +169,15 @@ class TrainConfig:
              f"must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE}, got {self.crop_size}"),
             ("eval_mode", self.eval_mode in (None, "whole", "slide"), f"{self.eval_mode!r} is unknown; use whole or slide"),
             ("img_scale", self.img_scale is None or _scale_ok(self.img_scale), f"must be LONG,SHORT (two positive integers), got {self.img_scale!r}"),
+            ("aux_level", self.aux_level >= 0, f"must be >= 0 (0: the finest level), got {self.aux_level}"),
+            ("neck", self.neck in ("pyramid", "simple", "none"), f"{self.neck!r} is unknown; use pyramid, simple or none"),
+            ("drop_path_schedule", self.drop_path_schedule in ("linear", "uniform"),
+             f"{self.drop_path_schedule!r} is unknown; use linear or uniform"),
+            ("wd_exempt", self.wd_exempt in ("norm_bias_embed", "embed"), f"{self.wd_exempt!r} is unknown; use norm_bias_embed or embed"),
+            ("loss_mean", self.loss_mean in ("valid", "all"), f"{self.loss_mean!r} is unknown; use valid or all"),
+            ("warmup_style", self.warmup_style in ("prefix", "mmcv"), f"{self.warmup_style!r} is unknown; use prefix or mmcv"),
+            ("init", self.init is None or (isinstance(self.init, str) and self.init.strip() != ""),
+             f"must be a weights file or 'scratch', got {self.init!r}"),
         ]
         for param, ok, detail in checks:
             if not ok:

@@ -118,10 +118,15 @@ def _batches(loader):
         yield batch
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of logits (B, K) or (B, K, H, W) against targets, pixels labelled 255 ignored."""
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, mean: str = "valid") -> torch.Tensor:
+    """Cross-entropy of logits (B, K) or (B, K, H, W) against targets, pixels labelled 255 ignored.
+
+    ``mean='all'`` divides the labelled pixels' sum by every pixel, ignored ones included (mmsegmentation 0.x).
+    """
     if logits.dim() == 4 and not (target != IGNORE_INDEX).any():
         return logits.float().sum() * 0.0  # an all-ignore batch: no signal, but keep the graph (DDP)
+    if mean == "all" and logits.dim() == 4:
+        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum") / target.numel()
     return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
 
 

@@ -135,6 +135,9 @@ def train(
         if key not in known:
             raise ParameterError(key, f"is not a TrainConfig field; use one of {', '.join(sorted(known))}")
     cfg = dataclasses.replace(TrainConfig.from_dict(base.to_dict()), **options).validate()
+    from freqkit.train.recipes import check_init
+
+    check_init(cfg)  # a recipe's 160k steps never start from random weights by accident
     info = init_distributed(cfg.device)
     lock: Optional[RunLock] = None
     try:
@@ -174,7 +177,7 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
     check_num_classes(cfg.task, cfg.num_classes)
     if net is None:
         net = build_network(cfg, cfg.task, cfg.num_classes, cfg.img_size)
-    if cfg.init is not None:
+    if cfg.init is not None and cfg.init != "scratch":
         from freqkit.models.spec import init_backbone
 
         report = init_backbone(net, cfg.init)
@@ -192,7 +195,8 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         check = getattr(ds, "check", None)
         if check is not None:
             check(decode=split == "val")  # every validation item is read now, not after training
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult, betas=(cfg.beta1, cfg.beta2))
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult, betas=(cfg.beta1, cfg.beta2),
+                                wd_exempt=cfg.wd_exempt)
     amp = amp_enabled(cfg.amp, device)
     mean, std = input_stats(model)
 
@@ -273,13 +277,14 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         except FreqkitError as err:
             raise one_line(err) from None
         x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
-        set_lr(optimizer, lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, warmup_start=cfg.warmup_start_ratio))
+        set_lr(optimizer, lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, warmup_start=cfg.warmup_start_ratio,
+                                    warmup_style=cfg.warmup_style))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = ddp_model(normalize(x, mean, std))
         if isinstance(logits, tuple):  # (main, auxiliary) logits of a segmenter with an auxiliary head
-            loss = loss_fn(logits[0], y) + cfg.aux_weight * loss_fn(logits[1], y)
+            loss = loss_fn(logits[0], y, cfg.loss_mean) + cfg.aux_weight * loss_fn(logits[1], y, cfg.loss_mean)
         else:
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits, y, cfg.loss_mean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = None

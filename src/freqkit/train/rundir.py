@@ -25,7 +25,8 @@ REUSE_KEYS = ("model", "data", "steps", "batch_size", "lr", "weight_decay", "war
               "layer_decay", "freq_lr_mult", "clip_grad", "amp", "seed", "drop_path", "head_channels")
 # later settings: a run written before they existed had their defaults
 LATER_REUSE_KEYS = ("global_batch", "beta1", "beta2", "warmup_start_ratio", "crop_size", "img_scale", "head_norm", "head_dropout",
-                    "aux_channels", "aux_weight", "init", "eval_mode", "eval_flip", "eval_scales")
+                    "aux_channels", "aux_weight", "init", "eval_mode", "eval_flip", "eval_scales", "aux_level", "neck",
+                    "drop_path_schedule", "wd_exempt", "loss_mean", "warmup_style")
 _FIX = "the training config"
 
 
@@ -43,7 +44,8 @@ class RunDir:
 
     def check_resume(self, saved: dict[str, Any], cfg: TrainConfig, folder: Path) -> None:
         """Raise unless checkpoint config ``saved`` agrees with ``cfg`` on every setting that changes the math."""
-        diffs = [k for k in RESUME_SENSITIVE if saved.get(k) != getattr(cfg, k)]
+        defaults = TrainConfig().to_dict()  # a setting newer than the checkpoint had its default then
+        diffs = [k for k in RESUME_SENSITIVE if saved.get(k, defaults.get(k)) != getattr(cfg, k)]
         if diffs:
             k = diffs[0]
             raise FreqkitError(
@@ -188,7 +190,8 @@ def build_run_model(config: dict[str, Any], weights: Union[str, Path], spec: Opt
     seg = {}
     if config["task"] == "segmentation":
         seg = dict(head_norm=config.get("head_norm", "group"), head_dropout=float(config.get("head_dropout", 0.0)),
-                   aux_channels=int(config.get("aux_channels", 0)))
+                   aux_channels=int(config.get("aux_channels", 0)), aux_level=int(config.get("aux_level", 2)),
+                   neck=config.get("neck", "pyramid"))
     net = build_model(spec, config["task"], config["num_classes"], config["img_size"],
                       head_channels=int(config.get("head_channels", 64)), **seg)
     load_checkpoint(net, str(weights))

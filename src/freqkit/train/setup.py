@@ -66,9 +66,10 @@ def build_network(cfg: TrainConfig, task: str, num_classes: int, img_size: int) 
     """The network of ``cfg.model`` for the data, with every head setting of ``cfg``."""
     from freqkit.models.spec import build_model
 
-    kw = {}
+    kw: dict[str, Any] = dict(drop_path_schedule=cfg.drop_path_schedule)
     if task == "segmentation":
-        kw = dict(head_norm=cfg.head_norm, head_dropout=cfg.head_dropout, aux_channels=cfg.aux_channels)
+        kw.update(head_norm=cfg.head_norm, head_dropout=cfg.head_dropout, aux_channels=cfg.aux_channels, aux_level=cfg.aux_level,
+                  neck=cfg.neck)
     return build_model(cfg.model, task, num_classes, img_size, cfg.drop_path, cfg.head_channels, **kw)
 
 

@@ -8,7 +8,8 @@ state, so a run stopped at any step and resumed (``resume=True``) ends with the 
 uninterrupted one.
 
 Outputs in ``<out>``: ``model.safetensors`` + ``config.json`` (the final model, for ``freqkit eval``),
-``metrics.json``, ``log.jsonl``, ``checkpoint/``.
+``metrics.json``, ``log.jsonl``, ``monitor.jsonl`` (per-layer spectral metrics every ``monitor_every`` steps),
+``checkpoint/``; TensorBoard events in ``tensorboard`` when set.
 """
 from __future__ import annotations
 
@@ -350,6 +351,8 @@ def train(
         if is_main(info):
             check_writable_dir(cfg.out, "out")
             lock = RunLock(cfg.out, "out").acquire()
+            if cfg.tensorboard:
+                check_writable_dir(cfg.tensorboard, "tensorboard")
         return _train(cfg, info, model, datasets)
     finally:
         if lock is not None:
@@ -447,6 +450,12 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             _truncate_log(log_path, start, finished=start >= cfg.steps)
     elif main and log_path.exists():
         log_path.unlink()
+    tb, monitor = None, None
+    if main:  # the spectral monitor and TensorBoard: rank 0 only, no collective calls
+        from freqkit.train.monitoring import start_monitor, tensorboard_writer
+
+        tb = tensorboard_writer(cfg.tensorboard, start)
+        monitor = start_monitor(cfg.monitor_every, model, val_ds, lambda x: normalize(x, mean, std), out, start, found is not None, tb)
     if info.distributed:
         torch.distributed.barrier()  # every rank resumes the same step (rank 0 may have settled the copies)
 
@@ -487,6 +496,8 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             rec = {"step": step, "split": "val", **res}
             _write_jsonl(log_path, rec)
             history.append(rec)
+            for key, value in res.items() if tb is not None else ():
+                tb.add_scalar(f"val/{key}", value, step)
         return res
 
     bar = tqdm(total=end, initial=start, desc=f"train {cfg.model}", disable=not (cfg.progress and main), dynamic_ncols=True)
@@ -538,8 +549,13 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             if main:
                 _write_jsonl(log_path, rec)
                 history.append(rec)
+                if tb is not None:
+                    tb.add_scalar("train/loss", rec["loss"], done)
+                    tb.add_scalar("train/lr", rec["lr"], done)
             bar.set_postfix(loss=f"{rec['loss']:.3f}")
         bar.update(1)
+        if monitor is not None:  # before the checkpoint of this step: a resume keeps the records up to it
+            monitor.step(done, force=done == cfg.steps)
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             metrics = run_eval(done)
         if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end:
@@ -556,6 +572,8 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         metrics = run_eval(end)
         if main:
             atomic_write_json(out / "metrics.json", metrics)
+    if tb is not None:
+        tb.close()
     return TrainResult(
         model=model, metrics=metrics, config=cfg, out=out, task=cfg.task, num_classes=cfg.num_classes,
         img_size=cfg.img_size, steps_done=end, seconds=time.perf_counter() - t_start,

@@ -116,7 +116,8 @@ class Comparison:
         return format_table(self.summary, self.task)
 
     def plot(self) -> dict[str, Any]:
-        """Matplotlib figures by file stem: ``spectral`` (per-layer curves), ``loss`` (training loss) and
+        """Matplotlib figures by file stem: ``spectral`` (per-layer curves), ``loss`` (training loss), ``over_training``
+        (each layer's hf_ratio and token similarity against the step, from the runs' monitor) and
         ``predictions`` (segmentation panels, or ``predictions_confusion`` matrices for classification)."""
         figs = _figures(self.runs)
         if self.predictions:
@@ -219,6 +220,7 @@ def compare(
     from freqkit.analysis import Report, analyze
     from freqkit.analysis.predictions import prediction_panel_data
     from freqkit.data import build_datasets
+    from freqkit.monitor import monitor_curves
     from freqkit.data.spec import DataInfo
     from freqkit.train import TrainConfig, train
     from freqkit.train.loop import input_stats, normalize, preflight
@@ -315,6 +317,7 @@ def compare(
                     "seconds_per_step": done["seconds_per_step"],
                     "parameters": int(sum(p.numel() for p in net.parameters())),
                     "history": [h for h in done["history"] if h.get("split") == "train"],
+                    "monitor": monitor_curves(run_dir / "monitor.jsonl"),  # per-layer curves over training (monitor_every)
                     **{key: None if rep is None else rep[name].series(key) for key in CURVES},
                 })
                 if not keep_checkpoints:
@@ -456,7 +459,10 @@ def _figures(runs: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
     ax.set_ylabel("training loss (mean over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return {"spectral": spectral, "loss": fig}
+    from freqkit.monitor import over_training_figure
+
+    over = over_training_figure(runs)
+    return {"spectral": spectral, "loss": fig, **({"over_training": over} if over is not None else {})}
 
 
 def render_html(settings: dict[str, Any], summary: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]],

@@ -32,12 +32,13 @@ def test_monitor_changes_no_weight_and_records_analyze_of_the_final_model(tmp_pa
     assert not (tmp_path / "off" / "monitor.jsonl").exists()
     history = load_history(tmp_path / "on" / "monitor.jsonl")
     assert history.steps == [0, 2, 4, 6] and history.layers == [f"blocks.{i}" for i in range(4)]
-    # the last record is analyze of the trained backbone on the first 4 validation images
+    # the last record is analyze of the trained backbone on the first validation images, one batch (2) of them
     from freqkit.data import build_datasets
 
     ds, _ = build_datasets(TINY, splits=("val",))
     net = watched.model.encoder
-    x = normalize(probe_images(ds["val"]), *input_stats(watched.model))
+    x = normalize(probe_images(ds["val"], 2), *input_stats(watched.model))
+    assert history.settings["probe_images"] == 2
     truth = analyze(net, x, cka=False, methods=False).models[0]
     for key in ("hf_ratio", "cosine_similarity", "effective_rank"):
         assert history[-1][key] == pytest.approx(truth.series(key), rel=1e-5), key

@@ -87,8 +87,8 @@ class TrainConfig:
     eval_every: int = _opt(0, "evaluate every N steps (0: at the end only)")
     ckpt_every: int = _opt(0, "checkpoint every N steps (0: at the end only)")
     log_every: int = _opt(10, "JSON log line every N steps")
-    monitor_every: int = _opt(25, "record each layer's spectral metrics (hf_ratio, token cosine similarity, effective rank) on 16 fixed "
-                              "validation images every N steps, and at the end, into out/monitor.jsonl (0: off)")
+    monitor_every: int = _opt(25, "record each layer's spectral metrics (hf_ratio, token cosine similarity, effective rank) on fixed "
+                              "validation images (16, at most batch_size) every N steps and at the end into out/monitor.jsonl (0: off)")
     tensorboard: Optional[str] = _opt(None, "write TensorBoard events to this folder: training loss, lr, evaluation metrics and the "
                                       "monitor's per-layer scalars")
     num_workers: int = _opt(0, "DataLoader worker processes", flag="--workers")

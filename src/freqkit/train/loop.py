@@ -455,7 +455,7 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         from freqkit.train.monitoring import start_monitor, tensorboard_writer
 
         tb = tensorboard_writer(cfg.tensorboard, start)
-        monitor = start_monitor(cfg.monitor_every, model, val_ds, lambda x: normalize(x, mean, std), out, start, found is not None, tb)
+        monitor = start_monitor(cfg, model, val_ds, lambda x: normalize(x, mean, std), out, start, found is not None, tb)
     if info.distributed:
         torch.distributed.barrier()  # every rank resumes the same step (rank 0 may have settled the copies)
 

@@ -1,7 +1,7 @@
 """What ``freqkit.train`` watches besides the loss: the :class:`~freqkit.SpectralMonitor` on fixed validation
 images (``monitor_every``, history in ``<out>/monitor.jsonl``) and TensorBoard events (``tensorboard``).
 
-The probe is the first :data:`PROBE_IMAGES` validation images, normalized as the model expects; it is read
+The probe is the first :data:`PROBE_IMAGES` (at most one batch) validation images, normalized as the model expects; it is read
 with the global RNG states kept, so a run with the monitor trains exactly as one without. On resume the
 history is cut back to the checkpoint's step (records after it were measured by the interrupted run and are
 measured again), and TensorBoard events from that step on are purged.
@@ -33,12 +33,14 @@ def probe_images(dataset: Any, count: int = PROBE_IMAGES) -> torch.Tensor:
                                                                               antialias=True)[0] for im in images])
 
 
-def start_monitor(every: int, model: nn.Module, val_ds: Any, normalize: Callable[[torch.Tensor], torch.Tensor], out: Path,
+def start_monitor(cfg: Any, model: nn.Module, val_ds: Any, normalize: Callable[[torch.Tensor], torch.Tensor], out: Path,
                   start: int, resumed: bool, writer: Any = None) -> Optional[SpectralMonitor]:
-    """The run's monitor on the backbone of ``model`` (a segmenter's encoder), or None when ``every`` is 0.
+    """The run's monitor (every ``cfg.monitor_every`` steps) on the backbone of ``model`` (a segmenter's encoder), or None.
 
-    A resumed run keeps the history up to ``start``; a fresh run starts a new one and records step 0.
+    The probe is at most ``cfg.batch_size`` images, so one measurement costs less than a training step at any
+    image size. A resumed run keeps the history up to ``start``; a fresh run starts a new one and records step 0.
     """
+    every = int(cfg.monitor_every)
     path = out / MONITOR_FILE
     if resumed:
         truncate_history(path, start)
@@ -48,7 +50,8 @@ def start_monitor(every: int, model: nn.Module, val_ds: Any, normalize: Callable
         return None
     net = getattr(model, "encoder", model)
     device = next(net.parameters()).device
-    monitor = SpectralMonitor(net, normalize(probe_images(val_ds).to(device)), every=every, writer=writer, path=path)
+    probe = probe_images(val_ds, min(PROBE_IMAGES, int(cfg.batch_size)))
+    monitor = SpectralMonitor(net, normalize(probe.to(device)), every=every, writer=writer, path=path)
     if start == 0:
         monitor.step(0)
     return monitor

@@ -380,11 +380,11 @@ class SpectralMonitor:
         self._history: Optional[MonitorHistory] = None
         self._name = name
         self._last_step: Optional[int] = None
-        if self.path is not None:
+        if self.path is not None and _rank() == 0:  # the other ranks never write
             from freqkit.io import check_writable_file
 
             check_writable_file(self.path, "path")
-            if self.path.is_file() and self.path.stat().st_size > 0 and _rank() == 0:
+            if self.path.is_file() and self.path.stat().st_size > 0:
                 old, clean = _read(self.path)
                 if old.metrics != self.metrics or (self.layers is not None and old.layers != self.layers):
                     raise ParameterError("path", f"{str(self.path)!r} holds a history of other metrics or layers; pass a new path or delete it")

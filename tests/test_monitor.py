@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-import freqkit
 from freqkit.analysis import analyze
 from freqkit.errors import FreqkitError, ParameterError
 from freqkit.monitor import METRICS, MonitorHistory, SpectralMonitor, load_history, over_training_figure, truncate_history
@@ -202,7 +201,7 @@ def test_writer_gets_one_scalar_per_layer_and_metric_and_figures():
     w = _Writer()
     model = build_model("vit_micro", "classification", 4, 32)
     mon = SpectralMonitor(model, _probe(), every=2, writer=w, figure_every=2)
-    for step in range(0, 9):
+    for step in range(9):
         mon.step(step)
     assert mon.history.steps == [0, 2, 4, 6, 8]
     assert len(w.scalars) == 5 * 3 * 4

@@ -45,8 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 __all__ = [
-    "SpectralMonitor", "MonitorHistory", "METRICS", "DEFAULT_METRICS", "truncate_history", "load_history", "over_training_figure",
-    "monitor_curves",
+    "DEFAULT_METRICS", "METRICS", "MonitorHistory", "SpectralMonitor", "load_history", "monitor_curves", "over_training_figure",
+    "truncate_history",
 ]
 
 SCHEMA = "freqkit.monitor"

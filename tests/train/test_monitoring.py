@@ -18,8 +18,8 @@ TINY = "shapes:size=32,train=8,val=4"
 
 
 def _cfg(tmp_path, name, **kw):
-    base = dict(model="vit_micro", data=TINY, steps=6, batch_size=2, lr=3e-3, out=str(tmp_path / name), progress=False,
-                monitor_every=2, drop_path=0.2)
+    base = {"model": "vit_micro", "data": TINY, "steps": 6, "batch_size": 2, "lr": 3e-3, "out": str(tmp_path / name),
+            "progress": False, "monitor_every": 2, "drop_path": 0.2}
     base.update(kw)
     return TrainConfig(**base)
 

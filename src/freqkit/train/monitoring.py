@@ -18,7 +18,7 @@ from torch import nn
 from freqkit.errors import ParameterError
 from freqkit.monitor import SpectralMonitor, _rng_kept, truncate_history
 
-__all__ = ["PROBE_IMAGES", "MONITOR_FILE", "probe_images", "start_monitor", "tensorboard_writer"]
+__all__ = ["MONITOR_FILE", "PROBE_IMAGES", "probe_images", "start_monitor", "tensorboard_writer"]
 
 PROBE_IMAGES = 16
 MONITOR_FILE = "monitor.jsonl"

@@ -126,11 +126,12 @@ def test_freqkit_backbones_and_wrappers():
     torch.manual_seed(0)
     import timm
 
-    spanet = timm.create_model("spanet_small", num_classes=3)
     probe = _probe(2, 64)
-    rec = SpectralMonitor(spanet, probe).measure(0)
-    assert len(rec["hf_ratio"]) == 4
-    _assert_matches_analyze(rec, spanet, probe)
+    for name in ("spanet_small", "spanetv2_s18_pure"):
+        net = timm.create_model(name, num_classes=3)
+        rec = SpectralMonitor(net, probe).measure(0)
+        assert len(rec["hf_ratio"]) == 4
+        _assert_matches_analyze(rec, net, probe)
     fdam = build_model("vit_micro+fdam", "classification", 4, 32)
     compiled = torch.compile(fdam, backend="eager")
     mon = SpectralMonitor(compiled, _probe(), every=1)

@@ -84,3 +84,16 @@ def test_bad_monitor_settings_name_the_flag(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["train", "--data", TINY, "--steps", "1", "--no-progress", "--tensorboard", str(tmp_path / "file"), "--out", str(tmp_path / "r")]) == 2
     assert "--tensorboard" in capsys.readouterr().err
+
+
+def test_compare_gives_each_run_its_own_tensorboard_folder(tmp_path):
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from freqkit.experiment import compare
+
+    compare(["vit_micro"], data=TINY, steps=2, seeds=2, out=tmp_path / "cmp", batch_size=2, progress=False, analyze_images=2,
+            tensorboard=str(tmp_path / "tb"))
+    for seed in (0, 1):
+        acc = ea.EventAccumulator(str(tmp_path / "tb" / "vit_micro" / f"seed{seed}"))
+        acc.Reload()
+        history = load_history(tmp_path / "cmp" / "runs" / "vit_micro" / f"seed{seed}" / "monitor.jsonl")
+        assert [e.value for e in acc.Scalars("spectral/hf_ratio/block00")] == pytest.approx([r["hf_ratio"][0] for r in history], rel=1e-6)

@@ -280,6 +280,8 @@ def compare(
             for seed in seed_list:
                 run_dir = root / "runs" / _slug(name) / f"seed{seed}"
                 cfg = dataclasses.replace(base_cfg, model=name if callable(spec) else spec, seed=seed, out=str(run_dir))
+                if cfg.tensorboard:  # one TensorBoard run per model and seed
+                    cfg.tensorboard = str(Path(cfg.tensorboard) / _slug(name) / f"seed{seed}")
                 done = _previous_run(run_dir, cfg) if resume and not callable(spec) else None
                 if done is None:
                     cfg.resume = bool(resume)

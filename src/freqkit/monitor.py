@@ -601,7 +601,7 @@ def over_training_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Opt
     if not models:
         return None
     fig = Figure(figsize=(9.5, 2.6 * len(models) + 0.6), dpi=110, layout="constrained")
-    axes = fig.subplots(len(models), len(OVER_TRAINING), squeeze=False, sharex=True)
+    axes = fig.subplots(len(models), len(OVER_TRAINING), squeeze=False, sharex=True, sharey="col")  # models compare by eye
     cmap = matplotlib.colormaps["plasma"]
     for row, (name, curves) in zip(axes, models.items()):
         for ax, (key, title) in zip(row, OVER_TRAINING):

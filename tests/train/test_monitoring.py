@@ -97,3 +97,21 @@ def test_compare_gives_each_run_its_own_tensorboard_folder(tmp_path):
         acc.Reload()
         history = load_history(tmp_path / "cmp" / "runs" / "vit_micro" / f"seed{seed}" / "monitor.jsonl")
         assert [e.value for e in acc.Scalars("spectral/hf_ratio/block00")] == pytest.approx([r["hf_ratio"][0] for r in history], rel=1e-6)
+
+
+class _Flat(torch.nn.Module):
+    """A segmenter with no blocks or stages the probe knows: it trains, the monitor steps aside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+        self.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_a_network_the_monitor_cannot_read_still_trains(tmp_path):
+    with pytest.warns(UserWarning, match="spectral monitor is off"):
+        res = train(_cfg(tmp_path, "flat", task="segmentation", num_classes=5, drop_path=0.0), model=_Flat())
+    assert res.steps_done == 6 and not (tmp_path / "flat" / "monitor.jsonl").exists()

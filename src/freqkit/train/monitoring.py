@@ -8,6 +8,7 @@ measured again), and TensorBoard events from that step on are purged.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -15,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from freqkit.errors import ParameterError
+from freqkit.errors import FreqkitError, ParameterError
 from freqkit.monitor import SpectralMonitor, _rng_kept, truncate_history
+from freqkit.probe import default_layers
 
 __all__ = ["MONITOR_FILE", "PROBE_IMAGES", "probe_images", "start_monitor", "tensorboard_writer"]
 
@@ -51,9 +53,14 @@ def start_monitor(cfg: Any, model: nn.Module, val_ds: Any, normalize: Callable[[
     net = getattr(model, "encoder", model)
     device = next(net.parameters()).device
     probe = probe_images(val_ds, min(PROBE_IMAGES, int(cfg.batch_size)))
-    monitor = SpectralMonitor(net, normalize(probe.to(device)), every=every, writer=writer, path=path)
-    if start == 0:
-        monitor.step(0)
+    try:
+        monitor = SpectralMonitor(net, normalize(probe.to(device)), every=every, writer=writer, path=path)
+        default_layers(monitor.net)
+        if start == 0:
+            monitor.step(0)
+    except FreqkitError as err:  # a network whose layers the probe cannot find still trains, unwatched
+        warnings.warn(f"the spectral monitor is off for this run: {err}", stacklevel=2)
+        return None
     return monitor
 
 

@@ -253,6 +253,7 @@ def compare(
 
     from freqkit.analysis import Report
     from freqkit.train import preflight
+    from freqkit.monitor import monitor_curves
 
     t0 = time.perf_counter()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -272,6 +273,8 @@ def compare(
         run_cfg = {(name, seed): dataclasses.replace(base_cfg, model=name if callable(spec) else spec, seed=seed,
                                                      out=str(root / "runs" / slug(name) / f"seed{seed}"))
                    for name, spec in named.items() for seed in seed_list}
+        for (name, seed), cfg in run_cfg.items() if base_cfg.tensorboard else ():  # one TensorBoard run per model and seed
+            cfg.tensorboard = str(Path(base_cfg.tensorboard) / slug(name) / f"seed{seed}")
         if isinstance(data, str):
             # every spec is built and fed one image, every run folder proven writable, before anything trains
             preflight([run_cfg[name, seed_list[0]] for name, spec in named.items() if isinstance(spec, str)], data=(datasets, info))
@@ -294,6 +297,7 @@ def compare(
                     "seed": seed, "metrics": done["metrics"], "seconds": done["seconds"], "seconds_per_step": done["seconds_per_step"],
                     "parameters": int(sum(p.numel() for p in net.parameters())),
                     "history": [h for h in done["history"] if h.get("split") == "train"],
+                    "monitor": monitor_curves(Path(cfg.out) / "monitor.jsonl"),  # per-layer curves over training (monitor_every)
                     **{key: None if rep is None else rep[name].series(key) for key in CURVES},
                 })
                 if not keep_checkpoints:

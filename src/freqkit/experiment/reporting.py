@@ -54,7 +54,8 @@ class Comparison:
         return format_table(self.summary, self.task)
 
     def plot(self) -> dict[str, Any]:
-        """Matplotlib figures by file stem: ``spectral`` (per-layer curves), ``loss`` (training loss) and
+        """Matplotlib figures by file stem: ``spectral`` (per-layer curves), ``loss`` (training loss), ``over_training``
+        (each layer's hf_ratio and token similarity against the step, from the runs' monitor) and
         ``predictions`` (segmentation panels, or ``predictions_confusion`` matrices for classification)."""
         figs = _figures(self.runs)
         if self.predictions:
@@ -191,7 +192,11 @@ def _figures(runs: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for name, rs in runs.items():
         steps = [h["step"] for h in rs[0]["history"]]
         losses[name] = (steps, [statistics.fmean(v) for v in zip(*[[h["loss"] for h in r["history"]] for r in rs])] if steps else [])
-    return {"spectral": fig, "loss": render.curve_figure(losses, "step", "training loss (mean over seeds)")}
+    from freqkit.monitor import over_training_figure
+
+    over = over_training_figure(runs)
+    return {"spectral": fig, "loss": render.curve_figure(losses, "step", "training loss (mean over seeds)"),
+            **({"over_training": over} if over is not None else {})}
 
 
 def merge_predictions(acc: Optional[dict[str, Any]], one: dict[str, Any]) -> dict[str, Any]:

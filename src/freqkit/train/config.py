@@ -9,7 +9,8 @@ from freqkit.errors import FreqkitError, ParameterError
 
 __all__ = ["TrainConfig", "RESUME_SENSITIVE", "parse_scales", "resolve_config"]
 
-# fields that must match between a checkpoint and the run that resumes it (anything that changes the math)
+# fields that must match between a checkpoint and the run that resumes it (anything that changes the math);
+# what is only watched or logged (log_every, monitor_every, tensorboard, progress) may change on resume
 RESUME_SENSITIVE = (
     "model", "data", "task", "steps", "global_batch_size", "lr", "weight_decay", "warmup_steps", "schedule",
     "min_lr_ratio", "layer_decay", "freq_lr_mult", "clip_grad", "amp", "seed", "img_size", "num_classes",
@@ -120,6 +121,10 @@ class TrainConfig:
     eval_every: int = _opt(0, "evaluate every N steps (0: at the end only)")
     ckpt_every: int = _opt(0, "checkpoint every N steps (0: at the end only)")
     log_every: int = _opt(10, "JSON log line every N steps")
+    monitor_every: int = _opt(25, "record each layer's spectral metrics (hf_ratio, token cosine similarity, effective rank) on fixed "
+                              "validation images (16, at most batch_size) every N steps and at the end into out/monitor.jsonl (0: off)")
+    tensorboard: Optional[str] = _opt(None, "write TensorBoard events to this folder: training loss, lr, evaluation metrics and the "
+                                      "monitor's per-layer scalars")
     num_workers: int = _opt(0, "DataLoader worker processes", flag="--workers")
     device: str = _opt("auto", "cpu, cuda, cuda:1 ... (auto: cuda if available)")
     resume: bool = _opt(False, "continue from out/checkpoint if it exists (same settings)")
@@ -155,6 +160,9 @@ class TrainConfig:
             ("eval_every", self.eval_every >= 0, f"must be >= 0 (0: at the end only), got {self.eval_every}"),
             ("ckpt_every", self.ckpt_every >= 0, f"must be >= 0 (0: at the end only), got {self.ckpt_every}"),
             ("log_every", self.log_every >= 1, f"must be >= 1, got {self.log_every}"),
+            ("monitor_every", self.monitor_every >= 0, f"must be >= 0 (0: off), got {self.monitor_every}"),
+            ("tensorboard", self.tensorboard is None or (isinstance(self.tensorboard, str) and self.tensorboard.strip() != ""),
+             f"must be a folder path (or None), got {self.tensorboard!r}"),
             ("num_workers", self.num_workers >= 0, f"must be >= 0, got {self.num_workers}"),
             ("global_batch", self.global_batch is None or self.global_batch >= 1, f"must be >= 1 (or None), got {self.global_batch}"),
             ("warmup_start_ratio", self.warmup_start_ratio is None or 0 <= self.warmup_start_ratio <= 1,

@@ -3,9 +3,10 @@
 ``train(TrainConfig(...))`` trains with AdamW (warmup + cosine or poly, layer-wise lr decay, FreqScale lr
 multiplier, gradient clipping, optional bf16 autocast), evaluates (:mod:`freqkit.train.evaluate`), and writes
 the run folder through :mod:`freqkit.train.rundir` (``model.safetensors`` + ``config.json``, ``metrics.json``,
-``log.jsonl``, ``checkpoint/``). The data stream and the lr are functions of the step, and the checkpoint
-holds every optimizer and RNG state, so a run stopped at any step and resumed (``resume=True``) ends with the
-same weights as an uninterrupted one. Data and model come from :mod:`freqkit.train.setup`.
+``log.jsonl``, ``monitor.jsonl`` with per-layer spectral metrics every ``monitor_every`` steps, ``checkpoint/``;
+TensorBoard events in ``tensorboard`` when set). The data stream and the lr are functions of the step, and the
+checkpoint holds every optimizer and RNG state, so a run stopped at any step and resumed (``resume=True``) ends
+with the same weights as an uninterrupted one. Data and model come from :mod:`freqkit.train.setup`.
 """
 from __future__ import annotations
 
@@ -144,6 +145,8 @@ def train(
         if is_main(info):
             check_writable_dir(cfg.out, "out")
             lock = RunLock(cfg.out, "out").acquire()
+            if cfg.tensorboard:
+                check_writable_dir(cfg.tensorboard, "tensorboard")
         return _train(cfg, info, model, datasets, data_info)
     finally:
         if lock is not None:
@@ -220,6 +223,12 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             run_dir.truncate_log(start, finished=start >= cfg.steps)
     elif main:
         run_dir.clear_log()
+    tb, monitor = None, None
+    if main:  # the spectral monitor and TensorBoard: rank 0 only, no collective calls
+        from freqkit.train.monitoring import start_monitor, tensorboard_writer
+
+        tb = tensorboard_writer(cfg.tensorboard, start)
+        monitor = start_monitor(cfg, model, val_ds, lambda x: normalize(x, mean, std), out, start, found is not None, tb)
     if info.distributed:
         torch.distributed.barrier()  # every rank resumes the same step (rank 0 may have settled the copies)
 
@@ -258,6 +267,8 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             rec = {"step": step, "split": "val", **res}
             run_dir.log(rec)
             history.append(rec)
+            for key, value in res.items() if tb is not None else ():
+                tb.add_scalar(f"val/{key}", value, step)
         return res
 
     bar = tqdm(total=end, initial=start, desc=f"train {cfg.model}", disable=not (cfg.progress and main), dynamic_ncols=True)
@@ -310,8 +321,13 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             if main:
                 run_dir.log(rec)
                 history.append(rec)
+                if tb is not None:
+                    tb.add_scalar("train/loss", rec["loss"], done)
+                    tb.add_scalar("train/lr", rec["lr"], done)
             bar.set_postfix(loss=f"{rec['loss']:.3f}")
         bar.update(1)
+        if monitor is not None:  # before the checkpoint of this step: a resume keeps the records up to it
+            monitor.step(done, force=done == cfg.steps)
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             metrics = run_eval(done)
         if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end:
@@ -326,6 +342,8 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         metrics = run_eval(end)
         if main:
             run_dir.save_metrics(metrics)
+    if tb is not None:
+        tb.close()
     return TrainResult(
         model=model, metrics=metrics, config=cfg, out=out, task=cfg.task, num_classes=cfg.num_classes,
         img_size=cfg.img_size, steps_done=end, seconds=time.perf_counter() - t_start,

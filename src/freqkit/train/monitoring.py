@@ -26,11 +26,15 @@ PROBE_IMAGES = 16
 MONITOR_FILE = "monitor.jsonl"
 
 
-def probe_images(dataset: Any, count: int = PROBE_IMAGES) -> torch.Tensor:
-    """The first ``count`` images (B, 3, H, W) of ``dataset`` (items (image, target)); sizes that differ are resized to the first's."""
+def probe_images(dataset: Any, count: int = PROBE_IMAGES, size: Optional[int] = None) -> torch.Tensor:
+    """The first ``count`` images (B, 3, S, S) of ``dataset`` (items (image, target)), resized to ``size`` when they differ.
+
+    ``size`` None: the first image's size. Whole-image validation splits hold images of every size, so a run
+    passes its training size, which the model is known to take.
+    """
     with _rng_kept(torch.device("cpu")):
         images = [dataset[i][0] for i in range(min(count, len(dataset)))]
-    size = tuple(images[0].shape[-2:])
+    size = tuple(images[0].shape[-2:]) if size is None else (int(size), int(size))
     return torch.stack([im if tuple(im.shape[-2:]) == size else F.interpolate(im[None].float(), size=size, mode="bilinear",
                                                                               antialias=True)[0] for im in images])
 
@@ -52,7 +56,7 @@ def start_monitor(cfg: Any, model: nn.Module, val_ds: Any, normalize: Callable[[
         return None
     net = getattr(model, "encoder", model)
     device = next(net.parameters()).device
-    probe = probe_images(val_ds, min(PROBE_IMAGES, int(cfg.batch_size)))
+    probe = probe_images(val_ds, min(PROBE_IMAGES, int(cfg.batch_size)), cfg.crop_size or cfg.img_size)
     try:
         monitor = SpectralMonitor(net, normalize(probe.to(device)), every=every, writer=writer, path=path)
         default_layers(monitor.net)

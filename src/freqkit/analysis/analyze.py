@@ -35,6 +35,9 @@ from freqkit import spectral as S
 from freqkit.analysis.report import LayerStats, ModelReport, Report
 from freqkit.analysis.stream import atomic_save, load_state, make_source, rank_world
 from freqkit.errors import FreqkitError
+from freqkit.io import check_writable_dir
+from freqkit.limits import check_limit
+from freqkit.ranks import together
 from freqkit.probe import Capture, capture, effective_receptive_field
 
 __all__ = ["analyze", "model_name"]
@@ -377,6 +380,40 @@ def _reduce(accs: dict[str, _Accumulator]) -> None:
             accs[name].sums[key] = chunk.clone()
 
 
+def _what_changed(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """What differs between a saved fingerprint and this run's, in words: 'the image files changed', 'batch_size 16 -> 8'."""
+    words = {"world_size": "the number of processes", "models": "the models or their weights", "settings": "the analysis settings",
+             "version": "the freqkit state format"}
+    out = []
+    for key in now:
+        a, b = saved.get(key), now[key]
+        if a == b:
+            continue
+        if key == "data" and isinstance(a, Mapping) and isinstance(b, Mapping):
+            for k in b:
+                if a.get(k) == b[k]:
+                    continue
+                if k == "files":
+                    out.append("the image files changed (a file was renamed, added, removed or resized)")
+                else:
+                    out.append(f"{k} {a.get(k)!r} -> {b[k]!r}")
+        else:
+            out.append(f"{words.get(key, key)} {a!r} -> {b!r}" if key in ("world_size", "version") else f"{words.get(key, key)} changed")
+    return "; ".join(out) or "the saved run's fingerprint"
+
+
+def _check_process_count(state_dir: Path, world: int) -> None:
+    """Statistics saved by another number of processes cannot be resumed (each rank's shard would differ): say so."""
+    import re
+
+    counts = sorted({int(m.group(1)) for f in state_dir.glob("analyze-state-rank*of*.pt") if (m := re.search(r"of(\d+)\.pt$", f.name))})
+    if counts and world not in counts:
+        raise FreqkitError(
+            f"the statistics in {str(state_dir)!r} were saved by {counts[0]} processes, this run has {world}; resume with "
+            f"{counts[0]} processes (torchrun --nproc_per_node {counts[0]}), or pass resume=False to start again"
+        )
+
+
 def analyze(
     models: Models,
     data: Any = "builtin",
@@ -399,6 +436,7 @@ def analyze(
     resume: bool = False,
     info: Optional[Mapping[str, Mapping[str, Any]]] = None,
     settings: Optional[Mapping[str, Any]] = None,
+    check_headers: bool = True,
 ) -> Report:
     """Spectral diagnostics of ``models`` over the images of ``data`` -> :class:`Report`.
 
@@ -423,7 +461,10 @@ def analyze(
     Under torchrun (an initialised torch.distributed group) each rank analyses its shard and the
     statistics are summed over ranks; every rank returns the same report. With ``state_dir`` the
     statistics are saved there (atomically, one file per rank) every ``save_every`` batches and at
-    the end; ``resume`` continues from them. ``info`` adds per-model facts, ``settings`` run settings.
+    the end; ``resume`` continues from them, and refuses statistics of other work (other models, settings,
+    image files or process count). ``info`` adds per-model facts, ``settings`` run settings. ``check_headers``
+    (folders): read every image's header before the first batch, so a bad file fails at once (off for huge folders).
+    When one rank fails, every rank stops with one line naming it.
     """
     pairs = _named_models(models, img_size)
     for name, m in pairs:
@@ -433,109 +474,117 @@ def analyze(
         raise FreqkitError(f"cutoff {cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5")
     if int(bins) != bins or int(bins) < 1:
         raise FreqkitError(f"bins must be a positive int, got {bins!r}")
+    check_limit("bins", int(bins), "bins", " rings")
     if int(save_every) < 1:
         raise FreqkitError(f"save_every must be a positive number of batches, got {save_every!r}")
     if resume and state_dir is None:
         raise FreqkitError("resume=True needs state_dir, the folder the interrupted run saved its statistics to")
+    if state_dir is not None:
+        check_writable_dir(state_dir, "state_dir")  # before any image is read, not after the whole pass
     rank, world = rank_world()
-    source = make_source(
-        data, batch_size=batch_size, num_workers=num_workers, max_images=max_images, model=pairs[0][1], img_size=img_size, rank=rank, world=world
-    )
-    accs = {name: _Accumulator() for name, _ in pairs}
-    joint = _Accumulator()
-    run_settings = {
-        "cutoff": float(cutoff), "bins": int(bins), "attention": bool(attention), "layers": None if layers is None else list(layers),
-        "cka": bool(cka), "erf": erf if isinstance(erf, bool) else list(erf), "max_images": max_images, "img_size": img_size,
-    }
-    fingerprint = {
-        "version": _STATE_VERSION, "world_size": world, "rank": rank, "data": source.fingerprint, "settings": repr(run_settings),
-        "models": [[n, type(m).__name__, _weights_digest(m)] for n, m in pairs],
-    }
-    state_path = None if state_dir is None else Path(state_dir) / f"analyze-state-rank{rank}of{world}.pt"
-    position = 0
-    if resume:
-        assert state_path is not None
-        if state_path.is_file():
-            saved = load_state(state_path)
-            if saved.get("fingerprint") != fingerprint:
-                diff = [k for k in fingerprint if saved.get("fingerprint", {}).get(k) != fingerprint[k]]
-                raise FreqkitError(
-                    f"the statistics in {str(state_path)!r} were saved by a different run (differs in: {', '.join(diff)}); "
-                    "resume with the same models, data, settings and number of processes, or pass resume=False"
+    with together("analyze"):  # a rank that fails stops every rank, before the statistics are summed
+        source = make_source(
+            data, batch_size=batch_size, num_workers=num_workers, max_images=max_images, model=pairs[0][1], img_size=img_size,
+            rank=rank, world=world, check_headers=check_headers,
+        )
+        accs = {name: _Accumulator() for name, _ in pairs}
+        joint = _Accumulator()
+        run_settings = {
+            "cutoff": float(cutoff), "bins": int(bins), "attention": bool(attention), "layers": None if layers is None else list(layers),
+            "cka": bool(cka), "erf": erf if isinstance(erf, bool) else list(erf), "max_images": max_images, "img_size": img_size,
+        }
+        fingerprint = {
+            "version": _STATE_VERSION, "world_size": world, "rank": rank, "data": source.fingerprint, "settings": repr(run_settings),
+            "models": [[n, type(m).__name__, _weights_digest(m)] for n, m in pairs],
+        }
+        state_path = None if state_dir is None else Path(state_dir) / f"analyze-state-rank{rank}of{world}.pt"
+        position = 0
+        first_images: Optional[torch.Tensor] = None
+        if resume:
+            assert state_path is not None
+            if not state_path.is_file():
+                _check_process_count(Path(state_dir), world)  # type: ignore[arg-type]
+            if state_path.is_file():
+                saved = load_state(state_path)
+                if saved.get("fingerprint") != fingerprint:
+                    raise FreqkitError(
+                        f"the statistics in {str(state_path)!r} were saved by other work ({_what_changed(saved.get('fingerprint') or {}, fingerprint)}); "
+                        "resume with the same models, images, settings and number of processes, or pass resume=False"
+                    )
+                position = int(saved["position"])
+                for name, st in saved["models"].items():
+                    accs[name].load(st)
+                joint.load(saved["joint"])
+                first_images = saved.get("first_images")  # the method figures of a resume that has nothing left to read
+
+        def save() -> None:
+            if state_path is not None:
+                atomic_save(
+                    {"fingerprint": fingerprint, "position": position, "models": {k: a.state() for k, a in accs.items()}, "joint": joint.state(),
+                     "first_images": first_images},
+                    state_path,
                 )
-            position = int(saved["position"])
-            for name, st in saved["models"].items():
-                accs[name].load(st)
-            joint.load(saved["joint"])
 
-    def save() -> None:
-        if state_path is not None:
-            atomic_save(
-                {"fingerprint": fingerprint, "position": position, "models": {k: a.state() for k, a in accs.items()}, "joint": joint.state()},
-                state_path,
-            )
+        bar = None
 
-    bar = None
+        def new_bar() -> Any:
+            from tqdm.auto import tqdm
 
-    def new_bar() -> Any:
-        from tqdm.auto import tqdm
-
-        desc = "analyze" if world == 1 else f"analyze (rank 0 of {world})"
-        # images per second and the time left come from tqdm's rate; smoothing follows recent batches
-        return tqdm(total=source.total, initial=accs[pairs[0][0]].n, desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1)
-    modes = [m.training for _, m in pairs]
-    erf_names: dict[str, list[str]] = {}
-    batches = 0
-    first_images: Optional[torch.Tensor] = None
-    try:
-        for _, m in pairs:
-            m.eval()
-        for images, position in source.batches(position):
-            b = int(images.shape[0])
-            if images.device.type == "meta" or not bool(torch.isfinite(images).all()):
-                raise FreqkitError("analyze: the images hold NaN or inf (or are on the meta device); pass finite real-valued images")
-            if first_images is None and methods:
-                first_images = images[:4].detach().cpu()
-            if bar is None and progress and rank == 0:
-                bar = new_bar()  # after the first batch arrived: a source that fails at once prints one line
-            model_maps: list[Optional[list[torch.Tensor]]] = []
-            for name, model in pairs:
-                device, dtype = _device_dtype(model)
-                batch = images.to(device=device, dtype=dtype or images.dtype, non_blocking=True)
-                acc = accs[name]
-                cap = capture(model, batch, attention=attention, layers=layers)
-                _check_finite(cap, name)
-                with torch.no_grad():
-                    model_maps.append(_batch_stats(cap, acc, float(cutoff), int(bins), int(chunk_size), bool(cka)))
-                del cap
-                if erf:
-                    if name not in erf_names:
-                        erf_names[name] = _erf_layers(erf, acc.meta)
-                    index = {m["name"]: i for i, m in enumerate(acc.meta)}
-                    _add_erf(model, batch, erf_names[name], index, acc)
-                acc.n += b
-                acc.image_size = [int(images.shape[-2]), int(images.shape[-1])]
-            if cka and len(pairs) > 1 and all(mm is not None for mm in model_maps):
-                grid = _coarsest([tuple(mm[0].shape[-2:]) for mm in model_maps])  # type: ignore[index]
-                if grid[0] * grid[1] >= 4:
-                    # every model's maps on one grid (and one device), in model order: the joint matrix's blocks
-                    flat_maps = [_pool(m, grid) for mm in model_maps for m in mm]  # type: ignore[union-attr]
-                    if len({m.device for m in flat_maps}) > 1:
-                        flat_maps = [m.cpu() for m in flat_maps]
-                    joint.add(-1, "hsic", _hsic_sum(flat_maps))
-                    joint.n += b
-            del model_maps
-            batches += 1
+            desc = "analyze" if world == 1 else f"analyze (rank 0 of {world})"
+            # images per second and the time left come from tqdm's rate; smoothing follows recent batches
+            return tqdm(total=source.total, initial=accs[pairs[0][0]].n, desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1)
+        modes = [m.training for _, m in pairs]
+        erf_names: dict[str, list[str]] = {}
+        batches = 0
+        try:
+            for _, m in pairs:
+                m.eval()
+            for images, position in source.batches(position):
+                b = int(images.shape[0])
+                if images.device.type == "meta" or not bool(torch.isfinite(images).all()):
+                    raise FreqkitError("analyze: the images hold NaN or inf (or are on the meta device); pass finite real-valued images")
+                if first_images is None and methods:
+                    first_images = images[:4].detach().cpu()
+                if bar is None and progress and rank == 0:
+                    bar = new_bar()  # after the first batch arrived: a source that fails at once prints one line
+                model_maps: list[Optional[list[torch.Tensor]]] = []
+                for name, model in pairs:
+                    device, dtype = _device_dtype(model)
+                    batch = images.to(device=device, dtype=dtype or images.dtype, non_blocking=True)
+                    acc = accs[name]
+                    cap = capture(model, batch, attention=attention, layers=layers)
+                    _check_finite(cap, name)
+                    with torch.no_grad():
+                        model_maps.append(_batch_stats(cap, acc, float(cutoff), int(bins), int(chunk_size), bool(cka)))
+                    del cap
+                    if erf:
+                        if name not in erf_names:
+                            erf_names[name] = _erf_layers(erf, acc.meta)
+                        index = {m["name"]: i for i, m in enumerate(acc.meta)}
+                        _add_erf(model, batch, erf_names[name], index, acc)
+                    acc.n += b
+                    acc.image_size = [int(images.shape[-2]), int(images.shape[-1])]
+                if cka and len(pairs) > 1 and all(mm is not None for mm in model_maps):
+                    grid = _coarsest([tuple(mm[0].shape[-2:]) for mm in model_maps])  # type: ignore[index]
+                    if grid[0] * grid[1] >= 4:
+                        # every model's maps on one grid (and one device), in model order: the joint matrix's blocks
+                        flat_maps = [_pool(m, grid) for mm in model_maps for m in mm]  # type: ignore[union-attr]
+                        if len({m.device for m in flat_maps}) > 1:
+                            flat_maps = [m.cpu() for m in flat_maps]
+                        joint.add(-1, "hsic", _hsic_sum(flat_maps))
+                        joint.n += b
+                del model_maps
+                batches += 1
+                if bar is not None:
+                    bar.update(b)
+                if state_path is not None and batches % int(save_every) == 0:
+                    save()
+            save()
+        finally:
+            for (_, m), mode in zip(pairs, modes):
+                m.train(mode)
             if bar is not None:
-                bar.update(b)
-            if state_path is not None and batches % int(save_every) == 0:
-                save()
-        save()
-    finally:
-        for (_, m), mode in zip(pairs, modes):
-            m.train(mode)
-        if bar is not None:
-            bar.close()
+                bar.close()
 
     if world > 1:
         _reduce({**accs, _JOINT: joint})

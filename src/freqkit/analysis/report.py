@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from freqkit.errors import FreqkitError
+from freqkit.limits import loads_json
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "LayerStats", "ModelReport", "Report", "METRICS", "HEAD_METRICS"]
 
@@ -216,7 +217,7 @@ class Report:
         """Read a report written by :meth:`to_json`."""
         p = Path(path)
         try:
-            data = json.loads(p.read_text())
+            data = loads_json(p.read_text(), f"report {str(p)!r}")
         except FileNotFoundError:
             raise FreqkitError(f"report {str(p)!r} does not exist; check the path") from None
         except json.JSONDecodeError as err:

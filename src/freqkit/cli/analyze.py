@@ -41,7 +41,7 @@ FLAG_PATTERNS = [
     (r"\bresume=False\b", "no --resume"),
     (r"\bresume=True\b", "--resume"),
     (r"\bdevice='cpu'", "--device cpu"),
-    (r"\bdevice\b", "--device"),
+    (r"(?<!-)\bdevice\b", "--device"),  # not the one just written as --device
 ]
 
 
@@ -86,6 +86,9 @@ def add_parser(subparsers: Any, name: str = "analyze") -> argparse.ArgumentParse
                    help="write report.html and figures/*.png besides report.json (default on)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from the statistics saved in DIR/state/")
     p.add_argument("--save-every", type=int, default=50, metavar="K", help="save the running statistics every K batches (default 50)")
+    p.add_argument("--check-headers", action=argparse.BooleanOptionalAction, default=True,
+                   help="read every image's header before the first batch, so a bad file fails at once (default on; "
+                   "--no-check-headers for huge folders)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     p.set_defaults(run=run, _flag_patterns=FLAG_PATTERNS)
     return p
@@ -121,7 +124,12 @@ def run(args: argparse.Namespace) -> int:
     from freqkit.analysis.stream import rank_world, start_distributed, stop_distributed
     from freqkit.models import create
 
+    from freqkit.io import check_writable_dir
+
+    out = Path(args.out)
+    check_writable_dir(out, "out")  # a file or a read-only folder fails now, not after the whole analysis
     device, started = start_distributed(args.device)
+    failed = True
     try:
         rank, world = rank_world()
         loud = not args.quiet and rank == 0
@@ -144,7 +152,6 @@ def run(args: argparse.Namespace) -> int:
             if any(meta["weights"].startswith("random") for meta in info.values()):
                 print("  note: weights are RANDOM (untrained); pass --pretrained or --checkpoint for a trained model")
             sys.stdout.flush()
-        out = Path(args.out)
         report = analyze(
             models,
             args.images,
@@ -163,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             info=info,
             settings={"device": str(device), "weights": {k: v["weights"] for k, v in info.items()}},
+            check_headers=args.check_headers,
         )
         if rank == 0:
             try:
@@ -177,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"wrote {paths['json']}, {paths['html']} and {len(paths['figures'])} figures in {out / 'figures'}")
                 else:
                     print(f"wrote {paths['json']}")
+        failed = False
     finally:
-        stop_distributed(started)
+        stop_distributed(started, failed)
     return 0

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from freqkit.errors import FreqkitError, ParameterError
+from freqkit.limits import loads_json
 from freqkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable_dir
 
 __all__ = ["compare", "Comparison", "parse_seeds", "DEFAULT_MODELS", "DEFAULT_STEPS"]
@@ -139,7 +140,7 @@ class Comparison:
         """A Comparison from :meth:`to_json` text or a ``results.json`` path."""
         text = Path(source).read_text() if isinstance(source, Path) or not str(source).lstrip().startswith("{") else str(source)
         try:
-            d = json.loads(text)
+            d = loads_json(text, "the compare results")
             return cls(settings=d["settings"], summary=d["summary"], runs=d["runs"], predictions=d.get("predictions"))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise FreqkitError(f"not a freqkit compare results file ({type(err).__name__}: {err}); pass results.json of freqkit compare") from None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from freqkit.errors import FreqkitError
+from freqkit.limits import loads_json
 
 __all__ = ["Run", "open_run", "evaluate_run"]
 
@@ -73,7 +74,7 @@ def _safetensors_config(path: Path) -> dict[str, Any]:
     if "config" not in meta:
         return {}
     try:
-        return json.loads(meta["config"])
+        return loads_json(meta["config"], f"the training config in {path}'s metadata")
     except json.JSONDecodeError:
         raise FreqkitError(f"{path} has a damaged training config in its metadata; pass model=... and data=...") from None
 
@@ -81,17 +82,16 @@ def _safetensors_config(path: Path) -> dict[str, Any]:
 def open_run(path: Union[str, Path]) -> Run:
     """Open a run folder, a checkpoint folder or a ``.safetensors`` weights file written by ``freqkit train``."""
     path = Path(path)
-    fix = "the training config"
     if path.is_dir():
         weights = path / "model.safetensors"
         if (path / "config.json").is_file():
-            cfg = _read_json(path / "config.json", fix)
+            cfg = _read_json(path / "config.json", "the training config")
         elif (path / "state.json").is_file():
-            cfg = _read_json(path / "state.json", fix).get("config", {})
+            cfg = _read_json(path / "state.json", "the checkpoint state").get("config", {})
         else:
             cfg = {}
         if not weights.is_file():
-            raise FreqkitError(f"{path} has no model.safetensors; {fix} (it may still be training)")
+            raise FreqkitError(f"{path} has no model.safetensors (it may still be training); pass a finished run folder")
         if not cfg:
             cfg = _safetensors_config(weights)
     elif path.is_file():
@@ -99,24 +99,24 @@ def open_run(path: Union[str, Path]) -> Run:
             raise FreqkitError(f"{path} is not a .safetensors file; pass a run folder, a checkpoint folder or weights written by freqkit train")
         weights, cfg = path, _safetensors_config(path)
         if not cfg and (path.parent / "config.json").is_file():
-            cfg = _read_json(path.parent / "config.json", fix)
+            cfg = _read_json(path.parent / "config.json", "the training config")
     else:
         raise FreqkitError(f"{path} does not exist; pass a run folder, a checkpoint folder or a .safetensors file")
     if not isinstance(cfg, dict):
-        raise FreqkitError(f"{path}: the training config is not a JSON object; {fix}")
+        raise FreqkitError(f"{path}: the training config is not a JSON object; restore config.json or re-run freqkit train")
     folder = weights.parent
-    metrics = _read_json(folder / "metrics.json", fix) if (folder / "metrics.json").is_file() else {}
+    metrics = _read_json(folder / "metrics.json", "the metrics file") if (folder / "metrics.json").is_file() else {}
     history: list[dict[str, Any]] = []
     if (folder / "log.jsonl").is_file():
         for line in (folder / "log.jsonl").read_text().splitlines():
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+                rec = loads_json(line, "a log line")
+            except ValueError:  # FreqkitError (too deep) is a ValueError too
                 continue  # a line cut by a kill: the records before it still stand
-            if rec.get("split") == "train":
+            if isinstance(rec, dict) and rec.get("split") == "train":
                 history.append(rec)
     if (folder / "timing.json").is_file():
-        timing = _read_json(folder / "timing.json", fix)
+        timing = _read_json(folder / "timing.json", "the timing file")
     else:  # runs written without timing.json: per-step time from the logged throughput
         rates = [cfg["global_batch_size"] / h["img_per_s"] for h in history[1:] if h.get("img_per_s") and cfg.get("global_batch_size")]
         per_step = statistics.median(rates) if rates else float("nan")

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from freqkit.errors import FreqkitError
 from freqkit.io import RunLock, atomic_write_json, atomic_write_text, check_writable_dir
+from freqkit.limits import loads_json
 from freqkit.train.checkpoint import find_checkpoint, load_train_state, save_model_file, save_train_state, settle_checkpoint, unwrap
 from freqkit.train.config import RESUME_SENSITIVE, TrainConfig
 from freqkit.train.distributed import DistInfo, ResumableDistributedSampler, cleanup_distributed, init_distributed, is_main
@@ -227,8 +228,8 @@ def _truncate_log(path: Path, step: int, finished: bool) -> None:
     kept = []
     for line in path.read_text(errors="replace").splitlines():
         try:
-            rec = json.loads(line)
-        except ValueError:
+            rec = loads_json(line, "a log line")
+        except ValueError:  # a partial line, or one nested past the bound (FreqkitError is a ValueError)
             continue
         if not (isinstance(rec, dict) and isinstance(rec.get("step"), int)) or rec["step"] > step:
             continue

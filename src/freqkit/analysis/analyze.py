@@ -508,7 +508,7 @@ def analyze(
                 saved = load_state(state_path)
                 if saved.get("fingerprint") != fingerprint:
                     raise FreqkitError(
-                        f"the statistics in {str(state_path)!r} were saved by other work ({_what_changed(saved.get('fingerprint') or {}, fingerprint)}); "
+                        f"the statistics in {str(state_path)!r} were saved by a different run ({_what_changed(saved.get('fingerprint') or {}, fingerprint)}); "
                         "resume with the same models, images, settings and number of processes, or pass resume=False"
                     )
                 position = int(saved["position"])

@@ -1,0 +1,64 @@
+"""A failure on one torchrun rank ends every rank, with one line naming the rank and the cause (2 gloo processes)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(args: list[str], timeout: float = 120, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", **(extra_env or {}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "freqkit", *args]
+    # its own process group: a hung job is killed whole (workers included), not left behind
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"a rank hung: torchrun still ran after {timeout} s; output: {err[-1500:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _pngs(folder: Path, count: int, size: int = 40) -> list[Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        p = folder / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def _truncate(path: Path) -> None:
+    """Keep the header (the file still opens) but cut the pixel data: decoding fails."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_analyze_a_bad_image_on_rank_1_ends_both_ranks(tmp_path):
+    paths = _pngs(tmp_path / "imgs", 6)
+    _truncate(paths[5])  # sorted order 0..5: rank 1 reads 1, 3, 5; the header is fine, so it fails mid-pass
+    run = _torchrun(["analyze", "deit_tiny_patch16_224", "--images", str(tmp_path / "imgs"), "--img-size", "32", "--batch-size", "1",
+                     "--workers", "0", "--no-figures", "--quiet", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert run.returncode != 0
+    err = run.stderr + run.stdout
+    assert "rank 1" in err and "5.png" in err, err[-3000:]
+    # rank 0 says why it stopped too, naming rank 1
+    assert "rank 1 of 2 failed during analyze" in err, err[-3000:]

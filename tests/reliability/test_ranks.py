@@ -62,3 +62,37 @@ def test_analyze_a_bad_image_on_rank_1_ends_both_ranks(tmp_path):
     assert "rank 1" in err and "5.png" in err, err[-3000:]
     # rank 0 says why it stopped too, naming rank 1
     assert "rank 1 of 2 failed during analyze" in err, err[-3000:]
+
+
+def _image_folder(root: Path, per_class: int = 6, classes: int = 2) -> list[Path]:
+    """ROOT/{train,val}/<class>/*.png; returns the training images in the dataset's order (class, then name)."""
+    train = []
+    for split in ("train", "val"):
+        for c in range(classes):
+            made = _pngs(root / split / f"c{c}", per_class if split == "train" else 2, size=32)
+            if split == "train":
+                train += sorted(made)
+    return train
+
+
+def test_train_a_truncated_training_image_on_rank_1_ends_both_ranks(tmp_path):
+    from torch.utils.data import DistributedSampler
+
+    train_images = _image_folder(tmp_path / "data")
+    # the first batch of rank 1 (2 images) under torch's DistributedSampler with the run's seed; rank 0 never reads it
+    first = list(DistributedSampler(range(len(train_images)), num_replicas=2, rank=1, shuffle=True, seed=0, drop_last=True))[:2]
+    victim = train_images[first[0]]
+    _truncate(victim)
+    run = _torchrun(["train", "--model", "vit_micro", "--data", f"imagefolder:{tmp_path / 'data'}", "--img-size", "32", "--steps", "3",
+                     "--batch-size", "2", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "out")])
+    assert run.returncode != 0
+    err = run.stderr + run.stdout
+    assert f"rank 1: cannot read image {victim}" in err, err[-3000:]
+    # rank 0 was waiting in the gradient all-reduce: it names rank 1 instead of the backend's error
+    assert "rank 1 of 2 failed during train" in err or "Sending process" in err, err[-3000:]
+
+
+def test_compare_under_torchrun_ends_every_rank_at_once(tmp_path):
+    run = _torchrun(["compare", "vit_micro", "--steps", "1", "--out", str(tmp_path / "out")], timeout=60)
+    assert run.returncode != 0
+    assert "compare runs in one process" in run.stderr, run.stderr[-3000:]

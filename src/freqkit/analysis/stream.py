@@ -17,11 +17,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from freqkit.data.folders import files_digest
 from freqkit.errors import FreqkitError
 
 __all__ = [
     "ImageFiles", "image_folder", "list_images", "data_transform", "Source", "make_source", "rank_world",
-    "atomic_save", "load_state", "start_distributed", "stop_distributed", "files_digest", "resized_size",
+    "atomic_save", "load_state", "start_distributed", "stop_distributed", "resized_size",
 ]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
@@ -229,20 +230,6 @@ def make_source(
         f"analyze cannot read images from a {type(data).__name__}; pass a tensor (B, 3, H, W), a Dataset, a DataLoader, "
         "an iterable of batches or a folder path"
     )
-
-
-def files_digest(paths: Sequence[Path], root: Path) -> str:
-    """SHA-256 of the ordered (path relative to ``root``, size in bytes) list: a renamed, added or changed file changes it."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in paths:
-        try:
-            size = p.stat().st_size
-        except OSError:
-            size = -1
-        h.update(f"{p.relative_to(root) if p.is_relative_to(root) else p}\0{size}\n".encode())
-    return h.hexdigest()
 
 
 def _model_input_size(model: Optional[torch.nn.Module]) -> tuple[int, int]:

@@ -34,6 +34,11 @@ __all__ = [
     "ade20k_dataset",
     "pairs_dataset",
     "find_split_dir",
+    "files_digest",
+    "dataset_digest",
+    "read_image",
+    "image_tensor",
+    "image_header",
 ]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
@@ -354,6 +359,29 @@ class SegmentationFolderDataset(_Augmented):
         if self.train and float(torch.rand((), generator=_item_generator(self.seed, self.epoch, index))) < 0.5:
             x, y = x.flip(-1), y.flip(-1)
         return x, y
+
+
+def files_digest(paths: Sequence[Path], root: Optional[Path] = None) -> str:
+    """SHA-256 of the ordered (path relative to ``root``, size in bytes) list: a renamed, added or changed file changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            size = p.stat().st_size
+        except OSError:
+            size = -1
+        h.update(f"{p.relative_to(root) if root is not None and p.is_relative_to(root) else p}\0{size}\n".encode())
+    return h.hexdigest()
+
+
+def dataset_digest(ds) -> Optional[str]:
+    """:func:`files_digest` of a folder dataset's files (images, and masks of pairs); None for other datasets."""
+    if isinstance(ds, ImageFolderDataset):
+        return files_digest([p for p, _ in ds.samples], ds.root)
+    if isinstance(ds, SegmentationFolderDataset):
+        return files_digest([p for pair in ds.pairs for p in pair])
+    return None
 
 
 def match_pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:

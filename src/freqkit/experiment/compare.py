@@ -39,7 +39,7 @@ HEADLINE = {"segmentation": ("miou", "boundary_f1", "pixel_acc"), "classificatio
 CURVES = ("hf_ratio", "cosine_similarity", "effective_rank")
 SPECTRAL = (("hf_ratio", "high-frequency ratio per layer"), ("cosine_similarity", "token cosine similarity per layer"))
 # TrainConfig fields that compare sets itself (per model and seed, or from its own arguments)
-_OWN_FIELDS = ("model", "data", "steps", "seed", "out", "resume")
+_OWN_FIELDS = ("model", "data", "steps", "seed", "out", "resume", "overwrite")
 # settings that define a run: a finished run is reused by resume only when all agree
 _RUN_KEYS = ("model", "data", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio",
              "layer_decay", "freq_lr_mult", "clip_grad", "amp", "seed", "drop_path", "head_channels")
@@ -282,6 +282,7 @@ def compare(
                 done = _previous_run(run_dir, cfg) if resume and not callable(spec) else None
                 if done is None:
                     cfg.resume = bool(resume)
+                    cfg.overwrite = not resume  # compare owns its runs: without resume they are trained again
                     net = None
                     if callable(spec):
                         torch.manual_seed(seed)

@@ -83,16 +83,19 @@ def init_distributed(device: str = "auto") -> DistInfo:
     info = DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world, device_id=dev if dev.type == "cuda" else None)
+        from freqkit.ranks import dist_timeout
+
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, device_id=dev if dev.type == "cuda" else None,
+                                timeout=dist_timeout())
         info.initialized_here = True
     return info
 
 
-def cleanup_distributed(info: DistInfo) -> None:
-    """Destroy the process group if :func:`init_distributed` created it."""
-    if info.initialized_here and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+def cleanup_distributed(info: DistInfo, failed: bool = False) -> None:
+    """Destroy the process group if :func:`init_distributed` created it; after a failure without waiting on the peers."""
+    from freqkit.ranks import shutdown
+
+    shutdown(info.initialized_here, failed)
 
 
 class ResumableDistributedSampler(DistributedSampler):

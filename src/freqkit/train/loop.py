@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from freqkit.errors import FreqkitError
+from freqkit.errors import FreqkitError, ParameterError
 from freqkit.io import RunLock, atomic_write_json, atomic_write_text, check_writable_dir
 from freqkit.limits import loads_json
+from freqkit.ranks import peer_failure, publish_failure
 from freqkit.train.checkpoint import find_checkpoint, load_train_state, save_model_file, save_train_state, settle_checkpoint, unwrap
 from freqkit.train.config import RESUME_SENSITIVE, TrainConfig
 from freqkit.train.distributed import DistInfo, ResumableDistributedSampler, cleanup_distributed, init_distributed, is_main
@@ -211,6 +212,59 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, folder: Path) -> None
         )
 
 
+def _data_identity(train_ds: Dataset, val_ds: Dataset) -> dict[str, Any]:
+    """What the data is, beyond its spec string: a digest of each folder split's files (names and sizes) and its length."""
+    from freqkit.data.folders import dataset_digest
+
+    return {split: {"files": dataset_digest(ds), "items": len(ds)} for split, ds in (("train", train_ds), ("val", val_ds))}
+
+
+def _check_same_data(saved: Optional[dict[str, Any]], now: dict[str, Any], folder: Path) -> None:
+    """Refuse to resume on data that changed since the checkpoint (renamed, added, removed or resized files)."""
+    if not isinstance(saved, dict):
+        return  # a checkpoint written before data identities were recorded
+    for split in ("train", "val"):
+        a, b = saved.get(split) or {}, now[split]
+        if a != b:
+            what = (f"{a.get('items')} -> {b['items']} items" if a.get("items") != b["items"]
+                    else "files renamed, replaced or resized")
+            raise FreqkitError(
+                f"cannot resume from {folder}: the {split} data changed since it was saved ({what}); "
+                "resume on the same data, or use a new out folder"
+            )
+
+
+def _finite_step(loss: torch.Tensor, model: nn.Module, grad_norm: Optional[torch.Tensor], info: DistInfo) -> bool:
+    """True when the loss and every gradient are finite, on every rank (they agree, so all update or all skip)."""
+    if grad_norm is None:
+        # an infinite max_norm never scales: this only measures the gradient norm (NaN / inf when any gradient is)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    ok = (torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)).to(torch.float32).reshape(1)
+    if info.distributed:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok.item() > 0)
+
+
+def _check_finite_weights(model: nn.Module, step: int) -> None:
+    """Refuse to save non-finite weights (a step past the loss check made them, e.g. an overflowing update)."""
+    bad = [name for name, p in unwrap(model).named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise FreqkitError(
+            f"training diverged by step {step}: {len(bad)} weight tensors hold NaN or inf (first: {bad[0]}); nothing was saved; "
+            "lower lr or set clip_grad"
+        )
+
+
+def _check_fresh_out(out: Path) -> None:
+    """A folder that holds a run (its model, checkpoint or log) is not started over unless overwrite or resume says so."""
+    held = [n for n in ("model.safetensors", "metrics.json", "checkpoint", "checkpoint.old", "log.jsonl") if (out / n).exists()]
+    if held:
+        raise ParameterError(
+            "out", f"{str(out)!r} already holds a run ({', '.join(held)}); pass resume=True to continue it, overwrite=True "
+            "to start it again (its log and checkpoint are replaced), or use a new out folder"
+        )
+
+
 def _write_jsonl(path: Path, record: dict[str, Any]) -> None:
     # an append-only log: a kill can leave at most a partial last line, which _truncate_log drops on resume
     with open(path, "a") as fh:
@@ -347,15 +401,26 @@ def train(
     cfg = dataclasses.replace(TrainConfig.from_dict(base.to_dict()), **options).validate()
     info = init_distributed(cfg.device)
     lock: Optional[RunLock] = None
+    failed = True
     try:
         if is_main(info):
             check_writable_dir(cfg.out, "out")
             lock = RunLock(cfg.out, "out").acquire()
-        return _train(cfg, info, model, datasets)
+        result = _train(cfg, info, model, datasets)
+        failed = False
+        return result
+    except BaseException as err:
+        if not info.distributed:
+            raise
+        # a peer's published failure explains a broken collective; our own failure is published for the peers
+        peer = peer_failure(err, "train")
+        if peer is not None:
+            raise peer from None
+        raise publish_failure(err) from None
     finally:
         if lock is not None:
             lock.release()
-        cleanup_distributed(info)
+        cleanup_distributed(info, failed)
 
 
 def _given_datasets(datasets: dict[str, Dataset], cfg: TrainConfig):
@@ -430,14 +495,18 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
     start = 0
     ckpt_dir = out / "checkpoint"
     log_path = out / "log.jsonl"
+    if main and not cfg.resume and not cfg.overwrite:
+        _check_fresh_out(out)
     found = find_checkpoint(ckpt_dir) if cfg.resume else None  # damaged files: CheckpointDamaged, never a silent restart
     if info.distributed:
         torch.distributed.barrier()  # every rank has looked before rank 0 moves copies around
     if cfg.resume and found is None and main and ckpt_dir.with_name(ckpt_dir.name + ".tmp").exists():
         warnings.warn(f"resume=True: the first checkpoint save into {ckpt_dir} never finished; starting at step 0", stacklevel=2)
+    data_id = _data_identity(train_ds, val_ds)
     if found is not None:
         path, saved = found
         _check_resume(saved.get("config", {}), cfg, path)
+        _check_same_data(saved.get("extra", {}).get("data"), data_id, path)
         if main:
             settle_checkpoint(ckpt_dir)  # the newest complete copy back under its own name, the others gone
         if info.distributed:
@@ -447,7 +516,7 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         if main:
             _truncate_log(log_path, start, finished=start >= cfg.steps)
     elif main and log_path.exists():
-        log_path.unlink()
+        log_path.unlink()  # only reached with nothing to lose: _check_fresh_out refused a finished run without overwrite
     if info.distributed:
         torch.distributed.barrier()  # every rank resumes the same step (rank 0 may have settled the copies)
 
@@ -470,8 +539,9 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
     metrics: dict[str, float] = {}
 
     def save(step: int) -> None:
+        _check_finite_weights(model, step)  # a checkpoint never holds NaN or inf weights
         if main:
-            save_train_state(ckpt_dir, model, optimizer, step, cfg.to_dict(), extra={"metrics": metrics})
+            save_train_state(ckpt_dir, model, optimizer, step, cfg.to_dict(), extra={"metrics": metrics, "data": data_id})
         if info.distributed:
             torch.distributed.barrier()
 
@@ -519,9 +589,19 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         grad_norm = None
         if cfg.clip_grad:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        optimizer.step()
         window_n += 1
         done = step + 1
+        if _finite_step(loss, model, grad_norm, info):
+            optimizer.step()
+        elif cfg.nonfinite == "stop":
+            raise FreqkitError(
+                f"training diverged at step {done}: the loss or a gradient is NaN or inf; lower lr, set clip_grad, or pass "
+                "nonfinite='skip' to skip such steps (the last checkpoint holds finite weights)"
+            )
+        else:  # skip: no update at all, as a mixed-precision grad scaler does with an overflowing step
+            optimizer.zero_grad(set_to_none=True)
+            if main:
+                _write_jsonl(log_path, {"step": done, "split": "skip", "reason": "non-finite loss or gradient"})
         if cfg.log_every and (done % cfg.log_every == 0 or done == end):
             loss_v = loss.detach().clone()
             if info.distributed:

@@ -78,6 +78,9 @@ def _named_models(models: Models, img_size: Any = None) -> list[tuple[str, nn.Mo
             raise FreqkitError(f"analyze: {name!r} is a {type(m).__name__}, not a torch.nn.Module; pass models")
         seen[name] = seen.get(name, 0) + 1
         out.append((name if seen[name] == 1 else f"{name}-{seen[name]}", m))
+    from freqkit.render import check_distinct_folders
+
+    check_distinct_folders([n for n, _ in out], "models")  # each model's figures are files named after it
     return out
 
 

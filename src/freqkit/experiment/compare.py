@@ -16,7 +16,6 @@ import io
 import json
 import math
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from freqkit.errors import FreqkitError, ParameterError
 from freqkit.limits import loads_json
-from freqkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable_dir
+from freqkit.render import check_distinct_folders
+from freqkit.io import RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable_dir
 
 __all__ = ["compare", "Comparison", "parse_seeds", "DEFAULT_MODELS", "DEFAULT_STEPS"]
 
@@ -73,7 +73,10 @@ def parse_seeds(value: Union[int, str, Sequence[int]]) -> list[int]:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+    # render.slug strips leading / trailing dots too: '..' or '../x' never leaves out/runs/
+    from freqkit.render import slug
+
+    return slug(name)
 
 
 def _mean_spread(values: list[Optional[float]]) -> tuple[float, float]:
@@ -171,6 +174,7 @@ def _normalize_models(models: Union[Sequence[str], Mapping[str, Union[str, Model
         named = {m: m for m in names}
     if not named:
         raise ParameterError("models", "is empty; give model specs such as ['vit_mini', 'vit_mini+fdam']")
+    check_distinct_folders(named, "models")
     return named
 
 
@@ -221,6 +225,7 @@ def compare(
     from freqkit.analysis.predictions import prediction_panel_data
     from freqkit.data import build_datasets
     from freqkit.data.spec import DataInfo
+    from freqkit.experiment.runs import train_history
     from freqkit.train import TrainConfig, train
     from freqkit.train.loop import input_stats, normalize, preflight
 
@@ -238,12 +243,15 @@ def compare(
     base_cfg = TrainConfig(steps=steps, data=data if isinstance(data, str) else "custom", **train_options).validate()
 
     tmp = None
+    lock: Optional[RunLock] = None
     if out is None:
         tmp = tempfile.TemporaryDirectory(prefix="freqkit-compare-")
         root = Path(tmp.name)
     else:
         root = Path(out)
         check_writable_dir(root, "out")
+        # one comparison per folder, for its whole length: a second one fails here, before touching any finished run
+        lock = RunLock(root, "out").acquire()
     try:
         if isinstance(data, str):
             splits, info = build_datasets(data, task=base_cfg.task, img_size=base_cfg.img_size, num_classes=base_cfg.num_classes,
@@ -288,7 +296,8 @@ def compare(
                         torch.manual_seed(seed)
                         net = spec()
                     res = train(cfg, model=net, datasets=datasets)
-                    done = {"model": res.model, "metrics": res.metrics, "history": res.history,
+                    # the log holds every step, also those before a resume (res.history starts at the resume)
+                    done = {"model": res.model, "metrics": res.metrics, "history": train_history(run_dir) or res.history,
                             "seconds": res.seconds, "seconds_per_step": res.seconds_per_step}
                     atomic_write_json(run_dir / "timing.json", {k: done[k] for k in ("seconds", "seconds_per_step")})
                 else:
@@ -344,6 +353,8 @@ def compare(
             result.save(root)
         return result
     finally:
+        if lock is not None:
+            lock.release()
         if tmp is not None:
             tmp.cleanup()
 

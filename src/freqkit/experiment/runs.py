@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 from freqkit.errors import FreqkitError
 from freqkit.limits import loads_json
 
-__all__ = ["Run", "open_run", "evaluate_run"]
+__all__ = ["Run", "open_run", "evaluate_run", "train_history"]
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -79,6 +79,21 @@ def _safetensors_config(path: Path) -> dict[str, Any]:
         raise FreqkitError(f"{path} has a damaged training config in its metadata; pass model=... and data=...") from None
 
 
+def train_history(folder: Union[str, Path]) -> list[dict[str, Any]]:
+    """The training records of ``folder/log.jsonl`` from step 1, resumed runs included (empty without a log)."""
+    log = Path(folder) / "log.jsonl"
+    history: list[dict[str, Any]] = []
+    if log.is_file():
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                rec = loads_json(line, "a log line")
+            except ValueError:  # FreqkitError (too deep) is a ValueError too
+                continue  # a line cut by a kill: the records before it still stand
+            if isinstance(rec, dict) and rec.get("split") == "train":
+                history.append(rec)
+    return history
+
+
 def open_run(path: Union[str, Path]) -> Run:
     """Open a run folder, a checkpoint folder or a ``.safetensors`` weights file written by ``freqkit train``."""
     path = Path(path)
@@ -106,15 +121,7 @@ def open_run(path: Union[str, Path]) -> Run:
         raise FreqkitError(f"{path}: the training config is not a JSON object; restore config.json or re-run freqkit train")
     folder = weights.parent
     metrics = _read_json(folder / "metrics.json", "the metrics file") if (folder / "metrics.json").is_file() else {}
-    history: list[dict[str, Any]] = []
-    if (folder / "log.jsonl").is_file():
-        for line in (folder / "log.jsonl").read_text().splitlines():
-            try:
-                rec = loads_json(line, "a log line")
-            except ValueError:  # FreqkitError (too deep) is a ValueError too
-                continue  # a line cut by a kill: the records before it still stand
-            if isinstance(rec, dict) and rec.get("split") == "train":
-                history.append(rec)
+    history = train_history(folder)
     if (folder / "timing.json").is_file():
         timing = _read_json(folder / "timing.json", "the timing file")
     else:  # runs written without timing.json: per-step time from the logged throughput

@@ -17,7 +17,6 @@ checkpoint exists. Loading uses safetensors only (no pickle), so untrusted check
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import shutil

@@ -13,7 +13,7 @@ import argparse
 
 from freqkit.cli._config import add_dataclass_arguments, dataclass_kwargs
 
-_OWN = ("model", "data", "steps", "seed", "out", "resume", "global_batch_size", "recipe")  # recipes are for freqkit train
+_OWN = ("model", "data", "steps", "seed", "out", "resume", "overwrite", "global_batch_size", "recipe")  # recipes are for freqkit train
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:

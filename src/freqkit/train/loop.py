@@ -591,7 +591,8 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
         window_n += 1
         done = step + 1
-        if _finite_step(loss, model, grad_norm, info):
+        finite = _finite_step(loss, model, grad_norm, info)
+        if finite:
             optimizer.step()
         elif cfg.nonfinite == "stop":
             raise FreqkitError(
@@ -602,7 +603,7 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
             optimizer.zero_grad(set_to_none=True)
             if main:
                 _write_jsonl(log_path, {"step": done, "split": "skip", "reason": "non-finite loss or gradient"})
-        if cfg.log_every and (done % cfg.log_every == 0 or done == end):
+        if finite and cfg.log_every and (done % cfg.log_every == 0 or done == end):  # a skipped step has its own record
             loss_v = loss.detach().clone()
             if info.distributed:
                 torch.distributed.all_reduce(loss_v)

@@ -93,6 +93,6 @@ def test_train_a_truncated_training_image_on_rank_1_ends_both_ranks(tmp_path):
 
 
 def test_compare_under_torchrun_ends_every_rank_at_once(tmp_path):
-    run = _torchrun(["compare", "vit_micro", "--steps", "1", "--out", str(tmp_path / "out")], timeout=60)
+    run = _torchrun(["compare", "--models", "vit_micro", "--steps", "1", "--out", str(tmp_path / "out")], timeout=60)
     assert run.returncode != 0
     assert "compare runs in one process" in run.stderr, run.stderr[-3000:]

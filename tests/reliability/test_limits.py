@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 from freqkit.errors import FreqkitError
-from freqkit.limits import json_depth, limit, loads_json
 
 
 def _nested(depth: int) -> str:
@@ -35,6 +34,8 @@ def _random_json(rng: random.Random, depth: int):
 
 
 def test_json_depth_matches_the_parsed_structure():
+    from freqkit.limits import json_depth, limit, loads_json
+
     rng = random.Random(0)
     for _ in range(300):
         obj = _random_json(rng, rng.randint(0, 8))
@@ -43,12 +44,16 @@ def test_json_depth_matches_the_parsed_structure():
 
 
 def test_a_deeply_nested_json_is_one_line_not_a_recursion_error():
+    from freqkit.limits import json_depth, limit, loads_json
+
     text = _nested(100_000)
     with pytest.raises(FreqkitError, match=r"config.json nests 100000 levels deep, above freqkit's limit of 64; .*FREQKIT_MAX_JSON_DEPTH"):
         loads_json(text, "config.json")
 
 
 def test_the_limit_is_raised_on_purpose_with_its_variable(monkeypatch):
+    from freqkit.limits import json_depth, limit, loads_json
+
     assert loads_json(_nested(64), "x") is not None and limit("json_depth") == 64
     with pytest.raises(FreqkitError, match="limit of 64"):
         loads_json(_nested(65), "x")

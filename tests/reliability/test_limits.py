@@ -34,7 +34,7 @@ def _random_json(rng: random.Random, depth: int):
 
 
 def test_json_depth_matches_the_parsed_structure():
-    from freqkit.limits import json_depth, limit, loads_json
+    from freqkit.limits import json_depth
 
     rng = random.Random(0)
     for _ in range(300):
@@ -44,7 +44,7 @@ def test_json_depth_matches_the_parsed_structure():
 
 
 def test_a_deeply_nested_json_is_one_line_not_a_recursion_error():
-    from freqkit.limits import json_depth, limit, loads_json
+    from freqkit.limits import loads_json
 
     text = _nested(100_000)
     with pytest.raises(FreqkitError, match=r"config.json nests 100000 levels deep, above freqkit's limit of 64; .*FREQKIT_MAX_JSON_DEPTH"):
@@ -52,7 +52,7 @@ def test_a_deeply_nested_json_is_one_line_not_a_recursion_error():
 
 
 def test_the_limit_is_raised_on_purpose_with_its_variable(monkeypatch):
-    from freqkit.limits import json_depth, limit, loads_json
+    from freqkit.limits import limit, loads_json
 
     assert loads_json(_nested(64), "x") is not None and limit("json_depth") == 64
     with pytest.raises(FreqkitError, match="limit of 64"):

@@ -2,7 +2,8 @@
 
 Under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK in the environment) :func:`init_distributed` picks
 this process's device (cuda:LOCAL_RANK on GPU) and starts a process group (NCCL on GPU, gloo on CPU);
-:func:`cleanup_distributed` ends the group it started. Depends on torch and ``freqkit.errors`` only.
+:func:`cleanup_distributed` ends the group it started, after a failure without waiting on the peers (a
+failed rank never blocks in a barrier: :mod:`freqkit.ranks`). Depends on torch, ``freqkit.errors`` and ``freqkit.ranks``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from freqkit.errors import ParameterError
+from freqkit.ranks import dist_timeout, rank_world, shutdown
 
 __all__ = ["DistInfo", "resolve_device", "init_distributed", "cleanup_distributed", "is_main", "rank_world"]
 
@@ -78,20 +80,12 @@ def init_distributed(device: str = "auto") -> DistInfo:
     info = DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world, device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, device_id=dev if dev.type == "cuda" else None,
+                                timeout=dist_timeout())
         info.initialized_here = True
     return info
 
 
-def cleanup_distributed(info: DistInfo) -> None:
-    """Destroy the process group if :func:`init_distributed` created it."""
-    if info.initialized_here and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def rank_world() -> tuple[int, int]:
-    """(rank, world size) of the initialised torch.distributed group, else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def cleanup_distributed(info: DistInfo, failed: bool = False) -> None:
+    """Destroy the process group if :func:`init_distributed` created it; after a failure without waiting on the peers."""
+    shutdown(info.initialized_here, failed)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from freqkit.errors import FreqkitError, ParameterError
+from freqkit.limits import loads_json
 
 __all__ = [
     "FAULT_EXIT_CODE",
@@ -160,7 +161,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Parse a JSON file; a missing, unreadable or malformed one raises one FreqkitError naming it."""
     p = Path(path)
     try:
-        return json.loads(p.read_text())
+        return loads_json(p.read_text(), f"{what} {p}")
     except FileNotFoundError:
         raise FreqkitError(f"{what} {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:

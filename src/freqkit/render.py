@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "curve_figure", "escape", "figure_png", "figure_tag", "fragment", "kv_table", "page", "slug", "table", "write_pngs"]
+__all__ = [
+    "DPI", "check_distinct_folders", "curve_figure", "escape", "figure_png", "figure_tag", "fragment", "kv_table", "page", "slug", "table",
+    "write_pngs",
+]
 
 DPI = 110
 
@@ -38,6 +41,18 @@ code{background:#f3f3f3;padding:1px 4px}
 def slug(name: str, default: str = "model") -> str:
     """A file-name-safe form of ``name``: runs of characters outside ``[A-Za-z0-9_.-]`` become ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_.") or default
+
+
+def check_distinct_folders(names: Iterable[str], param: str) -> None:
+    """Refuse two names that :func:`slug` maps to one file or folder name (one would overwrite the other)."""
+    from freqkit.errors import ParameterError
+
+    seen: dict[str, str] = {}
+    for name in names:
+        s = slug(name)
+        if s in seen and seen[s] != name:
+            raise ParameterError(param, f"names {seen[s]!r} and {name!r} would share the folder / file name {s!r}; rename one")
+        seen[s] = name
 
 
 def escape(value: object) -> str:

@@ -1,6 +1,5 @@
 """Method-visualization data checked against direct computations from the layers' parameters and inputs."""
 import json
-import math
 
 import pytest
 import timm

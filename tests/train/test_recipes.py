@@ -14,7 +14,6 @@ from PIL import Image
 
 from freqkit.cli import main
 from freqkit.train.optim import lr_factor
-from freqkit.train.config import resolve_config
 from freqkit.train.recipes import RECIPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))

@@ -39,7 +39,11 @@ from freqkit.analysis.resume import ResumeState
 from freqkit.analysis.stream import Source, make_source
 from freqkit.distributed import DistInfo, cleanup_distributed, init_distributed, rank_world
 from freqkit.errors import FreqkitError, ParameterError
+from freqkit.io import check_writable_dir
+from freqkit.limits import check_limit
 from freqkit.probe import capture
+from freqkit.ranks import together
+from freqkit.render import check_distinct_folders
 
 __all__ = ["analyze", "model_name"]
 
@@ -130,6 +134,7 @@ def _named_models(models: Models, img_size: Any, pretrained: bool, checkpoint: C
             if not isinstance(m, nn.Module):
                 raise ParameterError("models", f"entry {key!r} is a {type(m).__name__}, not a torch.nn.Module or a model name")
             out.append((key, m))
+    check_distinct_folders(keys, "models")  # each model's figures are files named after it
     return out, built
 
 
@@ -156,10 +161,13 @@ def _check_options(pairs: list[tuple[str, nn.Module]], cutoff: float, bins: int,
         raise ParameterError("cutoff", f"{cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5")
     if int(bins) != bins or int(bins) < 1:
         raise ParameterError("bins", f"must be a positive int, got {bins!r}")
+    check_limit("bins", int(bins), "bins", " rings")
     if int(save_every) < 1:
         raise ParameterError("save_every", f"must be a positive number of batches, got {save_every!r}")
     if resume and state_dir is None:
         raise ParameterError("resume", "needs state_dir, the folder the interrupted run saved its statistics to")
+    if state_dir is not None:
+        check_writable_dir(state_dir, "state_dir")  # before any image is read, not after the whole pass
 
 
 def _progress_bar(total: Optional[int], initial: int, world: int) -> Any:
@@ -197,18 +205,19 @@ def _analyze_batch(pairs: list[tuple[str, nn.Module]], images: torch.Tensor, acc
 def _stream(pairs: list[tuple[str, nn.Module]], source: Source, accs: Mapping[str, Accumulator], joint: Accumulator,
             resume: ResumeState, position: int, opts: _Options, bar: bool) -> Optional[torch.Tensor]:
     """Read ``source`` from ``position`` into the accumulators (models in eval mode, restored after), saving the
-    state every ``save_every`` batches and at the end; returns the first images (at most 4) for the method figures."""
+    state every ``save_every`` batches and at the end; returns the first images (at most 4) for the method figures
+    (those of the interrupted run when it had read them: a resume with nothing left to read still has its figures)."""
     modes = [m.training for _, m in pairs]
     erf_names: dict[str, list[str]] = {}
-    first_images, progress, batches = None, None, 0
+    progress, batches = None, 0
     try:
         for _, m in pairs:
             m.eval()
         for images, position in source.batches(position):
             if images.device.type == "meta" or not bool(torch.isfinite(images).all()):
                 raise FreqkitError("analyze: the images hold NaN or inf (or are on the meta device); pass finite real-valued images")
-            if first_images is None and opts.methods:
-                first_images = images[:4].detach().cpu()
+            if resume.first_images is None and opts.methods:
+                resume.first_images = images[:4].detach().cpu()
             if progress is None and bar:  # after the first batch arrived: a source that fails at once prints one line
                 progress = _progress_bar(source.total, accs[pairs[0][0]].n, rank_world()[1])
             _analyze_batch(pairs, images, accs, joint, opts, erf_names)
@@ -223,7 +232,7 @@ def _stream(pairs: list[tuple[str, nn.Module]], source: Source, accs: Mapping[st
             m.train(mode)
         if progress is not None:
             progress.close()
-    return first_images
+    return resume.first_images
 
 
 def _start(device: Optional[str], pairs: list[tuple[str, nn.Module]]) -> DistInfo:
@@ -260,6 +269,7 @@ def analyze(
     resume: bool = False,
     info: Optional[Mapping[str, Mapping[str, Any]]] = None,
     settings: Optional[Mapping[str, Any]] = None,
+    check_headers: bool = True,
 ) -> Report:
     """Spectral diagnostics of ``models`` over the images of ``data`` -> :class:`Report`.
 
@@ -288,39 +298,46 @@ def analyze(
     Under torchrun (WORLD_SIZE > 1 in the environment) the process group is started here if it is not
     yet (and ended on return), each rank analyses its shard and the statistics are summed over ranks; every rank returns the same report. With ``state_dir`` the
     statistics are saved there (atomically, one file per rank) every ``save_every`` batches and at
-    the end; ``resume`` continues from them. ``info`` adds per-model facts, ``settings`` run settings.
+    the end; ``resume`` continues from them, and refuses statistics of other work (other models, settings,
+    image files or process count). ``info`` adds per-model facts, ``settings`` run settings. ``check_headers``
+    (folders): read every image's header before the first batch, so a bad file fails at once (off for huge
+    folders). When one rank fails, every rank stops with one line naming it.
     """
     _check_size(img_size)
     pairs, built = _named_models(models, img_size, pretrained, checkpoint)
     _check_options(pairs, cutoff, bins, save_every, resume, state_dir)
     dist_info = _start(device, pairs)
+    failed = True
     try:
-        return _analyze(pairs, built, data, device=None if device is None else str(dist_info.device), options=_Options(
+        report = _analyze(pairs, built, data, device=None if device is None else str(dist_info.device), options=_Options(
             attention=bool(attention), layers=layers, cutoff=float(cutoff), bins=int(bins), chunk_size=int(chunk_size), cka=bool(cka),
             erf=erf, methods=bool(methods), save_every=int(save_every),
         ), batch_size=batch_size, num_workers=num_workers, max_images=max_images, img_size=img_size, progress=progress,
-            state_dir=state_dir, resume=resume, info=info, settings=settings)
+            state_dir=state_dir, resume=resume, info=info, settings=settings, check_headers=check_headers)
+        failed = False
+        return report
     finally:
-        cleanup_distributed(dist_info)
+        cleanup_distributed(dist_info, failed)  # after a failure, without waiting on peers that may be gone
 
 
 def _analyze(pairs: list[tuple[str, nn.Module]], built: dict[str, dict[str, str]], data: Any, *, device: Optional[str], options: _Options,
              batch_size: Optional[int], num_workers: int, max_images: Optional[int], img_size: Any, progress: bool,
-             state_dir: Any, resume: bool, info: Optional[Mapping[str, Mapping[str, Any]]], settings: Optional[Mapping[str, Any]]) -> Report:
+             state_dir: Any, resume: bool, info: Optional[Mapping[str, Mapping[str, Any]]], settings: Optional[Mapping[str, Any]],
+             check_headers: bool) -> Report:
     """:func:`analyze` once the models are built and the process group (if any) is up."""
     rank, world = rank_world()
-    source = make_source(
-        data, batch_size=batch_size, num_workers=num_workers, max_images=max_images, model=pairs[0][1], img_size=img_size, rank=rank, world=world
-    )
     accs = {name: Accumulator() for name, _ in pairs}
     joint = Accumulator()
     call = {
         "cutoff": options.cutoff, "bins": options.bins, "attention": options.attention, "layers": None if options.layers is None else list(options.layers),
         "cka": options.cka, "erf": options.erf if isinstance(options.erf, bool) else list(options.erf), "max_images": max_images, "img_size": img_size,
     }
-    state = ResumeState(None if state_dir is None else Path(state_dir), rank, world, source.fingerprint, call, dict(pairs))
-    position = state.load(accs, joint) if resume else 0
-    first_images = _stream(pairs, source, accs, joint, state, position, options, bar=progress and rank == 0)
+    with together("analyze"):  # a rank that fails stops every rank, before the statistics are summed
+        source = make_source(data, batch_size=batch_size, num_workers=num_workers, max_images=max_images, model=pairs[0][1],
+                             img_size=img_size, rank=rank, world=world, check_headers=check_headers)
+        state = ResumeState(None if state_dir is None else Path(state_dir), rank, world, source.fingerprint, call, dict(pairs))
+        position = state.load(accs, joint) if resume else 0
+        first_images = _stream(pairs, source, accs, joint, state, position, options, bar=progress and rank == 0)
     if world > 1:
         all_reduce({**accs, _JOINT: joint})
     total = accs[pairs[0][0]].n

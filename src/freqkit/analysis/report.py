@@ -17,6 +17,7 @@ from freqkit.analysis.metrics import HEAD_METRICS, METRICS, layer_cells, layer_c
 from freqkit.errors import FreqkitError
 from freqkit.io import atomic_write_text
 from freqkit.render import write_pngs
+from freqkit.limits import loads_json
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "LayerStats", "ModelReport", "Report", "METRICS", "HEAD_METRICS"]
 
@@ -197,7 +198,7 @@ class Report:
             except FileNotFoundError:
                 raise FreqkitError(f"report {str(p)!r} does not exist; check the path") from None
         try:
-            data = json.loads(text)
+            data = loads_json(text, "this text" if isinstance(source, str) and source.lstrip().startswith("{") else f"report {str(source)!r}")
         except json.JSONDecodeError as err:
             where = "this text" if isinstance(source, str) and source.lstrip().startswith("{") else f"report {str(source)!r}"
             raise FreqkitError(f"{where} is not valid JSON ({err.msg} at line {err.lineno}); pass a file written by Report.to_json") from None

@@ -52,6 +52,8 @@ def add_parser(subparsers: Any, name: str = "analyze") -> argparse.ArgumentParse
     p.add_argument("--resume", action="store_true", default=None, help="continue an interrupted run from the statistics saved in DIR/state/")
     p.add_argument("--out", default="freqkit-report", metavar="DIR", help="output folder (default freqkit-report/)")
     p.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True, help="report.html and figures/*.png besides report.json")
+    p.add_argument("--check-headers", dest="check_headers", **_BOOL, help="read every image's header before the first batch, so a bad "
+                   "file fails at once (default on; --no-check-headers for huge folders)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     flags = {a.dest: a.option_strings[0] for a in p._actions if a.option_strings and a.dest != "help"}
     p.set_defaults(run=run, **{_FLAGS: flags})

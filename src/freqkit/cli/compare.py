@@ -13,7 +13,7 @@ import argparse
 
 from freqkit.cli._config import add_dataclass_arguments, add_signature_arguments, dataclass_kwargs
 
-_OWN = ("model", "data", "steps", "seed", "out", "resume", "global_batch_size", "recipe")  # recipes are for freqkit train
+_OWN = ("model", "data", "steps", "seed", "out", "resume", "overwrite", "global_batch_size", "recipe")  # recipes are for freqkit train
 _CLI_DEFAULTS = {"seeds": "1", "out": "freqkit-compare"}  # one seed; a folder, since the command line keeps its report
 
 

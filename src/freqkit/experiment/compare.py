@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 from freqkit.errors import FreqkitError, ParameterError
 from freqkit.experiment.reporting import CURVES, Comparison, format_metrics, merge_predictions, summarize
-from freqkit.io import check_writable_dir
-from freqkit.render import slug
+from freqkit.io import RunLock, check_writable_dir
+from freqkit.render import check_distinct_folders, slug
 
 __all__ = ["compare", "Comparison", "parse_seeds", "DEFAULT_MODELS", "DEFAULT_STEPS", "COMPARE_HELP"]
 
@@ -40,7 +40,7 @@ COMPARE_HELP = {
     "keep_checkpoints": "keep each run's resumable checkpoint/ folder",
 }
 # TrainConfig fields that compare sets itself (per model and seed, or from its own arguments)
-_OWN_FIELDS = ("model", "data", "steps", "seed", "out", "resume")
+_OWN_FIELDS = ("model", "data", "steps", "seed", "out", "resume", "overwrite")
 
 ModelFactory = Callable[[], Any]
 
@@ -92,6 +92,7 @@ def _normalize_models(models: Union[Sequence[str], Mapping[str, Union[str, Model
         named = {m: m for m in names}
     if not named:
         raise ParameterError("models", "is empty; give model specs such as ['vit_mini', 'vit_mini+fdam']")
+    check_distinct_folders(named, "models")
     return named
 
 
@@ -138,7 +139,7 @@ def _train_or_reuse(cfg, spec: Union[str, ModelFactory], datasets: dict[str, Any
 
     from freqkit.experiment.runs import open_run
     from freqkit.train import train
-    from freqkit.train.rundir import RunDir
+    from freqkit.train.rundir import RunDir, train_history
 
     run_dir = RunDir(cfg.out)
     if resume and not callable(spec) and run_dir.finished_as(cfg):
@@ -149,9 +150,11 @@ def _train_or_reuse(cfg, spec: Union[str, ModelFactory], datasets: dict[str, Any
     if callable(spec):
         torch.manual_seed(cfg.seed)
         net = spec()
-    res = train(dataclasses.replace(cfg, resume=bool(resume)), model=net, datasets=datasets, data_info=given_info)
+    # compare owns its runs: without resume they are trained again (overwrite), with it continued
+    res = train(dataclasses.replace(cfg, resume=bool(resume), overwrite=not resume), model=net, datasets=datasets, data_info=given_info)
     run_dir.save_timing(res.seconds, res.seconds_per_step)
-    return {"model": res.model, "metrics": res.metrics, "history": res.history, "seconds": res.seconds,
+    # the log holds every step, also those before a resume (res.history starts at the resume)
+    return {"model": res.model, "metrics": res.metrics, "history": train_history(run_dir.path) or res.history, "seconds": res.seconds,
             "seconds_per_step": res.seconds_per_step}
 
 
@@ -265,6 +268,8 @@ def compare(
     base_cfg = _base_config(data, steps, train_options)
     tmp = tempfile.TemporaryDirectory(prefix="freqkit-compare-") if out is None else None
     root = Path(tmp.name) if tmp is not None else check_writable_dir(out, "out")
+    # one comparison per folder, for its whole length: a second one fails here, before touching any finished run
+    lock = RunLock(root, "out").acquire() if tmp is None else None
     try:
         datasets, info, given_info = _datasets(data, base_cfg, seed_list[0])
         for name, spec in named.items():
@@ -311,5 +316,7 @@ def compare(
             result.save(root)
         return result
     finally:
+        if lock is not None:
+            lock.release()
         if tmp is not None:
             tmp.cleanup()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from freqkit import render
+from freqkit.limits import loads_json
 from freqkit.errors import FreqkitError
 from freqkit.io import atomic_write_text, check_writable_dir, json_text
 
@@ -90,7 +91,7 @@ class Comparison:
         """A Comparison from :meth:`to_json` text or a ``results.json`` path."""
         text = Path(source).read_text() if isinstance(source, Path) or not str(source).lstrip().startswith("{") else str(source)
         try:
-            d = json.loads(text)
+            d = loads_json(text, "the compare results")
             return cls(settings=d["settings"], summary=d["summary"], runs=d["runs"], predictions=d.get("predictions"))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise FreqkitError(f"not a freqkit compare results file ({type(err).__name__}: {err}); pass results.json of freqkit compare") from None

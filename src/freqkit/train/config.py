@@ -44,6 +44,23 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
     return field(default=default, metadata={"help": help, **cli})
 
 
+def _check_eval_scales(cfg: "TrainConfig", scales: tuple[float, ...]) -> None:
+    """Bound the count of scale factors and the pixels of the largest rescaled image before any evaluation runs."""
+    from freqkit.limits import check_limit, limit
+
+    check_limit("eval_scales", len(scales), "eval_scales", " scale factors")
+    crop = int(cfg.crop_size or cfg.img_size or 512)
+    long, short = cfg.scale or (4 * crop, crop)
+    biggest = max(scales)
+    pixels = round(long * biggest) * round(short * biggest)
+    if pixels > limit("resized_pixels"):
+        raise ParameterError(
+            "eval_scales", f"factor {biggest:g} rescales images to fit {round(long * biggest)}x{round(short * biggest)} = {pixels} pixels, "
+            f"above freqkit's limit of {limit('resized_pixels')}; use factors such as 0.5,1.0,1.75, or set FREQKIT_MAX_RESIZED_PIXELS "
+            "to raise the limit on purpose"
+        )
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run; the single source of every default and help text (the CLI flags are generated from it)."""
@@ -128,6 +145,10 @@ class TrainConfig:
     num_workers: int = _opt(0, "DataLoader worker processes", flag="--workers")
     device: str = _opt("auto", "cpu, cuda, cuda:1 ... (auto: cuda if available)")
     resume: bool = _opt(False, "continue from out/checkpoint if it exists (same settings)")
+    overwrite: bool = _opt(False, "start again in an out folder that holds a run (its log, checkpoint and model are replaced); "
+                           "without it such a folder is refused unless resume is set")
+    nonfinite: str = _opt("stop", "a step whose loss or gradient is NaN or inf: stop with an error naming the step, or skip it "
+                          "(no update, like a mixed-precision grad scaler) and go on", choices=("stop", "skip"))
     stop_at: Optional[int] = _opt(None, "stop after this step with a checkpoint; finish later with resume")
     progress: bool = _opt(True, "progress bar")
     global_batch_size: int = _opt(0, "filled in by the loop: batch_size x world size", cli=False)
@@ -176,6 +197,7 @@ class TrainConfig:
             ("crop_size", self.crop_size is None or MIN_IMG_SIZE <= self.crop_size <= MAX_IMG_SIZE,
              f"must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE}, got {self.crop_size}"),
             ("eval_mode", self.eval_mode in (None, "whole", "slide"), f"{self.eval_mode!r} is unknown; use whole or slide"),
+            ("nonfinite", self.nonfinite in ("stop", "skip"), f"{self.nonfinite!r} is unknown; use stop or skip"),
             ("img_scale", self.img_scale is None or _scale_ok(self.img_scale), f"must be LONG,SHORT (two positive integers), got {self.img_scale!r}"),
             ("aux_level", self.aux_level >= 0, f"must be >= 0 (0: the finest level), got {self.aux_level}"),
             ("neck", self.neck in ("pyramid", "simple", "none"), f"{self.neck!r} is unknown; use pyramid, simple or none"),
@@ -195,9 +217,10 @@ class TrainConfig:
         resolve_device(self.device)
         if self.eval_scales is not None:
             try:
-                parse_scales(self.eval_scales)
+                scales = parse_scales(self.eval_scales)
             except FreqkitError as err:
                 raise ParameterError("eval_scales", f"is not usable: {err}") from None
+            _check_eval_scales(self, scales)
         if self.recipe is not None:
             from freqkit.train.recipes import RECIPES
 

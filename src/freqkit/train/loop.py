@@ -24,14 +24,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from freqkit.errors import FreqkitError, ParameterError, one_line
 from freqkit.io import RunLock, check_writable_dir
-from freqkit.train.checkpoint import find_checkpoint, load_train_state, save_train_state, settle_checkpoint
+from freqkit.ranks import peer_failure, publish_failure
+from freqkit.train.checkpoint import find_checkpoint, load_train_state, save_train_state, settle_checkpoint, unwrap
 from freqkit.train.config import TrainConfig
 from freqkit.train.distributed import DistInfo, ResumableDistributedSampler, cleanup_distributed, init_distributed, is_main
 from freqkit.train.evaluate import eval_options, evaluate, evaluate_dense, input_stats, loss_fn, normalize
 from freqkit.train.metrics import check_num_classes
 from freqkit.train.optim import build_optimizer, lr_factor, set_lr
 from freqkit.train.rundir import RunDir
-from freqkit.train.setup import amp_enabled, build_data, build_network, check_input_size, given_datasets, seed_everything
+from freqkit.train.setup import amp_enabled, build_data, build_network, check_input_size, data_identity, given_datasets, seed_everything
 
 __all__ = ["train", "TrainResult"]
 
@@ -141,17 +142,49 @@ def train(
     check_init(cfg)  # a recipe's 160k steps never start from random weights by accident
     info = init_distributed(cfg.device)
     lock: Optional[RunLock] = None
+    failed = True
     try:
         if is_main(info):
             check_writable_dir(cfg.out, "out")
             lock = RunLock(cfg.out, "out").acquire()
             if cfg.tensorboard:
                 check_writable_dir(cfg.tensorboard, "tensorboard")
-        return _train(cfg, info, model, datasets, data_info)
+        result = _train(cfg, info, model, datasets, data_info)
+        failed = False
+        return result
+    except BaseException as err:
+        if not info.distributed:
+            raise
+        # a peer's published failure explains a broken collective; our own failure is published for the peers
+        peer = peer_failure(err, "train")
+        if peer is not None:
+            raise peer from None
+        raise publish_failure(err) from None
     finally:
         if lock is not None:
             lock.release()
-        cleanup_distributed(info)
+        cleanup_distributed(info, failed)
+
+
+def _finite_step(loss: torch.Tensor, model: nn.Module, grad_norm: Optional[torch.Tensor], info: DistInfo) -> bool:
+    """True when the loss and every gradient are finite, on every rank (they agree, so all update or all skip)."""
+    if grad_norm is None:
+        # an infinite max_norm never scales: this only measures the gradient norm (NaN / inf when any gradient is)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    ok = (torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)).to(torch.float32).reshape(1)
+    if info.distributed:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok.item() > 0)
+
+
+def _check_finite_weights(model: nn.Module, step: int) -> None:
+    """Refuse to save non-finite weights (a step past the loss check made them, e.g. an overflowing update)."""
+    bad = [name for name, p in unwrap(model).named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise FreqkitError(
+            f"training diverged by step {step}: {len(bad)} weight tensors hold NaN or inf (first: {bad[0]}); nothing was saved; "
+            "lower lr or set clip_grad"
+        )
 
 
 def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, given: Optional[dict[str, Dataset]] = None,
@@ -205,14 +238,18 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
 
     start = 0
     ckpt_dir = run_dir.checkpoint
+    if main and not cfg.resume and not cfg.overwrite:
+        run_dir.check_fresh()
     found = find_checkpoint(ckpt_dir) if cfg.resume else None  # damaged files: CheckpointDamaged, never a silent restart
     if info.distributed:
         torch.distributed.barrier()  # every rank has looked before rank 0 moves copies around
     if cfg.resume and found is None and main and ckpt_dir.with_name(ckpt_dir.name + ".tmp").exists():
         warnings.warn(f"resume=True: the first checkpoint save into {ckpt_dir} never finished; starting at step 0", stacklevel=2)
+    data_id = data_identity(train_ds, val_ds)
     if found is not None:
         path, saved = found
         run_dir.check_resume(saved.get("config", {}), cfg, path)
+        run_dir.check_same_data(saved.get("extra", {}).get("data"), data_id, path)
         if main:
             settle_checkpoint(ckpt_dir)  # the newest complete copy back under its own name, the others gone
         if info.distributed:
@@ -222,7 +259,7 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         if main:
             run_dir.truncate_log(start, finished=start >= cfg.steps)
     elif main:
-        run_dir.clear_log()
+        run_dir.clear_log()  # only reached with nothing to lose: check_fresh refused a finished run without overwrite
     tb, monitor = None, None
     if main:  # the spectral monitor and TensorBoard: rank 0 only, no collective calls
         from freqkit.train.monitoring import start_monitor, tensorboard_writer
@@ -251,8 +288,9 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
     metrics: dict[str, float] = {}
 
     def save(step: int) -> None:
+        _check_finite_weights(model, step)  # a checkpoint never holds NaN or inf weights
         if main:
-            save_train_state(ckpt_dir, model, optimizer, step, cfg.to_dict(), extra={"metrics": metrics})
+            save_train_state(ckpt_dir, model, optimizer, step, cfg.to_dict(), extra={"metrics": metrics, "data": data_id})
         if info.distributed:
             torch.distributed.barrier()
 
@@ -301,10 +339,21 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         grad_norm = None
         if cfg.clip_grad:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        optimizer.step()
         window_n += 1
         done = step + 1
-        if cfg.log_every and (done % cfg.log_every == 0 or done == end):
+        finite = _finite_step(loss, model, grad_norm, info)
+        if finite:
+            optimizer.step()
+        elif cfg.nonfinite == "stop":
+            raise FreqkitError(
+                f"training diverged at step {done}: the loss or a gradient is NaN or inf; lower lr, set clip_grad, or pass "
+                "nonfinite='skip' to skip such steps (the last checkpoint holds finite weights)"
+            )
+        else:  # skip: no update at all, as a mixed-precision grad scaler does with an overflowing step
+            optimizer.zero_grad(set_to_none=True)
+            if main:
+                run_dir.log({"step": done, "split": "skip", "reason": "non-finite loss or gradient"})
+        if finite and cfg.log_every and (done % cfg.log_every == 0 or done == end):  # a skipped step has its own record
             loss_v = loss.detach().clone()
             if info.distributed:
                 torch.distributed.all_reduce(loss_v)

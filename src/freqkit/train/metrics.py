@@ -119,6 +119,12 @@ def check_num_classes(task: str, num_classes: int) -> None:
 
     if int(num_classes) < 1:
         raise FreqkitError(f"num_classes must be >= 1, got {num_classes}")
+    if task == "classification" and int(num_classes) < 2:
+        # torchmetrics' multiclass accuracy needs two classes: refuse now, not at the final evaluation
+        raise FreqkitError(
+            f"num_classes={num_classes}: classification needs at least 2 classes (an image folder needs 2 or more class "
+            "sub-folders); add a class, or train a segmentation task instead"
+        )
     if task == "segmentation" and int(num_classes) > MAX_SEGMENTATION_CLASSES:
         raise FreqkitError(
             f"num_classes={num_classes} is more than {MAX_SEGMENTATION_CLASSES} segmentation classes (the mIoU confusion matrix "

@@ -14,11 +14,12 @@ from typing import Any, Optional, Union
 
 from torch import nn
 
-from freqkit.errors import FreqkitError
+from freqkit.errors import FreqkitError, ParameterError
 from freqkit.io import atomic_write_json, atomic_write_text, read_json
+from freqkit.limits import loads_json
 from freqkit.train.config import RESUME_SENSITIVE, TrainConfig
 
-__all__ = ["RunDir", "read_run", "build_run_model", "REUSE_KEYS", "LATER_REUSE_KEYS"]
+__all__ = ["RunDir", "read_run", "train_history", "build_run_model", "REUSE_KEYS", "LATER_REUSE_KEYS"]
 
 # settings that define a run: a finished run is reused only when all agree
 REUSE_KEYS = ("model", "data", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio",
@@ -53,6 +54,28 @@ class RunDir:
                 "resume with the original settings or use a new out folder"
             )
 
+    def check_same_data(self, saved: Optional[dict[str, Any]], now: dict[str, Any], folder: Path) -> None:
+        """Refuse to resume on data that changed since the checkpoint (renamed, added, removed or resized files)."""
+        if not isinstance(saved, dict):
+            return  # a checkpoint written before data identities were recorded
+        for split in ("train", "val"):
+            a, b = saved.get(split) or {}, now[split]
+            if a != b:
+                what = f"{a.get('items')} -> {b['items']} items" if a.get("items") != b["items"] else "files renamed, replaced or resized"
+                raise FreqkitError(
+                    f"cannot resume from {folder}: the {split} data changed since it was saved ({what}); "
+                    "resume on the same data, or use a new out folder"
+                )
+
+    def check_fresh(self) -> None:
+        """Refuse to start over in a folder that holds a run (its model, checkpoint or log): resume or overwrite must say so."""
+        held = [n for n in ("model.safetensors", "metrics.json", "checkpoint", "checkpoint.old", "log.jsonl") if (self.path / n).exists()]
+        if held:
+            raise ParameterError(
+                "out", f"{str(self.path)!r} already holds a run ({', '.join(held)}); pass resume=True to continue it, overwrite=True "
+                "to start it again (its log and checkpoint are replaced), or use a new out folder"
+            )
+
     def log(self, record: dict[str, Any]) -> None:
         """Append one record to ``log.jsonl``."""
         # an append-only log: a kill can leave at most a partial last line, which truncate_log drops on resume
@@ -70,8 +93,8 @@ class RunDir:
         kept = []
         for line in self.log_file.read_text(errors="replace").splitlines():
             try:
-                rec = json.loads(line)
-            except ValueError:
+                rec = loads_json(line, "a log line")
+            except ValueError:  # a line cut by a kill; FreqkitError (too deep) is a ValueError too
                 continue
             if not (isinstance(rec, dict) and isinstance(rec.get("step"), int)) or rec["step"] > step:
                 continue
@@ -84,11 +107,13 @@ class RunDir:
         """Every complete record of ``log.jsonl`` (a line cut by a kill is skipped: the records before it still stand)."""
         out = []
         if self.log_file.is_file():
-            for line in self.log_file.read_text().splitlines():
+            for line in self.log_file.read_text(errors="replace").splitlines():
                 try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
+                    rec = loads_json(line, "a log line")
+                except ValueError:  # FreqkitError (too deep) is a ValueError too
                     continue
+                if isinstance(rec, dict):
+                    out.append(rec)
         return out
 
     def clear_log(self) -> None:
@@ -134,7 +159,7 @@ def _safetensors_config(path: Path) -> dict[str, Any]:
     if "config" not in meta:
         return {}
     try:
-        return json.loads(meta["config"])
+        return loads_json(meta["config"], f"the training config in {path}'s metadata")
     except json.JSONDecodeError:
         raise FreqkitError(f"{path} has a damaged training config in its metadata; pass model=... and data=...") from None
 
@@ -147,11 +172,11 @@ def read_run(path: Union[str, Path]) -> dict[str, Any]:
         if (path / "config.json").is_file():
             cfg = read_json(path / "config.json", _FIX)
         elif (path / "state.json").is_file():
-            cfg = read_json(path / "state.json", _FIX).get("config", {})
+            cfg = read_json(path / "state.json", "the checkpoint state").get("config", {})
         else:
             cfg = {}
         if not weights.is_file():
-            raise FreqkitError(f"{path} has no model.safetensors; {_FIX} (it may still be training)")
+            raise FreqkitError(f"{path} has no model.safetensors (it may still be training); pass a finished run folder")
         if not cfg:
             cfg = _safetensors_config(weights)
     elif path.is_file():
@@ -163,17 +188,22 @@ def read_run(path: Union[str, Path]) -> dict[str, Any]:
     else:
         raise FreqkitError(f"{path} does not exist; pass a run folder, a checkpoint folder or a .safetensors file")
     if not isinstance(cfg, dict):
-        raise FreqkitError(f"{path}: the training config is not a JSON object; {_FIX}")
+        raise FreqkitError(f"{path}: the training config is not a JSON object; restore config.json or re-run freqkit train")
     folder = RunDir(weights.parent)
-    metrics = read_json(folder.metrics_file, _FIX) if folder.metrics_file.is_file() else {}
-    history = [rec for rec in folder.records() if rec.get("split") == "train"]
+    metrics = read_json(folder.metrics_file, "the metrics file") if folder.metrics_file.is_file() else {}
+    history = train_history(folder.path)
     if folder.timing_file.is_file():
-        timing = read_json(folder.timing_file, _FIX)
+        timing = read_json(folder.timing_file, "the timing file")
     else:  # runs written without timing.json: per-step time from the logged throughput
         rates = [cfg["global_batch_size"] / h["img_per_s"] for h in history[1:] if h.get("img_per_s") and cfg.get("global_batch_size")]
         per_step = statistics.median(rates) if rates else float("nan")
         timing = {"seconds": per_step * cfg.get("steps", 0), "seconds_per_step": per_step}
     return {"path": path, "weights": weights, "config": cfg, "metrics": metrics, "history": history, "timing": timing}
+
+
+def train_history(folder: Union[str, Path]) -> list[dict[str, Any]]:
+    """The training records of ``folder/log.jsonl`` from step 1, resumed runs included (empty without a log)."""
+    return [rec for rec in RunDir(folder).records() if rec.get("split") == "train"]
 
 
 def build_run_model(config: dict[str, Any], weights: Union[str, Path], spec: Optional[str] = None, device: Any = None) -> nn.Module:

@@ -115,3 +115,10 @@ def preflight(configs: Sequence[TrainConfig], check_data: bool = True, data: Opt
         del model
         checked.append(cfg)
     return checked
+
+
+def data_identity(train_ds: Dataset, val_ds: Dataset) -> dict[str, Any]:
+    """What the data is, beyond its spec string: a digest of each folder split's files (names and sizes) and its length."""
+    from freqkit.data.folders import dataset_digest
+
+    return {split: {"files": dataset_digest(ds), "items": len(ds)} for split, ds in (("train", train_ds), ("val", val_ds))}

@@ -137,4 +137,4 @@ def shutdown(started: bool, failed: bool) -> None:
         if not failed:
             dist.barrier()
     finally:
-        dist.destroy_processrank_world()
+        dist.destroy_process_group()

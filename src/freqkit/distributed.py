@@ -52,18 +52,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         try:
             dev = torch.device(text)
         except (RuntimeError, ValueError):
-            raise ParameterError("device", f"{device!r} is not a device; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+            raise ParameterError("device", f"{device!r} is not a device; use device=auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ParameterError("device", f"{str(device)!r} but CUDA is not available on this machine; use 'cpu' or 'auto'")
+            raise ParameterError("device", f"{str(device)!r} but CUDA is not available on this machine; use device=cpu or device=auto")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ParameterError("device", f"{str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s) (0..{torch.cuda.device_count() - 1})"
             )
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ParameterError("device", f"{str(device)!r} but MPS is not available on this machine; use 'cpu' or 'auto'")
+            raise ParameterError("device", f"{str(device)!r} but MPS is not available on this machine; use device=cpu or device=auto")
     elif dev.type != "cpu":
-        raise ParameterError("device", f"{str(device)!r} is not supported for training; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        raise ParameterError("device", f"{str(device)!r} is not supported for training; use device=auto, cpu, cuda, cuda:N or mps")
     return dev
 
 

@@ -74,7 +74,7 @@ def test_nonfinite_skip_skips_the_step_and_goes_on(tmp_path):
     assert [r["step"] for r in skips] == [1, 2, 3, 4]
     assert all(bool(torch.isfinite(p).all()) for p in res.model.parameters())
     torch.manual_seed(0)
-    from freqkit.train.models import build_model
+    from freqkit.models.spec import build_model
 
     init = build_model("vit_micro", "classification", 2, 32).state_dict()
     assert all(torch.equal(init[k], v) for k, v in res.model.state_dict().items())

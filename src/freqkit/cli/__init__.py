@@ -42,19 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
 def error_line(err: FreqkitError, args: Optional[argparse.Namespace]) -> str:
     """``err`` for the command line, the one place parameters become flags.
 
-    A ParameterError's parameter is shown as its flag; inside other messages ``param=True`` / ``param=False`` /
+    A ParameterError's parameter is shown as its flag; inside any message ``param=True`` / ``param=False`` /
     ``param=VALUE`` read as ``--flag`` / ``no --flag`` / ``--flag VALUE``, then the subcommand's ``_flag_patterns``
     (regex, replacement) pairs apply.
     """
     from freqkit.cli._config import flags_of
 
     flags = flags_of(args)
-    if isinstance(err, ParameterError):
-        return f"{flags.get(err.param, '--' + err.param.replace('_', '-'))} {err.detail}"
     message = str(err)
-    for param in sorted(flags, key=len, reverse=True):
-        flag = flags[param]
-        message = message.replace(f"{param}=True", flag).replace(f"{param}=False", f"no {flag}").replace(f"{param}=", f"{flag} ")
+    if isinstance(err, ParameterError):
+        message = f"{flags.get(err.param, '--' + err.param.replace('_', '-'))} {err.detail}"
+    for param, flag in flags.items():  # whole names only: min_lr= is not lr=
+        message = re.sub(rf"(?<![\w-]){re.escape(param)}=(True|False)?",
+                         lambda m, flag=flag: {"True": flag, "False": f"no {flag}"}.get(m.group(1) or "", f"{flag} "), message)
     for pattern, replacement in (getattr(args, "_flag_patterns", None) or []) if args is not None else []:
         message = re.sub(pattern, replacement, message)
     return message

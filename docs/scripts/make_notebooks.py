@@ -123,7 +123,7 @@ RETROFIT = [
         "by `convert`); the data spec `shapes:size=32,train=128,val=16` generates the images. Two seeds give a spread."
     ),
     new_code_cell(
-        "cmp = freqkit.compare([\"vit_micro\", \"vit_micro+fdam\"], data=\"shapes:size=32,train=128,val=16\", steps=40,\n"
+        "cmp = freqkit.compare([\"vit_micro\", \"vit_micro+fdam\"], data=\"shapes:size=32,train=128,val=16\", steps=150,\n"
         "                      seeds=(0, 1), batch_size=8, out=\"compare\", progress=False)\n"
         "print(cmp.table())"
     ),

@@ -17,7 +17,7 @@ _SRC = Path(__file__).resolve().parents[2] / "src"
 if str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
-_ENTRY = re.compile(r"^(\s*):::\s+(freqkit\.[A-Za-z_][A-Za-z0-9_]*)\s*$", flags=re.M)
+_ENTRY = re.compile(r"^(\s*):::\s+(freqkit\.[A-Za-z_][A-Za-z0-9_]*)\s*$", flags=re.MULTILINE)
 _ROLE = re.compile(r":(?:class|func|mod|meth|attr|data|obj|exc):(?=<code>)")
 
 

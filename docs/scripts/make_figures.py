@@ -189,7 +189,9 @@ def metric_figures(grid: int, channels: int, depth: int) -> dict[str, object]:
     fig.tight_layout()
     figs["attention_token_spectrum.png"] = fig
 
-    figs["effective_rank.png"] = depth_figure(stacks, S.effective_rank, "effective rank", "exp(entropy of normalized singular values)")
+    figs["effective_rank.png"] = depth_figure(
+        stacks, S.effective_rank, "effective rank", "exp(entropy of normalized singular values)"
+    )
     figs["token_similarity.png"] = depth_figure(
         stacks, lambda x: S.token_cosine_similarity(x[None])[0], "mean |cos(x_i, x_j)|", "token cosine similarity"
     )
@@ -204,7 +206,8 @@ def metric_figures(grid: int, channels: int, depth: int) -> dict[str, object]:
     figs["cross_layer_similarity.png"] = fig
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), dpi=110)
-    for metric, ax, label in [(S.rank_collapse_residual, axes[0], "rank-collapse residual"), (S.stable_rank, axes[1], "stable rank")]:
+    panels = [(S.rank_collapse_residual, axes[0], "rank-collapse residual"), (S.stable_rank, axes[1], "stable rank")]
+    for metric, ax, label in panels:
         for (name, xs), marker in zip(stacks.items(), "os"):
             ax.plot(range(len(xs)), [float(metric(x)) for x in xs], marker=marker, ms=3.5, label=name)
         ax.set_xlabel("layer (0 = input)")

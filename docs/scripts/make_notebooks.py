@@ -58,7 +58,8 @@ DIAGNOSE = [
         "for name in report.names:\n"
         "    hf = report[name].series(\"hf_ratio\")\n"
         "    cos = report[name].series(\"cosine_similarity\")\n"
-        "    print(f\"{name:14s} HF ratio first/last {hf[0]:.3f} / {hf[-1]:.3f}   cos sim first/last {cos[0]:.3f} / {cos[-1]:.3f}\")"
+        "    print(f\"{name:14s} HF ratio first/last {hf[0]:.3f} / {hf[-1]:.3f}\",\n"
+        "          f\"  cos sim first/last {cos[0]:.3f} / {cos[-1]:.3f}\")"
     ),
     new_markdown_cell("## Figures\n\n`report.plot(folder)` writes every figure as PNG; here they are shown inline."),
     new_code_cell(
@@ -104,8 +105,9 @@ RETROFIT = [
         "import freqkit\n"
         "\n"
         "torch.manual_seed(0)\n"
-        "base = timm.create_model(\"vit_tiny_patch16_224\", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2).eval()\n"
-        "fdam = freqkit.convert(timm.create_model(\"vit_tiny_patch16_224\", img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2), \"fdam\").eval()\n"
+        "small = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2)\n"
+        "base = timm.create_model(\"vit_tiny_patch16_224\", **small).eval()\n"
+        "fdam = freqkit.convert(timm.create_model(\"vit_tiny_patch16_224\", **small), \"fdam\").eval()\n"
         "missing, unexpected = fdam.load_state_dict(base.state_dict(), strict=False)\n"
         "print(f\"{len(missing)} new FDAM tensors, {len(unexpected)} unexpected\")\n"
         "print(sorted({k.split('.', 2)[2].split('.')[0] for k in missing}))"
@@ -164,20 +166,21 @@ RETROFIT = [
 ]
 
 
-def write(name: str, cells: list) -> Path:
-    """One notebook without outputs, kernel python3."""
-    from freqkit.io import atomic_write_text
+NOTEBOOKS = {"diagnose.ipynb": DIAGNOSE, "retrofit_fdam.ipynb": RETROFIT}
 
+
+def render(cells: list) -> str:
+    """The notebook file's text: the cells without outputs, kernel python3."""
     for i, cell in enumerate(cells):
         cell["id"] = f"cell-{i}"  # stable ids: regenerating an unchanged notebook changes no byte
     nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                                              "language_info": {"name": "python"}})
-    path = OUT / name
-    atomic_write_text(path, nbformat.writes(nb) + "\n")
-    return path
+    return nbformat.writes(nb) + "\n"
 
 
 if __name__ == "__main__":
+    from freqkit.io import atomic_write_text
+
     OUT.mkdir(parents=True, exist_ok=True)
-    for p in (write("diagnose.ipynb", DIAGNOSE), write("retrofit_fdam.ipynb", RETROFIT)):
-        print("wrote", p)
+    for name, cells in NOTEBOOKS.items():
+        print("wrote", atomic_write_text(OUT / name, render(cells)))

@@ -14,7 +14,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 ENTRIES = {
     m.group(1): page.name
     for page in sorted((DOCS / "api").glob("*.md"))
-    for m in re.finditer(r"^:::\s+(freqkit(?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$", page.read_text(), flags=re.M)
+    for m in re.finditer(r"^:::\s+(freqkit(?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$", page.read_text(), flags=re.MULTILINE)
 }
 
 

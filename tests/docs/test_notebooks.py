@@ -1,6 +1,7 @@
 """The example notebooks execute offline from a clean kernel, and are stored without outputs."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -38,3 +39,14 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert not errors
     printed = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type in ("stream", "display_data")]
     assert printed  # the notebook shows what it computed
+
+
+def test_notebooks_are_what_the_generator_writes():
+    pytest.importorskip("nbformat")
+    script = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "make_notebooks.py"
+    spec = importlib.util.spec_from_file_location("make_notebooks", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert sorted(module.NOTEBOOKS) == [p.name for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        assert path.read_text() == module.render(module.NOTEBOOKS[path.name]), f"run python docs/scripts/make_notebooks.py ({path.name})"

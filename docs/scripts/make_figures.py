@@ -128,14 +128,15 @@ def metric_figures(grid: int, channels: int, depth: int) -> dict[str, object]:
         stacks, lambda x: S.high_frequency_ratio(as_map(x, grid))[0], "high-frequency ratio", "energy share at rho > 0.5"
     )
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), dpi=110, sharey=True)
+    # constrained layout: a colour bar shared by several panels must not push the labels off the figure
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110, sharey=True, layout="constrained")
     cmap = plt.get_cmap("viridis")
     for ax, (name, xs) in zip(axes, stacks.items()):
         for i, x in enumerate(xs):
             curve = S.relative_log_amplitude(as_map(x, grid)).numpy()
             ax.plot(torch.linspace(0, 1, len(curve)).numpy(), curve, color=cmap(i / max(1, depth)), lw=1.2)
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("frequency along the half diagonal (0 = DC, 1 = corner)")
+        ax.set_xlabel("half diagonal: 0 = DC, 1 = corner")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("log amplitude - log amplitude at DC")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, depth))
@@ -164,7 +165,7 @@ def metric_figures(grid: int, channels: int, depth: int) -> dict[str, object]:
     heads = {"local head (sigma = 1 patch)": local_attention(grid, grid, 1.0),
              "global head (sigma = 6 patches)": local_attention(grid, grid, 6.0)}
     q = (grid // 2) * grid + grid // 2
-    fig, axes = plt.subplots(2, 2, figsize=(7.5, 6.4), dpi=110)
+    fig, axes = plt.subplots(2, 2, figsize=(7.5, 6.4), dpi=110, layout="constrained")
     for col, (name, att) in enumerate(heads.items()):
         axes[0, col].imshow(att[q].reshape(grid, grid).numpy(), cmap="magma")
         axes[0, col].set_title(f"{name}: centre query's kernel", fontsize=8)
@@ -196,7 +197,7 @@ def metric_figures(grid: int, channels: int, depth: int) -> dict[str, object]:
         stacks, lambda x: S.token_cosine_similarity(x[None])[0], "mean |cos(x_i, x_j)|", "token cosine similarity"
     )
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110, layout="constrained")
     for ax, (name, xs) in zip(axes, stacks.items()):
         im = ax.imshow(S.cross_layer_similarity([x[None] for x in xs]).numpy(), cmap="magma", vmin=0, vmax=1)
         ax.set_title(name, fontsize=9)

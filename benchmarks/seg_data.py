@@ -73,7 +73,7 @@ def measure_step(models: list[str], crop: int, batch: int, device: str, steps: i
     """(model, dtype, ms per step, peak GiB) of the recipe's training step for each model, float32 and bf16."""
     import torch.nn.functional as F
 
-    from freqkit.train.models import build_model
+    from freqkit.models.spec import build_model
     from freqkit.train.optim import build_optimizer
 
     dev = torch.device(device)

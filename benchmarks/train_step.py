@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from freqkit.data import shapes_sample
-    from freqkit.train.models import build_model
+    from freqkit.models.spec import build_model
     from freqkit.train.optim import build_optimizer
 
     device = torch.device(args.device)

@@ -32,9 +32,11 @@ _LAZY: dict[str, str] = {
     "open_run": "freqkit.experiment",
     "evaluate_run": "freqkit.experiment",
     "Run": "freqkit.experiment",
+    "SpectralMonitor": "freqkit.monitor",
+    "MonitorHistory": "freqkit.monitor",
 }
 # freqkit.train is also callable: freqkit.train(config, model=None, datasets=None) trains
-_SUBMODULES = ("spectral", "layers", "models", "probe", "analysis", "data", "train", "experiment")
+_SUBMODULES = ("spectral", "layers", "models", "probe", "analysis", "monitor", "data", "train", "experiment", "integrations")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 

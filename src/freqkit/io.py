@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from freqkit.errors import FreqkitError, ParameterError
+from freqkit.limits import loads_json
 
 __all__ = [
     "FAULT_EXIT_CODE",
@@ -110,6 +111,14 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: Optional[int] =
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def json_text(obj: Any, path: str | os.PathLike | None = None, indent: Optional[int] = 1) -> str:
+    """``obj`` as JSON text; with ``path`` also written there atomically (the ``to_json(path=None)`` of every result object)."""
+    text = json.dumps(obj, indent=indent)
+    if path is not None:
+        atomic_write_text(path, text + "\n")
+    return text
+
+
 def atomic_save_safetensors(
     tensors: Mapping[str, Any], path: str | os.PathLike, metadata: Optional[dict[str, str]] = None
 ) -> Path:
@@ -152,7 +161,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Parse a JSON file; a missing, unreadable or malformed one raises one FreqkitError naming it."""
     p = Path(path)
     try:
-        return json.loads(p.read_text())
+        return loads_json(p.read_text(), f"{what} {p}")
     except FileNotFoundError:
         raise FreqkitError(f"{what} {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:

@@ -11,14 +11,17 @@ import base64
 import html
 import io
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "escape", "figure_png", "figure_tag", "kv_table", "page", "slug", "table", "write_pngs"]
+__all__ = [
+    "DPI", "check_distinct_folders", "curve_figure", "escape", "figure_png", "figure_tag", "fragment", "kv_table", "page", "slug", "table",
+    "write_pngs",
+]
 
 DPI = 110
 
@@ -38,6 +41,18 @@ code{background:#f3f3f3;padding:1px 4px}
 def slug(name: str, default: str = "model") -> str:
     """A file-name-safe form of ``name``: runs of characters outside ``[A-Za-z0-9_.-]`` become ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_.") or default
+
+
+def check_distinct_folders(names: Iterable[str], param: str) -> None:
+    """Refuse two names that :func:`slug` maps to one file or folder name (one would overwrite the other)."""
+    from freqkit.errors import ParameterError
+
+    seen: dict[str, str] = {}
+    for name in names:
+        s = slug(name)
+        if s in seen and seen[s] != name:
+            raise ParameterError(param, f"names {seen[s]!r} and {name!r} would share the folder / file name {s!r}; rename one")
+        seen[s] = name
 
 
 def escape(value: object) -> str:
@@ -88,3 +103,26 @@ def page(title: str, body: str | Iterable[str]) -> str:
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n{content}\n</body></html>\n"
     )
+
+
+def fragment(title: str, body: str, figures: Mapping[str, Figure] | None = None) -> str:
+    """An HTML fragment for a notebook cell (``_repr_html_``): a heading, ``body`` (HTML) and the figures inline as PNG."""
+    figs = "".join(figure_tag(name, figure_png(fig)) for name, fig in (figures or {}).items())
+    return f"<div><h3>{escape(title)}</h3>{body}{figs}</div>"
+
+
+def curve_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
+                 size: tuple[float, float] = (5.5, 3.6)) -> Figure:
+    """One line per name from (x values, y values), labelled and gridded."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    for name, (xs, ys) in curves.items():
+        if len(xs):
+            ax.plot(list(xs), list(ys), label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

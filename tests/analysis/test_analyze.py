@@ -1,6 +1,7 @@
 """freqkit.analyze -> Report: values, batch invariance, closed forms, JSON / PNG / HTML export."""
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -15,7 +16,7 @@ from torch import nn
 import freqkit
 from freqkit import spectral as S
 from freqkit.analysis import Report, analyze
-from freqkit.errors import FreqkitError
+from freqkit.errors import FreqkitError, ParameterError
 from freqkit.probe import capture
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -128,6 +129,64 @@ def test_json_round_trip(report, tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(FreqkitError, match="not a freqkit report"):
         Report.from_json(tmp_path / "other.json")
+
+
+def test_result_object_convention(report, tmp_path):
+    """to_dict / to_json text / save + load / from_json text / table / plot / inline HTML all describe the same report."""
+    text = report.to_json()
+    assert isinstance(text, str) and json.loads(text) == json.loads(json.dumps(report.to_dict()))
+    assert Report.from_json(text) == report
+    assert not list(tmp_path.iterdir())  # no path: nothing written
+    saved = report.save(tmp_path / "out", figures=False)
+    assert saved["json"] == tmp_path / "out" / "report.json" and saved["html"] is None
+    assert Report.load(tmp_path / "out") == report and Report.load(saved["json"]) == report
+    assert json.loads(saved["json"].read_text()) == json.loads(text)
+    for name in report.names:
+        assert name in report.table()
+    with pytest.raises(FreqkitError, match="does not exist"):
+        Report.load(tmp_path / "missing")
+    with pytest.raises(FreqkitError, match="not valid JSON"):
+        Report.from_json("{oops")
+
+
+def test_repr_html_inlines_every_figure(report):
+    """Jupyter's rich display: the page body with one base64 PNG per figure and every layer's row, no document shell."""
+    from freqkit.analysis.plots import figures
+
+    html = report._repr_html_()
+    imgs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(imgs) == len(figures(report))
+    assert all(base64.b64decode(b).startswith(PNG_MAGIC) for b in imgs)
+    assert "<html" not in html and "<td>blocks.2</td>" in html
+
+
+def test_names_build_the_same_random_weights_without_touching_the_callers_rng(images, tmp_path):
+    """A name builds a seeded random-init model (same report on every call and process); the caller's RNG state is kept."""
+    before = torch.random.get_rng_state()
+    a = analyze("deit_tiny_patch16_224", images[:2], img_size=32, cka=False, methods=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(123)  # a different global state must not change what the name builds
+    b = analyze(["deit_tiny_patch16_224"], images[:2], img_size=32, cka=False, methods=False)
+    assert a.models == b.models
+    assert a.models[0].info["weights"].startswith("random init") and a.settings["weights"] == {"deit_tiny_patch16_224": a.models[0].info["weights"]}
+    ref = timm.create_model("deit_tiny_patch16_224", img_size=32)
+    torch.nn.init.constant_(ref.head.bias, 0.5)
+    from safetensors.torch import save_file
+
+    save_file(ref.state_dict(), tmp_path / "w.safetensors")
+    c = analyze({"mine": "deit_tiny_patch16_224"}, images[:2], img_size=32, checkpoint={"mine": tmp_path / "w.safetensors"}, cka=False, methods=False)
+    d = analyze(ref.eval(), images[:2], cka=False, methods=False)
+    assert c.models[0].layers == d.models[0].layers and c.models[0].info["weights"] == f"checkpoint {tmp_path / 'w.safetensors'}"
+    with pytest.raises(ParameterError, match="lists 1 files for 2 models"):
+        analyze(["deit_tiny_patch16_224", "resnet18"], images[:1], checkpoint=[tmp_path / "w.safetensors"])
+
+
+def test_device_moves_models_and_is_recorded(images):
+    model = _vit(depth=1)
+    rep = analyze(model, images[:1], device="cpu", cka=False, methods=False)
+    assert rep.settings["device"] == "cpu" and "weights" not in rep.settings
+    with pytest.raises(ParameterError, match="^device "):
+        analyze(model, images[:1], device="tpu")
 
 
 def test_merge_and_table(report, images):

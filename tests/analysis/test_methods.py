@@ -1,6 +1,5 @@
 """Method-visualization data checked against direct computations from the layers' parameters and inputs."""
 import json
-import math
 
 import pytest
 import timm
@@ -11,7 +10,8 @@ import freqkit.models  # noqa: F401  (registers the models with timm)
 from freqkit import convert
 from freqkit.analysis import methods as M
 from freqkit.layers import Attention, AttInv, FreqScale
-from freqkit.spectral import local_response
+from freqkit.analysis.methods.attinv import _synthetic_stacks
+from freqkit.spectral import full_plane, local_response
 
 
 def _randomize(model, seed=0, scale=0.5):
@@ -124,39 +124,8 @@ def test_freqscale_gain_is_the_filter_the_module_applies(mode, images):
     json.dumps(data)
 
 
-def test_full_plane_matches_irfft2_for_odd_and_even_widths():
-    g = torch.Generator().manual_seed(3)
-    for h, w in ((5, 6), (4, 7), (6, 1)):
-        x = torch.randn(2, 3, h, w, generator=g, dtype=torch.float64)
-        half = torch.randn(3, h, w // 2 + 1, generator=g, dtype=torch.float64)
-        want = torch.fft.irfft2(torch.fft.rfft2(x) * half, s=(h, w))
-        got = torch.fft.ifft2(torch.fft.fft2(x) * M.full_plane(half, w)).real
-        torch.testing.assert_close(got, want)
-
-
-def test_stacked_response_of_circulant_kernels_is_the_product():
-    grid = (6, 8)
-    g = torch.Generator().manual_seed(4)
-    s1 = torch.rand(grid, generator=g, dtype=torch.float64)
-    s2 = torch.zeros(grid, dtype=torch.float64)
-    s2[0, 0], s2[0, 1], s2[1, 0], s2[0, -1], s2[-1, 0] = 1.0, -0.25, -0.25, -0.25, -0.25  # Laplacian-like stencil
-    k1 = M.layer_kernel(M.circulant(s1 / s1.sum()), 1.3, 0.4)
-    k2 = M.circulant(s2)
-    for q in (0, 13, 47):
-        stacked = M.stack_response(k1, k2, grid, q)
-        r1 = local_response(k1[None, None, q : q + 1], grid, 0, queries="all")[0, 0, 0]
-        r2 = local_response(k2[None, None, q : q + 1], grid, 0, queries="all")[0, 0, 0]
-        torch.testing.assert_close(stacked, r1 * r2)
-    # the single response of the Laplacian stencil is its closed form |1 - 0.5 cos(wy) - 0.5 cos(wx)|
-    wy = 2 * math.pi * torch.fft.fftshift(torch.fft.fftfreq(grid[0], dtype=torch.float64))
-    wx = 2 * math.pi * torch.fft.fftshift(torch.fft.fftfreq(grid[1], dtype=torch.float64))
-    closed = (1 - 0.5 * torch.cos(wy)[:, None] - 0.5 * torch.cos(wx)[None, :]).abs()
-    r2 = local_response(k2[None, None, :1], grid, 0, queries="all")[0, 0, 0]
-    torch.testing.assert_close(r2, closed)
-
-
 def test_synthetic_stacks_are_band_pass_and_band_stop():
-    syn = M._synthetic_stacks()
+    syn = _synthetic_stacks()
     bp, bs = syn["band_pass"]["stack"], syn["band_stop"]["stack"]
     assert max(bp[1:-1]) > 2 * max(bp[0], bp[-1])  # peak inside, low at both ends
     assert min(bs[1:-1]) < 0.6 * min(bs[0], bs[-1])  # dip inside
@@ -220,7 +189,7 @@ def test_spam_filters_are_the_masks_and_sigmoid_gains(images):
         for_scales = []
         for i in range(mixer.num_scales):
             theta = getattr(mixer, f"filter_{i + 1}")  # (G, 8, 5): the stage's native grid, no resize
-            for_scales.append(torch.fft.fftshift(M.full_plane(torch.sigmoid(theta), 8), dim=(-2, -1)).mean(0))
+            for_scales.append(torch.fft.fftshift(full_plane(torch.sigmoid(theta), 8), dim=(-2, -1)).mean(0))
         want = want + torch.stack(for_scales)
     torch.testing.assert_close(torch.tensor(st["gains"]), want / len(v2.stages[1]), rtol=1e-5, atol=1e-6)
     json.dumps(d2)
@@ -245,7 +214,7 @@ def test_method_figures_data_lists_what_applies(fdam, images):
 
 
 def test_plot_method_figures_names(fdam, images):
-    from freqkit.analysis.method_plots import plot_method_figures
+    from freqkit.analysis.methods.plots import plot_method_figures
 
     data = M.method_figures_data({"fdam": fdam}, images, num_images=2)
     figs = plot_method_figures(data)

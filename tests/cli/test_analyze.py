@@ -89,7 +89,7 @@ def test_bad_image_folders(tmp_path, capsys):
 
 
 def test_size_not_divisible_by_patch(capsys):
-    _fails(capsys, ["analyze", "--img-size", "40", "36"], "not divisible by the patch size 16x16", "--img-size 48 32")
+    _fails(capsys, ["analyze", "--img-size", "40", "36"], "not divisible by the patch size 16x16", "--img-size (48, 32)")
 
 
 def test_checkpoint_errors(tmp_path, capsys):
@@ -100,9 +100,9 @@ def test_checkpoint_errors(tmp_path, capsys):
     _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "bad.safetensors"), *SMALL], "missing keys (1): head.bias", "unexpected keys (1): extra.weight")
     torch.save({"args": argparse.Namespace(lr=0.1)}, tmp_path / "pickled.pth")
     _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "pickled.pth"), *SMALL], "neither safetensors nor a weights-only")
-    _fails(capsys, ["analyze", "a", "b", "--checkpoint", str(tmp_path / "bad.safetensors")], "1 --checkpoint files for 2 models")
+    _fails(capsys, ["analyze", "a", "b", "--checkpoint", str(tmp_path / "bad.safetensors")], "--checkpoint lists 1 files for 2 models")
     _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "missing.safetensors")], "--checkpoint", "does not exist")
-    _fails(capsys, ["analyze", "--pretrained", "--checkpoint", str(tmp_path / "bad.safetensors")], "--pretrained and --checkpoint")
+    _fails(capsys, ["analyze", "--pretrained", "--checkpoint", str(tmp_path / "bad.safetensors")], "--pretrained and --checkpoint", "both give weights")
 
 
 def test_pretrained_offline(monkeypatch, tmp_path, capsys):
@@ -160,3 +160,10 @@ def test_models_create_names_python_parameters(tmp_path):
         create("deit_tiny_patch16_224", img_size=(40, 36))
     with pytest.raises(FreqkitError, match="checkpoint=.* does not exist"):
         create("deit_tiny_patch16_224", checkpoint=tmp_path / "nope.safetensors")
+
+
+def test_model_specs_are_analysed(tmp_path, capsys):
+    argv = ["analyze", "vit_mini+fdam", "--img-size", "64", "--no-figures", "--out", str(tmp_path / "o"), "--workers", "0", "--max-images", "2"]
+    assert cli.main(argv) == 0
+    data = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert data["models"][0]["name"] == "vit_mini+fdam" and data["settings"]["image_size"] == [64, 64]

@@ -1,4 +1,4 @@
-"""Every bad input of issue 13 through the CLI: exit code 2 and one line on stderr, naming the flag."""
+"""Every bad input through the CLI: exit code 2 and one line on stderr, naming the flag."""
 from __future__ import annotations
 
 import json

@@ -191,7 +191,7 @@ def test_spec_parser():
         ("shapes:size=big", "must be an integer"),
         ("pairs:/only", "pairs:IMAGES_DIR:MASKS_DIR"),
         ("imagefolder", "needs a folder"),
-        ("", "empty --data"),
+        ("", "data is empty"),
     ]:
         with pytest.raises(FreqkitError, match=msg):
             parse_data_spec(bad)

@@ -40,7 +40,16 @@ def test_compare_writes_a_consistent_report(tmp_path, capsys):
     assert Comparison.from_json(out / "results.json").summary == results["summary"]
 
     page = (out / "report.html").read_text()
-    assert "vit_micro+fdam" in page and "boundary_f1" in page and page.count("data:image/png;base64,") == 3
+    assert "vit_micro+fdam" in page and "boundary_f1" in page and page.count("data:image/png;base64,") == 4
+    # over training: each run's monitor history (steps 0 and the last), drawn as the mean over seeds per layer
+    from freqkit.monitor import load_history
+
+    histories = [load_history(out / "runs" / "vit_micro" / f"seed{s}" / "monitor.jsonl") for s in (0, 1)]
+    assert [r["monitor"]["hf_ratio"] for r in results["runs"]["vit_micro"]] == [h.series("hf_ratio") for h in histories]
+    assert histories[0].steps == [0, 2] and (out / "over_training.png").is_file()
+    lines = Comparison.from_json(out / "results.json").plot()["over_training"].axes[0].lines
+    assert len(lines) == 4 and list(lines[0].get_xdata()) == [0, 2]
+    assert list(lines[0].get_ydata()) == pytest.approx([statistics.fmean(h[i]["hf_ratio"][0] for h in histories) for i in (0, 1)])
     assert "<h2>Predictions</h2>" in page and (out / "predictions.png").is_file()
     assert results["predictions"]["models"] == ["vit_micro", "vit_micro+fdam"] and len(results["predictions"]["target"]) == 4
     assert (out / "spectral.png").stat().st_size > 0 and (out / "analysis" / "report.html").is_file()
@@ -94,14 +103,14 @@ def test_compare_from_python_with_objects(tmp_path):
     import torch
 
     from freqkit.data import build_datasets
-    from freqkit.train.models import build_model
+    from freqkit.models.spec import build_model
 
     res = compare(["vit_micro", "vit_micro+fdam"], steps=3, seeds=(0,), out=tmp_path / "a",
                   data="shapes:size=32,train=8,val=4", batch_size=4, progress=False, analyze_images=2)
     assert set(res.summary) == {"vit_micro", "vit_micro+fdam"} and "miou" in res.table()
-    assert (tmp_path / "a" / "report.html").is_file() and "<html>" in res.to_html()
+    assert (tmp_path / "a" / "report.html").is_file() and "<html" in res.to_html()
     again = Comparison.from_json(res.to_json())
-    assert again.summary == json.loads(res.to_json())["summary"] and set(res.plot()) == {"spectral", "loss", "predictions"}
+    assert again.summary == json.loads(res.to_json())["summary"] and set(res.plot()) == {"spectral", "loss", "over_training", "predictions"}
 
     splits, info = build_datasets("shapes:size=32,train=8,val=4")
     factory = lambda: build_model("vit_micro", info.task, info.num_classes, info.img_size)  # noqa: E731
@@ -136,7 +145,7 @@ def test_prediction_panel_is_the_argmax_of_each_trained_model(tmp_path):
 
     from freqkit.data import build_datasets
     from freqkit.experiment import open_run
-    from freqkit.train.loop import input_stats, normalize
+    from freqkit.train.evaluate import input_stats, normalize
 
     res = compare(["vit_micro"], steps=2, seeds=(0,), out=tmp_path, data="shapes:size=32,train=8,val=6", batch_size=4,
                   progress=False, analyze_images=2, keep_checkpoints=False)

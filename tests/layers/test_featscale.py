@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
 from timm.layers import Mlp
 from torch import nn
 
+from conformance import find_fixture
 from freqkit.errors import FreqkitError
 from freqkit.layers import Attention, FeatScale, FreqBlock
 
 B, N, C = 2, 9, 16
-FIXTURE = Path(
-    os.environ.get("FREQKIT_CONFORMANCE_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "conformance")
-) / "featscale_block_released.safetensors"
+FIXTURE = find_fixture("featscale_block_released.safetensors")
 
 
 def _random(fs: FeatScale) -> FeatScale:
@@ -86,7 +83,7 @@ def test_bfloat16_runs_in_input_dtype():
     assert fs(z).dtype == torch.bfloat16
 
 
-@pytest.mark.skipif(not FIXTURE.is_file(), reason="released FeatScale fixture not available")
+@pytest.mark.skipif(FIXTURE is None, reason="released FeatScale fixture not available")
 def test_double_add_reproduces_the_released_block_and_default_does_not():
     from safetensors import safe_open
 

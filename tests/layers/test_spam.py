@@ -1,8 +1,6 @@
 """SPAM (SPANet v1): masks, the three exact paths, released-mask loading, dtypes and errors."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,11 +8,10 @@ import torch
 from torch import nn
 
 from closeness import assert_scaled_close
+from conformance import find_fixture
 from freqkit.errors import FreqkitError
 from freqkit.layers import SPAM
 from freqkit.layers.spam import signed_frequencies, spf_mask
-
-CONFORMANCE = Path(os.environ.get("FREQKIT_CONFORMANCE_DIR", Path(__file__).resolve().parents[3] / "shared" / "conformance"))
 
 
 def _randomize(module: nn.Module) -> nn.Module:
@@ -59,9 +56,9 @@ def test_mask_values_on_a_small_grid():
 def test_shifted_mask_equals_the_released_mask(name, radius):
     from safetensors import safe_open
 
-    path = CONFORMANCE / f"{name}.safetensors"
-    if not path.is_file():
-        pytest.skip(f"conformance fixture {path} not available")
+    path = find_fixture(f"{name}.safetensors")
+    if path is None:
+        pytest.skip(f"conformance fixture {name}.safetensors is neither shipped nor in FREQKIT_CONFORMANCE_DIR")
     with safe_open(str(path), "pt") as f:
         for i, lam in enumerate((0.7, 0.8, 0.9)):
             stored = f.get_tensor(f"state.sps.{i}.filter")[0]

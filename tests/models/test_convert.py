@@ -8,6 +8,7 @@ import io
 import pytest
 import timm
 import torch
+from timm.models.vision_transformer import VisionTransformer
 
 from freqkit.errors import FreqkitError
 from freqkit.layers import AttInv, FreqBlock, FreqScale
@@ -91,17 +92,42 @@ def test_options_select_blocks_and_layers():
     model(torch.randn(1, 3, 32, 32))
 
 
-def test_copies_and_pickles_use_their_own_grid():
-    model = convert(_model("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=1, dynamic_img_size=True)), "fdam")
-    twin = copy.deepcopy(model)  # e.g. an EMA copy
-    twin(torch.randn(1, 3, 16, 24))
-    assert twin.blocks[0].grid_size == (2, 3) and model.blocks[0].grid_size is None
-    buf = io.BytesIO()
-    torch.save(model, buf)
-    buf.seek(0)
-    loaded = torch.load(buf, weights_only=False)
-    loaded(torch.randn(1, 3, 32, 32))
-    assert loaded.blocks[0].grid_size == (4, 4)
+def test_copies_and_pickles_pass_the_grid_and_store_none():
+    """A deep copy (EMA) and a pickled model compute what the original does at a new size; no forward writes a grid on a block."""
+    torch.manual_seed(0)
+    model = convert(_model("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=1, dynamic_img_size=True)), "fdam",
+                    freqscale_init_std=0.02).eval()  # non-identity filters: the grid shapes the output
+    x = torch.randn(1, 3, 16, 24)
+    with torch.no_grad():
+        want = model(x)
+        twin = copy.deepcopy(model)
+        torch.testing.assert_close(twin(x), want)
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False)
+        torch.testing.assert_close(loaded(x), want)
+    assert isinstance(loaded, VisionTransformer) and type(loaded) is type(model)
+    assert all(m.blocks[0].grid_size is None for m in (model, twin, loaded))
+
+
+def test_unconverted_blocks_and_intermediates_at_a_new_size():
+    """forward_intermediates of a partly converted dynamic-size ViT equals the blocks run by hand with the grid passed."""
+    torch.manual_seed(1)
+    model = convert(_model("deit_tiny_distilled_patch16_224", dict(img_size=32, patch_size=8, depth=3, dynamic_img_size=True)),
+                    "freqscale", blocks=[1], freqscale_init_std=0.02).eval()
+    x = torch.randn(2, 3, 24, 40)
+    with torch.no_grad():
+        final, feats = model.forward_intermediates(x, indices=[0, 1, 2], output_fmt="NLC")
+        t = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
+        ref = []
+        for blk in model.blocks:
+            t = blk(t, grid_size=(3, 5), num_prefix_tokens=2) if isinstance(blk, FreqBlock) else blk(t)
+            ref.append(t[:, 2:])
+    for got, want in zip(feats, ref):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(final, model.norm(t))
+    torch.testing.assert_close(model.forward_features(x), model.norm(t))
 
 
 def test_errors():

@@ -8,7 +8,7 @@ import pytest
 
 
 def dft2_bruteforce(x: np.ndarray) -> np.ndarray:
-    """Seed 002 eq. 1: F(u, v) = sum_p sum_q x(p, q) exp(-j 2 pi (u p / H + v q / W)), for (..., H, W)."""
+    """The 2-D DFT by its definition: F(u, v) = sum_p sum_q x(p, q) exp(-j 2 pi (u p / H + v q / W)), for (..., H, W)."""
     x = np.asarray(x, dtype=np.float64)
     h, w = x.shape[-2:]
     out = np.zeros(x.shape, dtype=np.complex128)

@@ -11,8 +11,8 @@ import pytest
 from safetensors.torch import load_file
 
 from freqkit.train import TrainConfig, train
-from freqkit.train.loop import seed_everything
-from freqkit.train.models import build_model
+from freqkit.train.setup import seed_everything
+from freqkit.models.spec import build_model
 
 DATA = "shapes:size=32,train=8,val=4"
 

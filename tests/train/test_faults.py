@@ -109,7 +109,7 @@ def test_kill_at_every_point_of_a_save_then_resume_is_bitwise_equal(tmp_path, re
 
 
 def test_the_issue_state_old_and_tmp_only_resumes_from_the_newest(tmp_path, reference, at_step_2):
-    # the state of issue 13, case 1: checkpoint -> checkpoint.old done, checkpoint.tmp -> checkpoint not yet
+    # a save killed mid-rename: checkpoint -> checkpoint.old done, checkpoint.tmp -> checkpoint not yet
     out = tmp_path / "run"
     shutil.copytree(at_step_2, out)
     train(_cfg(out, resume=True, stop_at=4))

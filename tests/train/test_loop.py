@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from freqkit.errors import FreqkitError
 from freqkit.train import TrainConfig, train
-from freqkit.train.models import build_model
+from freqkit.models.spec import build_model
 
 TINY = "shapes:size=32,train=8,val=4"
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from freqkit.errors import FreqkitError
-from freqkit.train.models import build_model
+from freqkit.models.spec import build_model
 from freqkit.train.optim import lr_factor, param_groups
 
 

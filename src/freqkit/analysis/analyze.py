@@ -22,28 +22,35 @@ coarsest grid of all), so tokens at the same position cover the same image regio
 """
 from __future__ import annotations
 
-import hashlib
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from freqkit import spectral as S
-from freqkit.analysis.report import LayerStats, ModelReport, Report
-from freqkit.analysis.stream import atomic_save, load_state, make_source, rank_world
-from freqkit.errors import FreqkitError
-from freqkit.probe import Capture, capture, effective_receptive_field
+from freqkit.analysis.accumulator import Accumulator, all_reduce
+from freqkit.analysis.batch_stats import add_batch, add_erf, add_joint_cka, check_finite, erf_layers
+from freqkit.analysis.finish import joint_cka, model_info, model_report, run_settings
+from freqkit.analysis.report import Report
+from freqkit.analysis.resume import ResumeState
+from freqkit.analysis.stream import Source, make_source
+from freqkit.distributed import DistInfo, cleanup_distributed, init_distributed, rank_world
+from freqkit.errors import FreqkitError, ParameterError
+from freqkit.io import check_writable_dir
+from freqkit.limits import check_limit
+from freqkit.probe import capture
+from freqkit.ranks import together
+from freqkit.render import check_distinct_folders
 
 __all__ = ["analyze", "model_name"]
 
 Models = Union[nn.Module, str, Mapping[str, Union[nn.Module, str]], Sequence[Union[nn.Module, str]]]
+PathLike = Union[str, os.PathLike]
+Checkpoints = Union[PathLike, Sequence[Optional[PathLike]], Mapping[str, PathLike], None]
 
-_STATE_VERSION = 1
-_ERF_STORED = 64  # ERF maps are stored in the report at most this many pixels a side
-_HSIC_BYTES = 1 << 27  # Gram matrices of one HSIC chunk stay under ~128 MB
 _JOINT = "\0joint"  # accumulator key of the model-by-model CKA
 
 
@@ -53,7 +60,22 @@ def model_name(model: nn.Module) -> str:
     return str(cfg.get("architecture") or getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__)
 
 
-def _named_models(models: Models, img_size: Any = None) -> list[tuple[str, nn.Module]]:
+@dataclass(frozen=True)
+class _Options:
+    """What each batch computes (the options of :func:`analyze` that the loop reads)."""
+
+    attention: bool
+    layers: Optional[Sequence[str]]
+    cutoff: float
+    bins: int
+    chunk_size: int
+    cka: bool
+    erf: Union[bool, Sequence[str]]
+    methods: bool
+    save_every: int
+
+
+def _pairs(models: Models) -> list[tuple[str, Union[nn.Module, str]]]:
     if isinstance(models, (nn.Module, str)):
         models = [models]
     if isinstance(models, Mapping):
@@ -61,261 +83,59 @@ def _named_models(models: Models, img_size: Any = None) -> list[tuple[str, nn.Mo
     elif isinstance(models, Sequence) and not isinstance(models, bytes):
         pairs = [(m if isinstance(m, str) else model_name(m), m) for m in models]
     else:
-        raise FreqkitError(f"analyze expects a model, a dict name -> model or a list of models, got {type(models).__name__}")
-    if any(isinstance(m, str) for _, m in pairs):
-        from freqkit.models import create
-
-        # names build random-init models; use freqkit.models.create for pretrained weights or checkpoints
-        pairs = [(k, create(m, img_size=img_size) if isinstance(m, str) else m) for k, m in pairs]
+        raise ParameterError("models", f"must be a model, a name, a dict name -> model or a list of them, got {type(models).__name__}")
     if not pairs:
-        raise FreqkitError("analyze got no models; pass a model, a dict name -> model or a list of models")
-    out, seen = [], {}
-    for name, m in pairs:
-        if not isinstance(m, nn.Module):
-            raise FreqkitError(f"analyze: {name!r} is a {type(m).__name__}, not a torch.nn.Module; pass models")
+        raise ParameterError("models", "is empty; pass a model, a dict name -> model or a list of models")
+    return pairs
+
+
+def _checkpoints(checkpoint: Checkpoints, names: list[str]) -> dict[str, Optional[PathLike]]:
+    """Model key -> its checkpoint, for the models given by name (one path for one name, else one per name in order)."""
+    if checkpoint is None:
+        return {}
+    if isinstance(checkpoint, Mapping):
+        unknown = [k for k in checkpoint if k not in names]
+        if unknown:
+            raise ParameterError("checkpoint", f"names {unknown}, which are not models given by name ({names}); key it by those")
+        return dict(checkpoint)
+    paths = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+    if len(paths) != len(names):
+        raise ParameterError("checkpoint", f"lists {len(paths)} files for {len(names)} models given by name; pass one per model, in their order")
+    return dict(zip(names, paths))
+
+
+def _weights(pretrained: bool, checkpoint: Optional[PathLike]) -> str:
+    if pretrained:
+        return "pretrained (timm)"
+    return f"checkpoint {checkpoint}" if checkpoint is not None else "random init (no pretrained weights)"
+
+
+def _named_models(models: Models, img_size: Any, pretrained: bool, checkpoint: Checkpoints) -> tuple[list[tuple[str, nn.Module]], dict[str, dict[str, str]]]:
+    """(unique name, model) pairs, names built with ``freqkit.models.create``; and {name: {"model", "weights"}} of those built."""
+    pairs = _pairs(models)
+    keys, seen = [], {}
+    for name, _ in pairs:
         seen[name] = seen.get(name, 0) + 1
-        out.append((name if seen[name] == 1 else f"{name}-{seen[name]}", m))
-    return out
+        keys.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    by_name = [k for k, (_, m) in zip(keys, pairs) if isinstance(m, str)]
+    ckpts = _checkpoints(checkpoint, by_name)
+    built: dict[str, dict[str, str]] = {}
+    out = []
+    # random-init models get the same weights on every run and every torchrun process, without touching the caller's RNG
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(0)
+        for key, (_, m) in zip(keys, pairs):
+            if isinstance(m, str):
+                from freqkit.models import create
 
-
-class _Accumulator:
-    """Float64 running sums over images of every statistic of one model (or of the model-by-model CKA)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.sums: dict[str, torch.Tensor] = {}
-        self.meta: list[dict[str, Any]] = []
-        self.cross_ok = True
-        self.image_size: Optional[list[int]] = None
-
-    def add(self, idx: int, key: str, value: torch.Tensor, weight: int = 1) -> None:
-        v = value.detach().to("cpu", torch.float64) * weight
-        k = f"{idx}/{key}"
-        self.sums[k] = v if k not in self.sums else self.sums[k] + v
-
-    def mean(self, idx: int, key: str) -> Optional[torch.Tensor]:
-        v = self.sums.get(f"{idx}/{key}")
-        return None if v is None or self.n == 0 else v / self.n
-
-    def state(self) -> dict[str, Any]:
-        return {"n": self.n, "sums": dict(self.sums), "meta": [dict(m, grid_size=list(m["grid_size"])) for m in self.meta], "cross_ok": self.cross_ok, "image_size": self.image_size}
-
-    def load(self, state: Mapping[str, Any]) -> None:
-        self.n = int(state["n"])
-        self.sums = {str(k): v.to(torch.float64) for k, v in state["sums"].items()}
-        self.meta = [dict(m, grid_size=tuple(m["grid_size"])) for m in state["meta"]]
-        self.cross_ok = bool(state["cross_ok"])
-        self.image_size = None if state.get("image_size") is None else [int(v) for v in state["image_size"]]
-
-
-def _meta_of(cap: Capture) -> list[dict[str, Any]]:
-    meta = []
-    for layer in cap.layers:
-        m = layer.spatial_map()
-        meta.append(
-            {
-                "name": layer.name,
-                "kind": "tokens" if layer.is_tokens else "map",
-                "grid_size": tuple(int(g) for g in layer.grid_size),
-                "channels": int(m.shape[1]),
-                "num_prefix_tokens": int(layer.num_prefix_tokens),
-                "heads": int(layer.attn.shape[1]) if layer.attn is not None else 0,
-            }
-        )
-    return meta
-
-
-def _check_finite(cap: Capture, name: str) -> None:
-    """NaN or inf would surface later as an SVD failure deep in the rank metrics: name the layer instead."""
-    for layer in cap.layers:
-        if not bool(torch.isfinite(layer.spatial_map()).all()):
-            raise FreqkitError(
-                f"model {name}: the output of layer {layer.name} holds NaN or inf; check the model's weights "
-                "(torch.isfinite on its parameters) and the input images"
-            )
-
-
-def _coarsest(grids: Sequence[tuple[int, int]]) -> tuple[int, int]:
-    return min(g[0] for g in grids), min(g[1] for g in grids)
-
-
-def _pool(m: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    return m if tuple(m.shape[-2:]) == tuple(grid) else F.adaptive_avg_pool2d(m.float(), grid)
-
-
-def _hsic_sum(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Sum over images of the unbiased HSIC matrix of maps (B, C_l, h, w) with tokens as samples -> (L, L) float64 cpu."""
-    b, _, h, w = maps[0].shape
-    n = h * w
-    per_image = max(1, len(maps) * n * n * 8)
-    step = max(1, _HSIC_BYTES // per_image)
-    total = None
-    for s in range(0, b, step):
-        feats = [m[s : s + step].flatten(2).transpose(1, 2) for m in maps]
-        part = S.hsic_matrix(feats).sum(dim=0).cpu()
-        total = part if total is None else total + part
-    return total
-
-
-def _fourier_stats(maps: torch.Tensor, cutoff: float, layers: int, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One FFT for three statistics of maps (L * B, C, H, W): the high-frequency ratio (L, B), the
-    centred log-amplitude spectrum (L, H, W) and the relative log amplitude (L, K), each as
-    `high_frequency_ratio`, `spectrum` and `relative_log_amplitude` define them, per layer."""
-    from freqkit.spectral._common import to_compute
-    from freqkit.spectral.fourier import _half_diagonal
-
-    x = to_compute(maps)
-    lb, c, h, w = x.shape
-    amp = torch.fft.fft2(x).abs()
-    # the ratio is scale-free; dividing by each channel's largest amplitude keeps |F|^2 far from overflow
-    top = amp.amax(dim=(-2, -1), keepdim=True)
-    power = (amp / torch.where(top > 0, top, torch.ones_like(top))).square()
-    high = (S.frequency_radius(h, w, centered=False, device=x.device, dtype=torch.float64) > cutoff).to(power.dtype)
-    total = power.sum(dim=(-2, -1))
-    above = (power * high).sum(dim=(-2, -1))
-    hf = torch.where(total > 0, above / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(total)).mean(dim=1)
-    logs = torch.log(amp + eps).view(layers, lb // layers, c, h, w).mean(dim=(1, 2))
-    spec = torch.fft.fftshift(logs, dim=(-2, -1))
-    rows, cols = _half_diagonal(h, w, spec.device)
-    line = spec[:, rows, cols]
-    return hf.view(layers, lb // layers), spec, line - line[:, :1]
-
-
-def _batch_stats(cap: Capture, acc: _Accumulator, cutoff: float, bins: int, chunk_size: int, cka: bool) -> Optional[list[torch.Tensor]]:
-    """Add one batch's statistics (sums over its images) to ``acc``; returns the model-grid maps for CKA."""
-    b = int(cap.layers[0].spatial_map().shape[0])
-    if not acc.meta:
-        acc.meta = _meta_of(cap)
-    tokens = [layer.spatial_tokens() for layer in cap.layers]
-    maps = [layer.spatial_map() for layer in cap.layers]
-    same = all(t.shape == tokens[0].shape for t in tokens)
-    if same:
-        # one batched call per metric over all layers: the SVDs dominate, and batching them is faster
-        stacked = torch.stack(tokens)  # (L, B, N, C)
-        flat = stacked.flatten(0, 1)
-        erank = S.effective_rank(flat).view(len(tokens), b)
-        cos = S.token_cosine_similarity(flat).view(len(tokens), b)
-        resid = S.rank_collapse_residual(flat).view(len(tokens), b)
-        hf, spec, rla = _fourier_stats(torch.stack(maps).flatten(0, 1), cutoff, len(maps))
-        # the similarity is a mean over images (each with the same token count): weight by batch size
-        acc.add(-1, "cross", S.cross_layer_similarity(stacked), b)
-    else:
-        erank = [S.effective_rank(t) for t in tokens]
-        cos = [S.token_cosine_similarity(t) for t in tokens]
-        resid = [S.rank_collapse_residual(t) for t in tokens]
-        per_layer = [_fourier_stats(m, cutoff, 1) for m in maps]
-        hf = [x[0][0] for x in per_layer]
-        spec = [x[1][0] for x in per_layer]
-        rla = [x[2][0] for x in per_layer]
-        acc.cross_ok = False
-    for i, (layer, m) in enumerate(zip(cap.layers, maps)):
-        acc.add(i, "effective_rank", erank[i].sum())
-        acc.add(i, "cosine_similarity", cos[i].sum())
-        acc.add(i, "rank_collapse_residual", resid[i].sum())
-        acc.add(i, "hf_ratio", hf[i].sum())
-        # the spectrum and the relative log amplitude are means over the batch: weight by its size
-        acc.add(i, "spectrum", spec[i], b)
-        acc.add(i, "relative_log_amplitude", rla[i], b)
-        if layer.attn is not None:
-            a, grid, p = layer.attn, layer.grid_size, layer.num_prefix_tokens
-            summary = S.local_response_summary(a, grid, p, bins=bins, chunk_size=chunk_size)
-            acc.add(i, "local_mean", summary["mean"].sum(0))
-            acc.add(i, "local_std", summary["std"].sum(0))
-            acc.add(i, "local_dc", summary["dc"].sum())
-            if layer.v is not None and layer.attn_out is not None:
-                resp = S.global_response(layer.v_map(), layer.attn_out_map(), mode="aggregate")
-                acc.add(i, "global", S.radial_profile(resp, bins).sum(0))
-            acc.add(i, "head_hf_share", S.local_response_hf_share(a, grid, p, cutoff, chunk_size).sum(0))
-            acc.add(i, "head_entropy", S.attention_entropy(a).sum(0))
-            acc.add(i, "head_distance", S.attention_distance(a, grid, p, chunk_size).sum(0))
-            heads = a.shape[1]
-            acc.add(i, "head_effective_rank", S.effective_rank(a.flatten(0, 1)).view(b, heads).sum(0))
-    if not cka:
-        return None
-    grid = _coarsest([meta["grid_size"] for meta in acc.meta])
-    if grid[0] * grid[1] < 4:
-        return None  # the unbiased HSIC needs 4 samples (tokens) per image
-    pooled = [_pool(m, grid) for m in maps]
-    acc.add(-1, "hsic", _hsic_sum(pooled))
-    return pooled
-
-
-def _add_erf(model: nn.Module, batch: torch.Tensor, names: list[str], index: dict[str, int], acc: _Accumulator) -> None:
-    maps = effective_receptive_field(model, batch, names)
-    for name, m in maps.items():
-        acc.add(index[name], "erf", m, int(batch.shape[0]))
-
-
-def _erf_layers(erf: Union[bool, Sequence[str]], meta: list[dict[str, Any]]) -> list[str]:
-    names = [m["name"] for m in meta]
-    if erf is False or erf is None:
-        return []
-    if erf is True:
-        if len(names) <= 4:
-            return names
-        picks = sorted({round(k * (len(names) - 1) / 3) for k in range(4)})
-        return [names[k] for k in picks]
-    chosen = [str(e) for e in erf]
-    unknown = [e for e in chosen if e not in names]
-    if unknown:
-        raise FreqkitError(f"erf layers {unknown} are not among the analysed layers {names[:4]}...; pass names from layers=, or erf=True")
-    return chosen
-
-
-def _finish(name: str, acc: _Accumulator, bins: int, info: dict[str, Any]) -> ModelReport:
-    layers = []
-    for i, meta in enumerate(acc.meta):
-        spec = acc.mean(i, "spectrum")
-        rla = acc.mean(i, "relative_log_amplitude")
-        local = None
-        if acc.mean(i, "local_mean") is not None:
-            local = {
-                "mean": acc.mean(i, "local_mean").tolist(),
-                "std": acc.mean(i, "local_std").tolist(),
-                "dc": float(acc.mean(i, "local_dc")),
-            }
-        heads = None
-        if acc.mean(i, "head_entropy") is not None:
-            heads = {k: acc.mean(i, f"head_{k}").tolist() for k in ("hf_share", "entropy", "distance", "effective_rank")}
-        erf = None
-        erf_map = acc.mean(i, "erf")
-        if erf_map is not None:
-            h, w = erf_map.shape
-            stored = erf_map if max(h, w) <= _ERF_STORED else F.adaptive_avg_pool2d(erf_map[None, None], (min(h, _ERF_STORED), min(w, _ERF_STORED)))[0, 0]
-            erf = {
-                "map": stored.tolist(),
-                "image_size": [int(h), int(w)],
-                # of the full-resolution mean map; the log spectrum's ring means (see radial_profile)
-                "radial_spectrum": S.radial_profile(S.spectrum(erf_map[None, None]), bins).tolist(),
-            }
-        glob = acc.mean(i, "global")
-        base = {k: v for k, v in meta.items() if k != "heads"}
-        layers.append(
-            LayerStats(
-                **base,
-                hf_ratio=float(acc.mean(i, "hf_ratio")),
-                hf_log_amplitude=float(rla[-1]),
-                effective_rank=float(acc.mean(i, "effective_rank")),
-                cosine_similarity=float(acc.mean(i, "cosine_similarity")),
-                rank_collapse_residual=float(acc.mean(i, "rank_collapse_residual")),
-                relative_log_amplitude=rla.tolist(),
-                # the ring means are linear, so the profile of the mean spectrum is the mean profile
-                radial_profile=S.radial_profile(spec, bins).tolist(),
-                spectrum=spec.tolist(),
-                local_response=local,
-                global_response=None if glob is None else glob.tolist(),
-                heads=heads,
-                erf=erf,
-            )
-        )
-    cross = acc.mean(-1, "cross") if acc.cross_ok else None
-    hsic = acc.sums.get("-1/hsic")
-    cka = None if hsic is None else S.cka_from_hsic(hsic).tolist()
-    if hsic is not None:
-        info = dict(info, cka_grid=list(_coarsest([m["grid_size"] for m in acc.meta])))
-    return ModelReport(
-        name=name, layers=layers, cross_layer_similarity=None if cross is None else cross.tolist(), info=info, cka=cka
-    )
+                ckpt = ckpts.get(key)
+                built[key] = {"model": m, "weights": _weights(pretrained, ckpt)}
+                m = create(m, pretrained=pretrained, checkpoint=ckpt, img_size=img_size)
+            if not isinstance(m, nn.Module):
+                raise ParameterError("models", f"entry {key!r} is a {type(m).__name__}, not a torch.nn.Module or a model name")
+            out.append((key, m))
+    check_distinct_folders(keys, "models")  # each model's figures are files named after it
+    return out, built
 
 
 def _device_dtype(model: nn.Module) -> tuple[torch.device, Optional[torch.dtype]]:
@@ -325,62 +145,112 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, Optional[torch.dtype]
     return p.device, (p.dtype if p.is_floating_point() else None)
 
 
-def _weights_digest(model: nn.Module) -> str:
-    """A short digest of the model's weights: resuming with other weights must refuse."""
-    h = hashlib.sha1()
-    for name, t in model.state_dict().items():
-        if t.is_floating_point() and t.numel():
-            h.update(name.encode())
-            h.update(f"{float(t.double().sum()):.10e}".encode())
-    return h.hexdigest()[:16]
+def _check_size(img_size: Any) -> None:
+    from freqkit.data.spec import MAX_IMG_SIZE
+
+    sides = [img_size] * 2 if isinstance(img_size, int) else [] if img_size is None else list(img_size) * (3 - len(img_size))
+    if any(not 1 <= int(v) <= MAX_IMG_SIZE for v in sides):
+        raise ParameterError("img_size", f"{' '.join(str(v) for v in sides)} must be in 1..{MAX_IMG_SIZE} pixels a side; e.g. img_size=224")
 
 
-def _reduce(accs: dict[str, _Accumulator]) -> None:
-    """Sum every rank's accumulators (gloo on CPU, NCCL on GPU); ranks that saw no image contribute zeros."""
-    import torch.distributed as dist
+def _check_options(pairs: list[tuple[str, nn.Module]], cutoff: float, bins: int, save_every: int, resume: bool, state_dir: Any) -> None:
+    for name, m in pairs:
+        if _device_dtype(m)[0].type == "meta":
+            raise FreqkitError(f"model {name} is on the meta device (shapes only); materialize its weights (to_empty + init, or a checkpoint) to analyze it")
+    if not 0.0 <= float(cutoff) <= 1.5:
+        raise ParameterError("cutoff", f"{cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5")
+    if int(bins) != bins or int(bins) < 1:
+        raise ParameterError("bins", f"must be a positive int, got {bins!r}")
+    check_limit("bins", int(bins), "bins", " rings")
+    if int(save_every) < 1:
+        raise ParameterError("save_every", f"must be a positive number of batches, got {save_every!r}")
+    if resume and state_dir is None:
+        raise ParameterError("resume", "needs state_dir, the folder the interrupted run saved its statistics to")
+    if state_dir is not None:
+        check_writable_dir(state_dir, "state_dir")  # before any image is read, not after the whole pass
 
-    summary = {k: (a.meta, {s: list(v.shape) for s, v in a.sums.items()}, a.cross_ok, a.image_size) for k, a in accs.items()}
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, summary)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    parts, layout = [], []
-    for name in sorted(accs):
+
+def _progress_bar(total: Optional[int], initial: int, world: int) -> Any:
+    from tqdm.auto import tqdm
+
+    desc = "analyze" if world == 1 else f"analyze (rank 0 of {world})"
+    # images per second and the time left come from tqdm's rate; smoothing follows recent batches
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1)
+
+
+def _analyze_batch(pairs: list[tuple[str, nn.Module]], images: torch.Tensor, accs: Mapping[str, Accumulator], joint: Accumulator,
+                   opts: _Options, erf_names: dict[str, list[str]]) -> None:
+    """Every model's statistics of one batch (B, 3, H, W), and the model-by-model HSIC sums."""
+    b = int(images.shape[0])
+    model_maps: list[Optional[list[torch.Tensor]]] = []
+    for name, model in pairs:
+        device, dtype = _device_dtype(model)
+        batch = images.to(device=device, dtype=dtype or images.dtype, non_blocking=True)
         acc = accs[name]
-        shapes: dict[str, list[int]] = {}
-        for g in gathered:
-            meta, keys, ok, size = g[name]
-            if meta and not acc.meta:
-                acc.meta = [dict(m, grid_size=tuple(m["grid_size"])) for m in meta]
-            if size is not None and acc.image_size is None:
-                acc.image_size = size
-            acc.cross_ok = acc.cross_ok and ok
-            shapes.update(keys)
-        for key in sorted(shapes):
-            t = acc.sums.get(key, torch.zeros(shapes[key], dtype=torch.float64))
-            parts.append(t.reshape(-1))
-            layout.append((name, key, shapes[key]))
-        parts.append(torch.tensor([float(acc.n)], dtype=torch.float64))
-        layout.append((name, None, [1]))
-    flat = torch.cat(parts).to(device)
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat = flat.cpu()
-    pos = 0
-    for name, key, shape in layout:
-        size = 1
-        for d in shape:
-            size *= int(d)
-        chunk = flat[pos : pos + size].reshape(shape)
-        pos += size
-        if key is None:
-            accs[name].n = int(round(float(chunk[0])))
-        else:
-            accs[name].sums[key] = chunk.clone()
+        cap = capture(model, batch, attention=opts.attention, layers=opts.layers)
+        check_finite(cap, name)
+        with torch.no_grad():
+            model_maps.append(add_batch(cap, acc, opts.cutoff, opts.bins, opts.chunk_size, opts.cka))
+        del cap
+        if opts.erf:
+            if name not in erf_names:
+                erf_names[name] = erf_layers(opts.erf, acc.meta)
+            add_erf(model, batch, erf_names[name], {m["name"]: i for i, m in enumerate(acc.meta)}, acc)
+        acc.n += b
+        acc.image_size = [int(images.shape[-2]), int(images.shape[-1])]
+    if opts.cka and len(pairs) > 1:
+        add_joint_cka(joint, model_maps, b)
+
+
+def _stream(pairs: list[tuple[str, nn.Module]], source: Source, accs: Mapping[str, Accumulator], joint: Accumulator,
+            resume: ResumeState, position: int, opts: _Options, bar: bool) -> Optional[torch.Tensor]:
+    """Read ``source`` from ``position`` into the accumulators (models in eval mode, restored after), saving the
+    state every ``save_every`` batches and at the end; returns the first images (at most 4) for the method figures
+    (those of the interrupted run when it had read them: a resume with nothing left to read still has its figures)."""
+    modes = [m.training for _, m in pairs]
+    erf_names: dict[str, list[str]] = {}
+    progress, batches = None, 0
+    try:
+        for _, m in pairs:
+            m.eval()
+        for images, position in source.batches(position):
+            if images.device.type == "meta" or not bool(torch.isfinite(images).all()):
+                raise FreqkitError("analyze: the images hold NaN or inf (or are on the meta device); pass finite real-valued images")
+            if resume.first_images is None and opts.methods:
+                resume.first_images = images[:4].detach().cpu()
+            if progress is None and bar:  # after the first batch arrived: a source that fails at once prints one line
+                progress = _progress_bar(source.total, accs[pairs[0][0]].n, rank_world()[1])
+            _analyze_batch(pairs, images, accs, joint, opts, erf_names)
+            batches += 1
+            if progress is not None:
+                progress.update(int(images.shape[0]))
+            if batches % opts.save_every == 0:
+                resume.save(position, accs, joint)
+        resume.save(position, accs, joint)
+    finally:
+        for (_, m), mode in zip(pairs, modes):
+            m.train(mode)
+        if progress is not None:
+            progress.close()
+    return resume.first_images
+
+
+def _start(device: Optional[str], pairs: list[tuple[str, nn.Module]]) -> DistInfo:
+    """Start torch.distributed under torchrun; with ``device``, move every model there (cuda: this process's GPU)."""
+    info = init_distributed(device if device is not None else str(_device_dtype(pairs[0][1])[0]))
+    if device is not None:
+        for _, m in pairs:
+            m.to(info.device)
+    return info
 
 
 def analyze(
     models: Models,
     data: Any = "builtin",
     *,
+    pretrained: bool = False,
+    checkpoint: Checkpoints = None,
+    device: Optional[str] = None,
     attention: bool = False,
     layers: Optional[Sequence[str]] = None,
     cutoff: float = 0.5,
@@ -399,6 +269,7 @@ def analyze(
     resume: bool = False,
     info: Optional[Mapping[str, Mapping[str, Any]]] = None,
     settings: Optional[Mapping[str, Any]] = None,
+    check_headers: bool = True,
 ) -> Report:
     """Spectral diagnostics of ``models`` over the images of ``data`` -> :class:`Report`.
 
@@ -410,9 +281,13 @@ def analyze(
     and ``num_workers`` apply to tensors, Datasets and folders.
 
     ``models`` is one model, a dict name -> model, or a list (named by architecture; repeats get
-    ``-2``...); a timm / freqkit model name builds that model at random init (use
-    :func:`freqkit.models.create` for pretrained weights or a checkpoint). Every model sees every batch, in eval mode (restored after) on its own device and
-    dtype. ``attention`` adds the attention responses and per-head maps; ``layers`` picks module
+    ``-2``...). A name (timm, freqkit, or a spec such as ``vit_mini+fdam``) is built with
+    :func:`freqkit.models.create` at ``img_size``: with timm's weights (``pretrained``), with a
+    ``checkpoint`` (one path for one name, a list with one per name in order, or a dict name -> path),
+    else at random init, seeded so that every run and process builds the same weights (the caller's RNG
+    is left as it was). Every model sees every batch, in eval mode (restored after) on its own device and
+    dtype; ``device`` ("auto", "cpu", "cuda", ...) first moves every model there (under torchrun,
+    "auto" / "cuda" is this process's GPU). ``attention`` adds the attention responses and per-head maps; ``layers`` picks module
     names (default: every ViT block or stage); ``cka`` the linear CKA matrices (layer x layer, and
     model x model with several models); ``erf`` the effective receptive field of 4 evenly spaced
     layers (True) or of the named layers (one backward pass per layer and batch). ``methods`` adds the
@@ -420,182 +295,69 @@ def analyze(
     responses) and one layer's feature maps, from the first 4 images of the first batch; only the kinds
     whose modules the models have are computed (``Report.methods["applies"]``).
 
-    Under torchrun (an initialised torch.distributed group) each rank analyses its shard and the
-    statistics are summed over ranks; every rank returns the same report. With ``state_dir`` the
+    Under torchrun (WORLD_SIZE > 1 in the environment) the process group is started here if it is not
+    yet (and ended on return), each rank analyses its shard and the statistics are summed over ranks; every rank returns the same report. With ``state_dir`` the
     statistics are saved there (atomically, one file per rank) every ``save_every`` batches and at
-    the end; ``resume`` continues from them. ``info`` adds per-model facts, ``settings`` run settings.
+    the end; ``resume`` continues from them, and refuses statistics of other work (other models, settings,
+    image files or process count). ``info`` adds per-model facts, ``settings`` run settings. ``check_headers``
+    (folders): read every image's header before the first batch, so a bad file fails at once (off for huge
+    folders). When one rank fails, every rank stops with one line naming it.
     """
-    pairs = _named_models(models, img_size)
-    for name, m in pairs:
-        if _device_dtype(m)[0].type == "meta":
-            raise FreqkitError(f"model {name} is on the meta device (shapes only); materialize its weights (to_empty + init, or a checkpoint) to analyze it")
-    if not 0.0 <= float(cutoff) <= 1.5:
-        raise FreqkitError(f"cutoff {cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5")
-    if int(bins) != bins or int(bins) < 1:
-        raise FreqkitError(f"bins must be a positive int, got {bins!r}")
-    if int(save_every) < 1:
-        raise FreqkitError(f"save_every must be a positive number of batches, got {save_every!r}")
-    if resume and state_dir is None:
-        raise FreqkitError("resume=True needs state_dir, the folder the interrupted run saved its statistics to")
-    rank, world = rank_world()
-    source = make_source(
-        data, batch_size=batch_size, num_workers=num_workers, max_images=max_images, model=pairs[0][1], img_size=img_size, rank=rank, world=world
-    )
-    accs = {name: _Accumulator() for name, _ in pairs}
-    joint = _Accumulator()
-    run_settings = {
-        "cutoff": float(cutoff), "bins": int(bins), "attention": bool(attention), "layers": None if layers is None else list(layers),
-        "cka": bool(cka), "erf": erf if isinstance(erf, bool) else list(erf), "max_images": max_images, "img_size": img_size,
-    }
-    fingerprint = {
-        "version": _STATE_VERSION, "world_size": world, "rank": rank, "data": source.fingerprint, "settings": repr(run_settings),
-        "models": [[n, type(m).__name__, _weights_digest(m)] for n, m in pairs],
-    }
-    state_path = None if state_dir is None else Path(state_dir) / f"analyze-state-rank{rank}of{world}.pt"
-    position = 0
-    if resume:
-        assert state_path is not None
-        if state_path.is_file():
-            saved = load_state(state_path)
-            if saved.get("fingerprint") != fingerprint:
-                diff = [k for k in fingerprint if saved.get("fingerprint", {}).get(k) != fingerprint[k]]
-                raise FreqkitError(
-                    f"the statistics in {str(state_path)!r} were saved by a different run (differs in: {', '.join(diff)}); "
-                    "resume with the same models, data, settings and number of processes, or pass resume=False"
-                )
-            position = int(saved["position"])
-            for name, st in saved["models"].items():
-                accs[name].load(st)
-            joint.load(saved["joint"])
-
-    def save() -> None:
-        if state_path is not None:
-            atomic_save(
-                {"fingerprint": fingerprint, "position": position, "models": {k: a.state() for k, a in accs.items()}, "joint": joint.state()},
-                state_path,
-            )
-
-    bar = None
-
-    def new_bar() -> Any:
-        from tqdm.auto import tqdm
-
-        desc = "analyze" if world == 1 else f"analyze (rank 0 of {world})"
-        # images per second and the time left come from tqdm's rate; smoothing follows recent batches
-        return tqdm(total=source.total, initial=accs[pairs[0][0]].n, desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1)
-    modes = [m.training for _, m in pairs]
-    erf_names: dict[str, list[str]] = {}
-    batches = 0
-    first_images: Optional[torch.Tensor] = None
+    _check_size(img_size)
+    pairs, built = _named_models(models, img_size, pretrained, checkpoint)
+    _check_options(pairs, cutoff, bins, save_every, resume, state_dir)
+    dist_info = _start(device, pairs)
+    failed = True
     try:
-        for _, m in pairs:
-            m.eval()
-        for images, position in source.batches(position):
-            b = int(images.shape[0])
-            if images.device.type == "meta" or not bool(torch.isfinite(images).all()):
-                raise FreqkitError("analyze: the images hold NaN or inf (or are on the meta device); pass finite real-valued images")
-            if first_images is None and methods:
-                first_images = images[:4].detach().cpu()
-            if bar is None and progress and rank == 0:
-                bar = new_bar()  # after the first batch arrived: a source that fails at once prints one line
-            model_maps: list[Optional[list[torch.Tensor]]] = []
-            for name, model in pairs:
-                device, dtype = _device_dtype(model)
-                batch = images.to(device=device, dtype=dtype or images.dtype, non_blocking=True)
-                acc = accs[name]
-                cap = capture(model, batch, attention=attention, layers=layers)
-                _check_finite(cap, name)
-                with torch.no_grad():
-                    model_maps.append(_batch_stats(cap, acc, float(cutoff), int(bins), int(chunk_size), bool(cka)))
-                del cap
-                if erf:
-                    if name not in erf_names:
-                        erf_names[name] = _erf_layers(erf, acc.meta)
-                    index = {m["name"]: i for i, m in enumerate(acc.meta)}
-                    _add_erf(model, batch, erf_names[name], index, acc)
-                acc.n += b
-                acc.image_size = [int(images.shape[-2]), int(images.shape[-1])]
-            if cka and len(pairs) > 1 and all(mm is not None for mm in model_maps):
-                grid = _coarsest([tuple(mm[0].shape[-2:]) for mm in model_maps])  # type: ignore[index]
-                if grid[0] * grid[1] >= 4:
-                    # every model's maps on one grid (and one device), in model order: the joint matrix's blocks
-                    flat_maps = [_pool(m, grid) for mm in model_maps for m in mm]  # type: ignore[union-attr]
-                    if len({m.device for m in flat_maps}) > 1:
-                        flat_maps = [m.cpu() for m in flat_maps]
-                    joint.add(-1, "hsic", _hsic_sum(flat_maps))
-                    joint.n += b
-            del model_maps
-            batches += 1
-            if bar is not None:
-                bar.update(b)
-            if state_path is not None and batches % int(save_every) == 0:
-                save()
-        save()
+        report = _analyze(pairs, built, data, device=None if device is None else str(dist_info.device), options=_Options(
+            attention=bool(attention), layers=layers, cutoff=float(cutoff), bins=int(bins), chunk_size=int(chunk_size), cka=bool(cka),
+            erf=erf, methods=bool(methods), save_every=int(save_every),
+        ), batch_size=batch_size, num_workers=num_workers, max_images=max_images, img_size=img_size, progress=progress,
+            state_dir=state_dir, resume=resume, info=info, settings=settings, check_headers=check_headers)
+        failed = False
+        return report
     finally:
-        for (_, m), mode in zip(pairs, modes):
-            m.train(mode)
-        if bar is not None:
-            bar.close()
+        cleanup_distributed(dist_info, failed)  # after a failure, without waiting on peers that may be gone
 
+
+def _analyze(pairs: list[tuple[str, nn.Module]], built: dict[str, dict[str, str]], data: Any, *, device: Optional[str], options: _Options,
+             batch_size: Optional[int], num_workers: int, max_images: Optional[int], img_size: Any, progress: bool,
+             state_dir: Any, resume: bool, info: Optional[Mapping[str, Mapping[str, Any]]], settings: Optional[Mapping[str, Any]],
+             check_headers: bool) -> Report:
+    """:func:`analyze` once the models are built and the process group (if any) is up."""
+    rank, world = rank_world()
+    accs = {name: Accumulator() for name, _ in pairs}
+    joint = Accumulator()
+    call = {
+        "cutoff": options.cutoff, "bins": options.bins, "attention": options.attention, "layers": None if options.layers is None else list(options.layers),
+        "cka": options.cka, "erf": options.erf if isinstance(options.erf, bool) else list(options.erf), "max_images": max_images, "img_size": img_size,
+    }
+    with together("analyze"):  # a rank that fails stops every rank, before the statistics are summed
+        source = make_source(data, batch_size=batch_size, num_workers=num_workers, max_images=max_images, model=pairs[0][1],
+                             img_size=img_size, rank=rank, world=world, check_headers=check_headers)
+        state = ResumeState(None if state_dir is None else Path(state_dir), rank, world, source.fingerprint, call, dict(pairs))
+        position = state.load(accs, joint) if resume else 0
+        first_images = _stream(pairs, source, accs, joint, state, position, options, bar=progress and rank == 0)
     if world > 1:
-        _reduce({**accs, _JOINT: joint})
+        all_reduce({**accs, _JOINT: joint})
     total = accs[pairs[0][0]].n
     if total == 0:
         raise FreqkitError("analyze got no images; pass a non-empty tensor, Dataset, DataLoader or folder")
     image_size = accs[pairs[0][0]].image_size
-
-    reports = []
-    for name, model in pairs:
-        acc = accs[name]
-        model_info = {
-            "class": type(model).__name__,
-            "parameters": int(sum(p.numel() for p in model.parameters())),
-            "num_layers": len(acc.meta),
-            "image_size": image_size,
-            "num_images": acc.n,
-            "attention": bool(attention) and any(m["heads"] > 0 for m in acc.meta),
-        }
-        model_info.update(dict((info or {}).get(name, {})))
-        reports.append(_finish(name, acc, int(bins), model_info))
-    model_cka = []
-    hsic = joint.sums.get("-1/hsic")
-    if hsic is not None:
-        mat = S.cka_from_hsic(hsic)
-        offsets, start = [], 0
-        for name, _ in pairs:
-            offsets.append((name, start, start + len(accs[name].meta)))
-            start += len(accs[name].meta)
-        grid = _coarsest([_coarsest([m["grid_size"] for m in accs[n].meta]) for n, _ in pairs])
-        for i, (na, a0, a1) in enumerate(offsets):
-            for nb, b0, b1 in offsets[i + 1 :]:
-                model_cka.append({"a": na, "b": nb, "grid": list(grid), "matrix": mat[a0:a1, b0:b1].tolist()})
-
-    all_settings: dict[str, Any] = {
-        "cutoff": float(cutoff),
-        "bins": int(bins),
-        "global_response_mode": "aggregate",
-        "spectrum_eps": 1e-6,
-        "effective_rank_center": False,
-        "cosine_absolute": True,
-        "tokens": "spatial (prefix tokens dropped)",
-        "cka_samples": "spatial tokens, one image per mini-batch (unbiased HSIC)" if cka else None,
-        "attention": bool(attention),
-        "erf": bool(erf) if isinstance(erf, bool) else list(erf),
-        "layers": None if layers is None else list(layers),
-        "image_size": image_size,
-        "num_images": total,
-        "images": source.describe,
-        "batch_size": None if batch_size is None else int(batch_size),
-        "processes": world,
-        "models": [n for n, _ in pairs],
-    }
+    extra = {name: {**built.get(name, {}), **dict((info or {}).get(name, {}))} for name, _ in pairs}
+    reports = [model_report(name, accs[name], options.bins, model_info(m, accs[name], image_size, options.attention, extra[name])) for name, m in pairs]
+    all_settings = run_settings({**call, "batch_size": batch_size}, image_size=image_size, num_images=total, images=source.describe,
+                                processes=world, models=[n for n, _ in pairs])
+    if device is not None:
+        all_settings["device"] = device
+    if built:
+        all_settings["weights"] = {k: v["weights"] for k, v in built.items()}
     all_settings.update(dict(settings or {}))
     method_data = None
-    if methods and first_images is not None:
+    if options.methods and first_images is not None:
         from freqkit.analysis.methods import method_figures_data
 
-        device, dtype = _device_dtype(pairs[0][1])
-        x = first_images.to(device=device, dtype=dtype or first_images.dtype)
+        dev, dtype = _device_dtype(pairs[0][1])
+        x = first_images.to(device=dev, dtype=dtype or first_images.dtype)
         method_data = method_figures_data(dict(pairs), x, num_images=int(x.shape[0]))
-    return Report(models=reports, settings=all_settings, model_cka=model_cka, methods=method_data)
-
+    return Report(models=reports, settings=all_settings, model_cka=joint_cka(joint, accs, [n for n, _ in pairs]), methods=method_data)

@@ -5,25 +5,15 @@ mailed or archived as a single file.
 """
 from __future__ import annotations
 
-import base64
-import html
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from freqkit.analysis.metrics import METRICS, layer_cells, layer_columns
+from freqkit.render import escape, figure_tag, kv_table, page, table
+
 if TYPE_CHECKING:  # pragma: no cover
-    from freqkit.analysis.report import Report
+    from freqkit.analysis.report import ModelReport, Report
 
-__all__ = ["render_html", "write_html"]
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1em}
-th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child,td.l{text-align:left}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555}.note{color:#555;font-size:.9em}
-"""
+__all__ = ["render_body", "render_html"]
 
 _CAPTIONS = {
     "layer_metrics.png": "Per-layer effective rank, token cosine similarity, high-frequency ratio and high-frequency dlog amplitude.",
@@ -58,66 +48,35 @@ def _caption(name: str) -> str:
     return next((text for prefix, text in _PREFIX_CAPTIONS.items() if name.startswith(prefix)), name)
 
 
-def _e(v: object) -> str:
-    return html.escape(str(v))
-
-
-def _num(v: object) -> str:
-    if v is None:
-        return "-"
-    f = float(v)
-    return f"{f:.4g}" if abs(f) >= 1e-3 or f == 0 else f"{f:.2e}"
-
-
-def _kv_table(d: dict) -> str:
-    rows = "".join(f"<tr><td class=l>{_e(k)}</td><td class=l>{_e(v)}</td></tr>" for k, v in d.items())
-    return f"<table><tr><th>setting</th><th>value</th></tr>{rows}</table>"
-
-
-def _layer_table(model) -> str:
-    from freqkit.analysis.report import METRICS
-
+def _layer_table(model: "ModelReport") -> str:
     attn = model.has_attention
-    head = ["layer", "grid", "C", "prefix"] + [METRICS[k][0] for k in METRICS]
-    if attn:
-        head += ["local DC", "local HF", "global HF"]
-    rows = []
-    for layer in model.layers:
-        cells = [_e(layer.name), f"{layer.grid_size[0]}x{layer.grid_size[1]}", str(layer.channels), str(layer.num_prefix_tokens)]
-        cells += [_num(getattr(layer, k)) for k in METRICS]
-        if attn:
-            lr = layer.local_response
-            cells += [
-                _num(lr["dc"]) if lr else "-",
-                _num(lr["mean"][-1]) if lr else "-",
-                _num(layer.global_response[-1]) if layer.global_response else "-",
-            ]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    header = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
-    return f"<table>{header}{''.join(rows)}</table>"
+    head = ["layer", "grid", "C", "prefix"] + layer_columns(attn)
+    rows = [
+        [layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}", str(layer.channels), str(layer.num_prefix_tokens)] + layer_cells(layer, attn)
+        for layer in model.layers
+    ]
+    return table(head, rows)
 
 
-def render_html(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None) -> str:
-    """The report as one HTML string; ``pngs`` = already rendered figures (name, bytes), else rendered here."""
+def render_body(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None) -> str:
+    """The page's content (no document shell): settings, tables, figures; ``pngs`` = already rendered (name, bytes), else rendered here."""
     from freqkit import __version__
-    from freqkit.analysis.report import METRICS
 
     if pngs is None:
         from freqkit.analysis.plots import rendered
 
         pngs = rendered(report)
     parts = [
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
-        f"<title>freqkit report: {_e(', '.join(report.names))}</title><style>{_CSS}</style></head><body>",
-        f"<h1>freqkit spectral report</h1><p class=note>freqkit {_e(__version__)}, report schema {report.schema_version}; models: {_e(', '.join(report.names))}</p>",
+        f"<h1>freqkit spectral report</h1><p class=note>freqkit {escape(__version__)}, report schema {report.schema_version}; "
+        f"models: {escape(', '.join(report.names))}</p>",
         "<h2>Settings</h2>",
-        _kv_table(report.settings),
-        "<h2>Metrics</h2><ul>" + "".join(f"<li><b>{_e(v[0])}</b>: {_e(v[1])}</li>" for v in METRICS.values()) + "</ul>",
+        kv_table(report.settings),
+        "<h2>Metrics</h2><ul>" + "".join(f"<li><b>{escape(v[0])}</b>: {escape(v[1])}</li>" for v in METRICS.values()) + "</ul>",
     ]
     for m in report.models:
-        parts.append(f"<h2>{_e(m.name)}</h2>")
+        parts.append(f"<h2>{escape(m.name)}</h2>")
         if m.info:
-            parts.append(_kv_table(m.info))
+            parts.append(kv_table(m.info))
         parts.append(_layer_table(m))
     parts.append("<h2>Figures</h2>")
     if report.methods is not None:
@@ -126,19 +85,13 @@ def render_html(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None
         applies = report.methods.get("applies", [])
         skipped = [k for k in METHOD_FIGURES if k not in applies]
         parts.append(
-            f"<p class=note>Method figures that apply to these models: {_e(', '.join(applies) or 'none')}"
-            + (f"; not applicable (no such modules): {_e(', '.join(skipped))}" if skipped else "") + ".</p>"
+            f"<p class=note>Method figures that apply to these models: {escape(', '.join(applies) or 'none')}"
+            + (f"; not applicable (no such modules): {escape(', '.join(skipped))}" if skipped else "") + ".</p>"
         )
-    for name, data in pngs:
-        b64 = base64.b64encode(data).decode("ascii")
-        caption = _caption(name)
-        parts.append(f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{b64}'><figcaption>{_e(name)}: {_e(caption)}</figcaption></figure>")
-    parts.append("</body></html>")
+    parts += [figure_tag(name, data, _caption(name)) for name, data in pngs]
     return "\n".join(parts)
 
 
-def write_html(report: "Report", path: Path, pngs: Optional[list[tuple[str, bytes]]] = None) -> Path:
-    """Write :func:`render_html` to ``path`` (atomically); returns the path."""
-    from freqkit.analysis.report import _atomic_write
-
-    return _atomic_write(path, render_html(report, pngs).encode("utf-8"))
+def render_html(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None) -> str:
+    """The report as one self-contained HTML page (the shared page shell around :func:`render_body`)."""
+    return page(f"freqkit report: {', '.join(report.names)}", render_body(report, pngs))

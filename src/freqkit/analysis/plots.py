@@ -15,25 +15,20 @@
 """
 from __future__ import annotations
 
-import io
 import math
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from freqkit.analysis.metrics import HEAD_METRICS
+from freqkit.render import DPI, figure_png, slug
+
 if TYPE_CHECKING:  # pragma: no cover
     from freqkit.analysis.report import Report
 
-__all__ = ["figures", "figure_png", "plot_report", "rendered", "write_pngs"]
+__all__ = ["figures", "rendered"]
 
-_DPI = 110
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
 
 def _depth_colors(n: int):
@@ -54,7 +49,7 @@ def _layer_metrics(report: "Report") -> Figure:
         ("hf_ratio", f"high-frequency ratio (rho > {report.settings.get('cutoff', 0.5)})"),
         ("hf_log_amplitude", "high-frequency dlog amplitude"),
     ]
-    fig = Figure(figsize=(10, 7.2), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(10, 7.2), dpi=DPI, layout="constrained")
     axes = fig.subplots(2, 2).ravel()
     for ax, (key, title) in zip(axes, panels):
         for m in report.models:
@@ -74,7 +69,7 @@ def _cross_layer(report: "Report") -> Figure | None:
     if not models:
         return None
     n = len(models)
-    fig = Figure(figsize=(4.4 * n + 0.8, 4.2), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(4.4 * n + 0.8, 4.2), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     lo = min(0.0, min(min(row) for m in models for row in m.cross_layer_similarity))
     im = None
@@ -117,7 +112,7 @@ def _spectra(report: "Report") -> list[tuple[str, Figure]]:
         n = len(m.layers)
         cols = min(6, n)
         rows = math.ceil(n / cols)
-        fig = Figure(figsize=(1.9 * cols + 0.9, 1.95 * rows + 0.5), dpi=_DPI, layout="constrained")
+        fig = Figure(figsize=(1.9 * cols + 0.9, 1.95 * rows + 0.5), dpi=DPI, layout="constrained")
         axes = fig.subplots(rows, cols, squeeze=False).ravel()
         im = None
         for k, ax in enumerate(axes):
@@ -131,13 +126,13 @@ def _spectra(report: "Report") -> list[tuple[str, Figure]]:
             ax.set_title(f"({chr(97 + k) if k < 26 else k + 1}) {layer.name}", fontsize=7)
         fig.colorbar(im, ax=list(axes), shrink=0.8, label="log amplitude - DC")
         fig.suptitle(f"{m.name}: 2-D spectra of layer outputs relative to DC (centred)", fontsize=10)
-        out.append((f"spectra_{_slug(m.name)}.png", fig))
+        out.append((f"spectra_{slug(m.name)}.png", fig))
     return out
 
 
 def _curves(report: "Report") -> Figure:
     n = len(report.models)
-    fig = Figure(figsize=(4.2 * n + 0.6, 6.6), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(4.2 * n + 0.6, 6.6), dpi=DPI, layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
     for j, m in enumerate(report.models):
         colors = _depth_colors(len(m.layers))
@@ -175,7 +170,7 @@ def _responses(report: "Report") -> Figure | None:
     if not models:
         return None
     n = len(models)
-    fig = Figure(figsize=(4.2 * n + 0.6, 6.6), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(4.2 * n + 0.6, 6.6), dpi=DPI, layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
     for j, m in enumerate(models):
         layers = [layer for layer in m.layers if layer.local_response is not None]
@@ -221,7 +216,7 @@ def _cka(report: "Report") -> Figure | None:
     n = len(panels)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(4.4 * cols + 0.8, 4.2 * rows), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(4.4 * cols + 0.8, 4.2 * rows), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     im = None
     for ax, (title, mat, r, c) in zip(axes, panels):
@@ -237,14 +232,12 @@ def _cka(report: "Report") -> Figure | None:
 
 
 def _heads(report: "Report") -> list[tuple[str, Figure]]:
-    from freqkit.analysis.report import HEAD_METRICS
-
     out = []
     for m in report.models:
         layers = [layer for layer in m.layers if layer.heads is not None]
         if not layers:
             continue
-        fig = Figure(figsize=(10, 1.0 + 0.32 * len(layers) * 2 + 1.2), dpi=_DPI, layout="constrained")
+        fig = Figure(figsize=(10, 1.0 + 0.32 * len(layers) * 2 + 1.2), dpi=DPI, layout="constrained")
         axes = fig.subplots(2, 2).ravel()
         ylabels = [layer.name for layer in layers]
         for ax, (key, (title, _)) in zip(axes, HEAD_METRICS.items()):
@@ -256,7 +249,7 @@ def _heads(report: "Report") -> list[tuple[str, Figure]]:
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("head")
         fig.suptitle(f"{m.name}: per-head attention maps", fontsize=10)
-        out.append((f"heads_{_slug(m.name)}.png", fig))
+        out.append((f"heads_{slug(m.name)}.png", fig))
     return out
 
 
@@ -267,7 +260,7 @@ def _erf(report: "Report") -> list[tuple[str, Figure]]:
         if not layers:
             continue
         n = len(layers)
-        fig = Figure(figsize=(2.3 * n + 3.8, 2.9), dpi=_DPI, layout="constrained")
+        fig = Figure(figsize=(2.3 * n + 3.8, 2.9), dpi=DPI, layout="constrained")
         axes = fig.subplots(1, n + 1, squeeze=False, width_ratios=[1] * n + [1.6])[0]
         colors = _depth_colors(n)
         for k, (ax, layer) in enumerate(zip(axes, layers)):
@@ -285,7 +278,7 @@ def _erf(report: "Report") -> list[tuple[str, Figure]]:
         axes[-1].grid(alpha=0.3)
         axes[-1].legend(fontsize=6)
         fig.suptitle(f"{m.name}: effective receptive field (|d centre unit / d input|, max = 1)", fontsize=10)
-        out.append((f"erf_{_slug(m.name)}.png", fig))
+        out.append((f"erf_{slug(m.name)}.png", fig))
     return out
 
 
@@ -306,31 +299,12 @@ def figures(report: "Report") -> list[tuple[str, Figure]]:
     out += _heads(report)
     out += _erf(report)
     if report.methods:
-        from freqkit.analysis.method_plots import plot_method_figures
+        from freqkit.analysis.methods.plots import plot_method_figures
 
         out += list(plot_method_figures(report.methods).items())
     return out
 
 
-def figure_png(fig: Figure) -> bytes:
-    """The figure rendered as PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def rendered(report: "Report") -> list[tuple[str, bytes]]:
     """Every figure of ``report`` as (file name, PNG bytes)."""
     return [(name, figure_png(fig)) for name, fig in figures(report)]
-
-
-def write_pngs(pngs: list[tuple[str, bytes]], out_dir: Path) -> list[Path]:
-    """Write rendered figures under ``out_dir`` (each atomically); returns the paths."""
-    from freqkit.analysis.report import _atomic_write
-
-    return [_atomic_write(Path(out_dir) / name, data) for name, data in pngs]
-
-
-def plot_report(report: "Report", out_dir: Path) -> list[Path]:
-    """Write every figure of ``report`` as PNG under ``out_dir``; returns the paths."""
-    return write_pngs(rendered(report), out_dir)

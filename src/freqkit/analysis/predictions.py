@@ -10,7 +10,6 @@ confusion matrix per model over all the given images.
 from __future__ import annotations
 
 import colorsys
-import re
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -51,24 +50,15 @@ def _stats_for(stats: Stats, name: str, what: str) -> torch.Tensor:
     return t[:, None, None]
 
 
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Bool (B, H, W) dilated by a Euclidean disk of ``radius`` pixels."""
-    if radius <= 0:
-        return mask
-    r = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    disk = ((r[:, None] ** 2 + r[None, :] ** 2) <= radius**2 + 1e-6).float()[None, None]
-    return F.conv2d(mask[:, None].float(), disk, padding=radius)[:, 0] > 0.5
-
-
 def _boundary_errors(pred: torch.Tensor, target: torch.Tensor, tolerance: Optional[int], ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(missed, spurious) bool (B, H, W) boundary pixels and the tolerance used (boundary F1's definitions)."""
-    from freqkit.train.metrics import boundary_map, default_tolerance
+    from freqkit.train.metrics import boundary_map, default_tolerance, dilate
 
     tol = default_tolerance(*target.shape[-2:]) if tolerance is None else int(tolerance)
     valid = target != ignore_index
     pb = boundary_map(torch.where(valid, pred, torch.full_like(pred, ignore_index)), ignore_index)
     tb = boundary_map(target, ignore_index)
-    return tb & ~_dilate(pb, tol), pb & ~_dilate(tb, tol), tol
+    return tb & ~dilate(pb, tol), pb & ~dilate(tb, tol), tol
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -167,10 +157,6 @@ def prediction_panel_data(
 
 
 # ------------------------------------------------------------------------------------------ figures
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
-
-
 def _colour(labels: np.ndarray, pal: np.ndarray, ignore_index: int) -> np.ndarray:
     # unlabeled (ignore_index) and out-of-range labels are grey: black and white mark boundary errors
     rgb = np.full((*labels.shape, 3), 128, dtype=np.uint8)

@@ -2,19 +2,22 @@
 
 A :class:`Report` holds one :class:`ModelReport` per analysed model (several models overlay their
 curves in every figure) and the settings used. It saves to JSON (``to_json`` / ``from_json``, with a
-schema version), PNG figures (``plot``), one self-contained HTML page (``to_html``) and a text
-table (``table``). All numbers are plain Python floats and lists, so a report needs no torch to load.
+schema version), PNG figures (``plot``), one self-contained HTML page (``to_html``, inline in Jupyter
+through ``_repr_html_``) and a text table (``table``); ``save(folder)`` writes all of them and ``Report.load(folder)``
+reads the report back. All numbers are plain Python floats and lists, so a report needs no torch to load.
 """
 from __future__ import annotations
 
 import json
-import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from freqkit.analysis.metrics import HEAD_METRICS, METRICS, layer_cells, layer_columns
 from freqkit.errors import FreqkitError
+from freqkit.io import atomic_write_text
+from freqkit.render import write_pngs
+from freqkit.limits import loads_json
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "LayerStats", "ModelReport", "Report", "METRICS", "HEAD_METRICS"]
 
@@ -23,32 +26,6 @@ SCHEMA_VERSION = 2  # 2 adds per-head maps, effective receptive fields and CKA m
 
 # settings that define the numbers: reports can only be merged when these agree
 _METRIC_SETTINGS = ("cutoff", "bins", "global_response_mode", "spectrum_eps", "effective_rank_center", "cosine_absolute")
-
-# per-layer scalar metric -> (short column name, description)
-METRICS: dict[str, tuple[str, str]] = {
-    "hf_ratio": ("HF ratio", "share of spectral energy above the cutoff radius"),
-    "hf_log_amplitude": ("dlogA HF", "relative log amplitude at the highest frequency (Park & Kim 2022)"),
-    "effective_rank": ("eff. rank", "effective rank of the (N, C) spatial-token matrix (Roy & Vetterli 2007)"),
-    "cosine_similarity": ("cos sim", "mean pairwise |cosine| between spatial tokens (over-smoothing; Wang et al. 2022)"),
-    "rank_collapse_residual": ("residual", "relative rank-collapse residual (Dong et al. 2021)"),
-}
-
-# per-head metric (key of LayerStats.heads) -> (title, description)
-HEAD_METRICS: dict[str, tuple[str, str]] = {
-    "hf_share": ("local-response HF share", "share of each query kernel's spectral energy above the cutoff radius"),
-    "entropy": ("attention entropy (nats)", "mean over queries of the entropy of the attention row"),
-    "distance": ("mean attention distance (patches)", "expected grid distance to the attended spatial keys (Dosovitskiy et al. 2021, Fig. 7)"),
-    "effective_rank": ("attention effective rank", "effective rank of the (N, N) attention map"),
-}
-
-
-def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically, creating its folder."""
-    from freqkit.io import atomic_write_bytes
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, data)
-
 
 @dataclass
 class LayerStats:
@@ -109,11 +86,6 @@ class ModelReport:
     def has_attention(self) -> bool:
         """True when the attention responses were captured for at least one layer."""
         return any(layer.local_response is not None for layer in self.layers)
-
-    @property
-    def has_heads(self) -> bool:
-        """True when per-head attention maps were captured for at least one layer."""
-        return any(layer.heads is not None for layer in self.layers)
 
     def series(self, metric: str) -> list[float]:
         """One scalar metric (a key of :data:`METRICS`) per layer, in depth order."""
@@ -207,21 +179,36 @@ class Report:
             methods=d.get("methods"),
         )
 
-    def to_json(self, path: str | Path) -> Path:
-        """Write the report to ``path`` as JSON (atomically); returns the path."""
-        return _atomic_write(path, json.dumps(self.to_dict(), indent=1, allow_nan=True).encode("utf-8"))
+    def to_json(self, path: Union[str, Path, None] = None) -> Union[str, Path]:
+        """The report as JSON text; with ``path``, written there instead (atomically, creating its folder) and the path returned."""
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        if path is None:
+            return text
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(path, text)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "Report":
-        """Read a report written by :meth:`to_json`."""
-        p = Path(path)
+    def from_json(cls, source: Union[str, Path]) -> "Report":
+        """A report from :meth:`to_json` text or from the path of a file it wrote."""
+        text = str(source) if isinstance(source, str) and source.lstrip().startswith("{") else None
+        if text is None:
+            p = Path(source)
+            try:
+                text = p.read_text()
+            except FileNotFoundError:
+                raise FreqkitError(f"report {str(p)!r} does not exist; check the path") from None
         try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise FreqkitError(f"report {str(p)!r} does not exist; check the path") from None
+            data = loads_json(text, "this text" if isinstance(source, str) and source.lstrip().startswith("{") else f"report {str(source)!r}")
         except json.JSONDecodeError as err:
-            raise FreqkitError(f"report {str(p)!r} is not valid JSON ({err.msg} at line {err.lineno}); pass a file written by Report.to_json") from None
+            where = "this text" if isinstance(source, str) and source.lstrip().startswith("{") else f"report {str(source)!r}"
+            raise FreqkitError(f"{where} is not valid JSON ({err.msg} at line {err.lineno}); pass a file written by Report.to_json") from None
         return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, folder: Union[str, Path]) -> "Report":
+        """The report that :meth:`save` wrote into ``folder`` (its ``report.json``; a JSON file path works too)."""
+        p = Path(folder)
+        return cls.from_json(p / "report.json" if p.is_dir() else p)
 
     # ---- combining ----------------------------------------------------------------------
     @classmethod
@@ -265,21 +252,9 @@ class Report:
         for m in self.models:
             weights = m.info.get("weights")
             lines.append(f"{m.name}" + (f"  [{weights}]" if weights else ""))
-            cols = ["layer", "grid"] + [METRICS[k][0] for k in METRICS]
             attn = m.has_attention
-            if attn:
-                cols += ["local DC", "local HF", "global HF"]
-            rows = []
-            for layer in m.layers[: max_rows or None]:
-                row = [layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}"] + [_fmt(getattr(layer, k)) for k in METRICS]
-                if attn:
-                    lr = layer.local_response
-                    row += [
-                        _fmt(lr["dc"]) if lr else "-",
-                        _fmt(lr["mean"][-1]) if lr else "-",
-                        _fmt(layer.global_response[-1]) if layer.global_response else "-",
-                    ]
-                rows.append(row)
+            cols = ["layer", "grid"] + layer_columns(attn)
+            rows = [[layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}"] + layer_cells(layer, attn) for layer in m.layers[: max_rows or None]]
             widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
             lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths))))
             for r in rows:
@@ -295,20 +270,27 @@ class Report:
     # ---- figures and HTML ---------------------------------------------------------------
     def plot(self, out_dir: str | Path = "figures") -> list[Path]:
         """Write the PNG figures (per-layer curves, cross-layer heat maps, 2-D spectra, responses) to ``out_dir``."""
-        from freqkit.analysis.plots import plot_report
+        from freqkit.analysis.plots import rendered
 
-        return plot_report(self, Path(out_dir))
+        return write_pngs(rendered(self), out_dir)
 
     def to_html(self, path: str | Path = "report.html") -> Path:
         """Write one self-contained HTML page (figures embedded as base64 PNG, per-layer tables)."""
-        from freqkit.analysis.html import write_html
+        from freqkit.analysis.html import render_html
 
-        return write_html(self, Path(path))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(path, render_html(self))
+
+    def _repr_html_(self) -> str:
+        """The HTML page's body, figures inline, for Jupyter."""
+        from freqkit.analysis.html import render_body
+
+        return render_body(self)
 
     def save(self, out_dir: str | Path = "freqkit-report", figures: bool = True) -> dict[str, Any]:
         """Write ``report.json``, ``report.html`` and ``figures/*.png`` under ``out_dir`` (only the JSON without ``figures``); returns their paths."""
-        from freqkit.analysis.html import write_html
-        from freqkit.analysis.plots import rendered, write_pngs
+        from freqkit.analysis.html import render_html
+        from freqkit.analysis.plots import rendered
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +299,7 @@ class Report:
         pngs = rendered(self)  # rendered once for both the PNG files and the HTML page
         return {
             "json": self.to_json(out / "report.json"),
-            "html": write_html(self, out / "report.html", pngs=pngs),
+            "html": atomic_write_text(out / "report.html", render_html(self, pngs)),
             "figures": write_pngs(pngs, out / "figures"),
         }
 
@@ -346,15 +328,6 @@ def _merge_methods(parts: list[Optional[dict[str, Any]]]) -> Optional[dict[str, 
             if kind not in out["applies"]:
                 out["applies"].append(kind)
     return out
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    v = float(v)
-    if math.isnan(v):
-        return "nan"
-    return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
 def _jsonable(obj: Any) -> Any:

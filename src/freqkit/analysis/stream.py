@@ -17,14 +17,14 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from freqkit.data.folders import IMG_EXTENSIONS, files_digest
 from freqkit.errors import FreqkitError
 
 __all__ = [
-    "ImageFiles", "image_folder", "list_images", "data_transform", "Source", "make_source", "rank_world",
-    "atomic_save", "load_state", "start_distributed", "stop_distributed",
+    "ImageFiles", "image_folder", "list_images", "data_transform", "Source", "make_source", "atomic_save", "load_state",
+    "resized_size",
 ]
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 # label maps of segmentation layouts (ADE20K annotations/, Cityscapes-style masks/) are not images to analyse
 _SKIP_DIRS = {"annotations", "masks"}
 
@@ -39,7 +39,8 @@ def list_images(folder: Union[str, os.PathLike]) -> list[Path]:
     paths = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d.lower() not in _SKIP_DIRS)
-        paths += [Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in IMG_EXTENSIONS]
+        # regular files only: a named pipe (or a socket) named like an image would block the reader forever
+        paths += [Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in IMG_EXTENSIONS and (Path(dirpath) / f).is_file()]
     paths.sort()
     if not paths:
         raise FreqkitError(f"image folder {str(root)!r} holds no images ({', '.join(IMG_EXTENSIONS)}); add images or pass another folder")
@@ -59,7 +60,12 @@ def data_transform(model: Optional[torch.nn.Module] = None, img_size: Union[int,
 
 
 class ImageFiles(Dataset):
-    """Images read from ``paths`` through ``transform`` (a PIL image -> (3, H, W) tensor)."""
+    """Images read from ``paths`` through ``transform`` (a PIL image -> (3, H, W) tensor).
+
+    Files are decoded as training decodes them (:func:`freqkit.data.folders.read_image`): 16-bit images
+    are scaled to [0, 1], not clipped; float images are checked; decompression bombs and images whose
+    resize would exceed ``FREQKIT_MAX_RESIZED_PIXELS`` are one line, refused before any resize.
+    """
 
     def __init__(self, paths: Sequence[Union[str, os.PathLike]], transform: Callable) -> None:
         self.paths = [Path(p) for p in paths]
@@ -68,30 +74,49 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def check_headers(self, indices: Optional[Sequence[int]] = None) -> None:
+        """Read the header of every image (of ``indices``): unreadable files, bombs and oversized resizes fail now."""
+        from freqkit.data.folders import image_header
+        from freqkit.limits import check_resized_pixels
+
+        for i in range(len(self.paths)) if indices is None else indices:
+            size = image_header(self.paths[i])
+            check_resized_pixels(self.paths[i], size, resized_size(self.transform, size))
+
     def __getitem__(self, index: int) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
+        from freqkit.data.folders import image_tensor, read_image
+        from freqkit.limits import check_resized_pixels
 
         path = self.paths[index]
-        try:
-            with Image.open(path) as im:
-                rgb = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as err:
-            raise FreqkitError(f"cannot read image {str(path)!r} ({type(err).__name__}); remove or replace the file") from None
-        return self.transform(rgb)
+        im = read_image(path)
+        check_resized_pixels(path, im.size, resized_size(self.transform, im.size))
+        # 16-bit and float images are mode 'F' in [0, 1]: timm's transform takes them as (3, H, W) float tensors
+        return self.transform(image_tensor(im) if im.mode == "F" else im)
+
+
+def resized_size(transform: Callable, size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of a ``size`` = (width, height) image after the resize steps of ``transform`` (a Compose)."""
+    w, h = float(size[0]), float(size[1])
+    for t in getattr(transform, "transforms", [transform]):
+        target = getattr(t, "size", None)
+        if "Resize" not in type(t).__name__ or target is None:
+            continue
+        if isinstance(target, int) or len(target) == 1:
+            s = float(target if isinstance(target, int) else target[0])
+            ratio = s / max(1.0, min(w, h))  # shorter side to s, aspect kept (torchvision's Resize(int))
+        else:
+            # (h, w): at most the larger of the two ratios, whether it fills exactly or keeps the aspect
+            ratio = max(float(target[0]) / max(h, 1.0), float(target[1]) / max(w, 1.0))
+            if type(t).__name__ == "Resize":
+                w, h = float(target[1]), float(target[0])
+                continue
+        w, h = w * ratio, h * ratio
+    return max(1, round(w)), max(1, round(h))
 
 
 def image_folder(folder: Union[str, os.PathLike], model: Optional[torch.nn.Module] = None, img_size: Union[int, Sequence[int], None] = None) -> ImageFiles:
     """A Dataset of every image under ``folder`` (ImageNet class folders, ADE20K images/...), preprocessed with ``data_transform``."""
     return ImageFiles(list_images(folder), data_transform(model, img_size))
-
-
-def rank_world() -> tuple[int, int]:
-    """(rank, world size) of the initialised torch.distributed group, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _images_of(item: Any, where: str) -> torch.Tensor:
@@ -139,6 +164,7 @@ def make_source(
     img_size: Union[int, Sequence[int], None],
     rank: int,
     world: int,
+    check_headers: bool = True,
 ) -> Source:
     """Wrap any supported ``data`` as this rank's :class:`Source` (see the module docs)."""
     if max_images is not None and int(max_images) < 1:
@@ -161,7 +187,11 @@ def make_source(
             ds = ImageFiles(paths, data_transform(model, img_size))
             src = _indexed(ds, len(ds), batch_size, num_workers, limit, rank, world)
             src.describe = f"folder {data}"
-            src.fingerprint.update(first=str(paths[0].name), last=str(paths[-1].name))
+            used = paths if limit is None else paths[:limit]
+            src.fingerprint.update(first=str(paths[0].name), last=str(paths[-1].name), files=files_digest(used, Path(data)))
+            if check_headers:
+                # this rank's images, header only: a bad file at the end of the folder fails before the first batch
+                ds.check_headers(range(rank, len(used), world))
             return src
     else:
         describe = ""
@@ -280,40 +310,3 @@ def load_state(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise FreqkitError(f"saved statistics {str(path)!r} cannot be read ({type(err).__name__}); delete the file or run without resume") from None
-
-
-def start_distributed(device: str = "auto") -> tuple[torch.device, bool]:
-    """Under torchrun (WORLD_SIZE > 1) start the process group (NCCL on GPU, gloo on CPU) -> (device, started here).
-
-    ``device`` "auto" is cuda:LOCAL_RANK when CUDA is available, else cpu.
-    """
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise FreqkitError(f"device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FreqkitError(f"device {device} asked for but CUDA is not available here; use device='cpu'")
-        dev = torch.device("cuda", local if (dev.index is None and world > 1) else (dev.index or 0))
-        torch.cuda.set_device(dev)
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise FreqkitError(f"device {device} asked for but MPS is not available here; use device='cpu'")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        return dev, True
-    return dev, False
-
-
-def stop_distributed(started: bool) -> None:
-    """Destroy the process group if :func:`start_distributed` started it."""
-    import torch.distributed as dist
-
-    if started and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+from typing import Optional
 
-from freqkit.errors import FreqkitError
+from freqkit.errors import FreqkitError, ParameterError
 
 # subcommand name -> module under freqkit.cli
 SUBCOMMANDS: dict[str, str] = {
@@ -37,6 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(err: FreqkitError, args: Optional[argparse.Namespace]) -> str:
+    """``err`` for the command line, the one place parameters become flags.
+
+    A ParameterError's parameter is shown as its flag; inside other messages ``param=True`` / ``param=False`` /
+    ``param=VALUE`` read as ``--flag`` / ``no --flag`` / ``--flag VALUE``, then the subcommand's ``_flag_patterns``
+    (regex, replacement) pairs apply.
+    """
+    from freqkit.cli._config import flags_of
+
+    flags = flags_of(args)
+    if isinstance(err, ParameterError):
+        return f"{flags.get(err.param, '--' + err.param.replace('_', '-'))} {err.detail}"
+    message = str(err)
+    for param in sorted(flags, key=len, reverse=True):
+        flag = flags[param]
+        message = message.replace(f"{param}=True", flag).replace(f"{param}=False", f"no {flag}").replace(f"{param}=", f"{flag} ")
+    for pattern, replacement in (getattr(args, "_flag_patterns", None) or []) if args is not None else []:
+        message = re.sub(pattern, replacement, message)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; bad input ends with one line and exit code 2."""
     parser = build_parser()
@@ -47,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except FreqkitError as err:
-        from freqkit.cli._config import error_line
-
         # one line: a multi-line message (e.g. a DataLoader worker's traceback) keeps its first line
         line = " ".join(error_line(err, args).split("\n")[0].split())
         print(f"freqkit {args.command}: error: {line}", file=sys.stderr)

@@ -1,27 +1,26 @@
-"""Command-line flags generated from a configuration dataclass, and library errors shown with flag names.
+"""Command-line flags generated from the library's dataclasses and signatures (``error_line`` in ``cli/__init__`` shows errors as flags).
 
-Each dataclass field becomes ``--field-name`` (or its ``flag`` metadata) with the field's ``help``,
-``choices`` and default, so a default or a help text is written once, in the dataclass.
+Each dataclass field or function parameter becomes ``--name-with-dashes`` (or a field's ``flag`` metadata) with
+its type, default and help (a field's ``help`` metadata, or the library's help mapping for a function), so a
+default or a help text is written once, in the library.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
+import inspect
 import typing
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
-from freqkit.errors import FreqkitError, ParameterError
+from freqkit.cli._types import parser_for, scalar_type
 
-__all__ = ["add_dataclass_arguments", "dataclass_kwargs", "given_fields", "flag_name", "error_line"]
+__all__ = ["add_dataclass_arguments", "add_signature_arguments", "dataclass_kwargs", "given_fields", "flag_name", "flags_of"]
 
-# attributes of the parser namespace: field name -> flag (for error_line); the fields whose flags were typed
-_FLAGS_ATTR = "_flags"
-_GIVEN_ATTR = "_given_fields"
+_FLAGS, _GIVEN = "_flags", "_given_fields"  # namespace attributes: parameter -> flag (error_line); the flags typed
 
 
-def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
-    setattr(namespace, _GIVEN_ATTR, (getattr(namespace, _GIVEN_ATTR, None) or frozenset()) | {dest})
+def _mark(namespace: argparse.Namespace, dest: str) -> None:
+    setattr(namespace, _GIVEN, (getattr(namespace, _GIVEN, None) or frozenset()) | {dest})
 
 
 class _StoreGiven(argparse.Action):
@@ -29,7 +28,7 @@ class _StoreGiven(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, values)
-        _mark_given(namespace, self.dest)
+        _mark(namespace, self.dest)
 
 
 class _BoolGiven(argparse.BooleanOptionalAction):
@@ -37,12 +36,17 @@ class _BoolGiven(argparse.BooleanOptionalAction):
 
     def __call__(self, parser, namespace, values, option_string=None):
         super().__call__(parser, namespace, values, option_string)
-        _mark_given(namespace, self.dest)
+        _mark(namespace, self.dest)
+
+
+def flags_of(args: Optional[argparse.Namespace]) -> dict[str, str]:
+    """Parameter name -> flag of every generated flag of the parsed subcommand."""
+    return (getattr(args, _FLAGS, None) or {}) if args is not None else {}
 
 
 def given_fields(args: argparse.Namespace) -> frozenset:
-    """The dataclass fields whose flags were typed on the command line (the rest hold their defaults)."""
-    return getattr(args, _GIVEN_ATTR, None) or frozenset()
+    """The fields whose flags were typed on the command line (the rest hold their defaults)."""
+    return getattr(args, _GIVEN, None) or frozenset()
 
 
 def flag_name(field: dataclasses.Field) -> str:
@@ -50,77 +54,40 @@ def flag_name(field: dataclasses.Field) -> str:
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
 
 
-def _base_type(hint: Any) -> tuple[type, bool]:
-    """(scalar type, optional?) of a field annotation such as ``Optional[int]``."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is typing.Union and len(args) == 1:
-        return args[0], True
-    return hint, False
+def _add(parser, flags: dict, name: str, flag: str, hint: Any, default: Any, text: str, choices=None) -> None:
+    flags[name] = flag
+    kind, optional = scalar_type(hint)
+    text = text.replace("%", "%%")
+    if kind is bool:
+        shown = "auto" if default is None else ("on" if default else "off")
+        parser.add_argument(flag, dest=name, action=_BoolGiven, default=default, help=f"{text} (default: {shown})")
+    else:
+        parser.add_argument(flag, dest=name, action=_StoreGiven, type=parser_for(kind, optional, name), default=default,
+                            choices=choices, metavar=None if choices else name.upper(), help=f"{text} (default: {default})")
 
 
-def _parser_for(kind: type, optional: bool, name: str):
-    def parse(text: str):
-        if optional and text.lower() in ("none", ""):
-            return None
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        if kind is float and name == "clip_grad" and value == 0:
-            return None  # 0 switches clipping off, as in timm's train script
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def add_dataclass_arguments(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    *,
-    exclude: Iterable[str] = (),
-    defaults: Optional[dict[str, Any]] = None,
-) -> None:
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (),
+                            defaults: Optional[dict[str, Any]] = None) -> None:
     """Add one flag per field of dataclass ``cls`` (not in ``exclude``; ``defaults`` override the dataclass's)."""
-    hints = typing.get_type_hints(cls)
-    defaults = defaults or {}
-    flags: dict[str, str] = parser.get_default(_FLAGS_ATTR) or {}
+    hints, defaults, flags = typing.get_type_hints(cls), defaults or {}, parser.get_default(_FLAGS) or {}
     for f in dataclasses.fields(cls):
-        if f.name in exclude or not f.metadata.get("cli", True) or "help" not in f.metadata:
-            continue
-        flag = flag_name(f)
-        flags[f.name] = flag
-        default = defaults.get(f.name, f.default)
-        kind, optional = _base_type(hints[f.name])
-        text = f.metadata["help"].replace("%", "%%")
-        if kind is bool:
-            shown = "auto" if default is None else ("on" if default else "off")
-            parser.add_argument(flag, dest=f.name, action=_BoolGiven, default=default,
-                                help=f"{text} (default: {shown})")
-            continue
-        parser.add_argument(flag, dest=f.name, action=_StoreGiven, type=_parser_for(kind, optional, f.name), default=default,
-                            choices=f.metadata.get("choices"), metavar=f.name.upper() if f.metadata.get("choices") is None else None,
-                            help=f"{text} (default: {default})")
-    parser.set_defaults(**{_FLAGS_ATTR: flags, _GIVEN_ATTR: frozenset()})
+        if f.name not in exclude and f.metadata.get("cli", True) and "help" in f.metadata:
+            _add(parser, flags, f.name, flag_name(f), hints[f.name], defaults.get(f.name, f.default), f.metadata["help"],
+                 f.metadata.get("choices"))
+    parser.set_defaults(**{_FLAGS: flags, _GIVEN: frozenset()})
+
+
+def add_signature_arguments(parser: argparse.ArgumentParser, func: Callable, helps: Mapping[str, str],
+                            defaults: Optional[dict[str, Any]] = None) -> None:
+    """Add one flag per parameter of ``func`` that ``helps`` describes (type and default from the signature; ``defaults`` override)."""
+    hints, flags, defaults = typing.get_type_hints(func), parser.get_default(_FLAGS) or {}, defaults or {}
+    for name, p in inspect.signature(func).parameters.items():
+        if name in helps:
+            _add(parser, flags, name, "--" + name.replace("_", "-"), hints.get(name, str), defaults.get(name, p.default), helps[name])
+    parser.set_defaults(**{_FLAGS: flags, _GIVEN: frozenset()})
 
 
 def dataclass_kwargs(args: argparse.Namespace, cls: type, exclude: Iterable[str] = ()) -> dict[str, Any]:
     """The parsed values of ``cls``'s fields that ``add_dataclass_arguments`` added."""
-    flags = getattr(args, _FLAGS_ATTR, {}) or {}
+    flags = flags_of(args)
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in flags and f.name not in exclude}
-
-
-def error_line(err: FreqkitError, args: Optional[argparse.Namespace]) -> str:
-    """The message of ``err`` as the command line user should read it: parameters become flags.
-
-    A ParameterError names its parameter, shown as the flag that sets it; other messages go through the
-    subcommand's ``_flag_patterns`` (regex, replacement) pairs, for parameters written inside a sentence.
-    """
-    if isinstance(err, ParameterError):
-        flags = (getattr(args, _FLAGS_ATTR, None) or {}) if args is not None else {}
-        flag = flags.get(err.param, "--" + err.param.replace("_", "-"))
-        return f"{flag} {err.detail}"
-    message = str(err)
-    for pattern, replacement in (getattr(args, "_flag_patterns", None) or []) if args is not None else []:
-        message = re.sub(pattern, replacement, message)
-    return message

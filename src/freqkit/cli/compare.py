@@ -1,4 +1,4 @@
-"""``freqkit compare``: :func:`freqkit.compare` on the command line.
+"""``freqkit compare``: :func:`freqkit.compare` on the command line (flags from its signature and from TrainConfig).
 
     freqkit compare                                         # vit_mini vs vit_mini+fdam on shapes, 1 seed
     freqkit compare --models vit_mini,vit_mini+fdam,vit_mini+attnscale --seeds 3 --out cmp/
@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 
-from freqkit.cli._config import add_dataclass_arguments, dataclass_kwargs
+from freqkit.cli._config import add_dataclass_arguments, add_signature_arguments, dataclass_kwargs
 
-_OWN = ("model", "data", "steps", "seed", "out", "resume", "global_batch_size", "recipe")  # recipes are for freqkit train
+_OWN = ("model", "data", "steps", "seed", "out", "resume", "overwrite", "global_batch_size", "recipe")  # recipes are for freqkit train
+_CLI_DEFAULTS = {"seeds": "1", "out": "freqkit-compare"}  # one seed; a folder, since the command line keeps its report
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     """Register ``freqkit compare``."""
-    from freqkit.experiment.compare import DEFAULT_MODELS, DEFAULT_STEPS
+    from freqkit.experiment.compare import COMPARE_HELP, DEFAULT_MODELS, compare
     from freqkit.train.config import TrainConfig
 
     p = subparsers.add_parser(
@@ -28,18 +29,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         "freqkit.analyze on it, and write OUT/report.html: metrics (mean and spread over seeds) next to per-layer "
         "spectral curves. Defaults: vit_mini vs vit_mini+fdam on shapes segmentation, a few minutes on 2 CPU cores.",
     )
-    model_help = TrainConfig.__dataclass_fields__["model"].metadata["help"]
-    data_help = TrainConfig.__dataclass_fields__["data"].metadata["help"]
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                   help=f"comma-separated model specs, each a {model_help} (default {','.join(DEFAULT_MODELS)})")
-    p.add_argument("--data", default="shapes", help=f"{data_help} (default: shapes)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimizer steps per run (default {DEFAULT_STEPS})")
-    p.add_argument("--seeds", default="1", help="number of seeds N (seeds 0..N-1) or a comma list such as 0,5,7 (default 1)")
-    p.add_argument("--out", default="freqkit-compare", help="output folder (default freqkit-compare)")
-    p.add_argument("--analyze-images", type=int, default=16, help="validation images fed to freqkit.analyze (default 16)")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's resumable checkpoint/ folder")
-    p.add_argument("--resume", action="store_true",
-                   help="reuse finished runs of the same settings found in OUT/runs (and continue checkpointed ones)")
+    add_signature_arguments(p, compare, COMPARE_HELP, defaults={"models": ",".join(DEFAULT_MODELS), **_CLI_DEFAULTS})
     add_dataclass_arguments(p, TrainConfig, exclude=_OWN)
     p.set_defaults(run=run)
     return p
@@ -47,14 +37,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Compare, save the report, print the table."""
-    from freqkit.experiment.compare import compare
+    from freqkit.experiment.compare import COMPARE_HELP, compare
     from freqkit.train.config import TrainConfig
 
-    result = compare(
-        [m for m in args.models.split(",")], data=args.data, steps=args.steps, seeds=args.seeds, out=args.out,
-        resume=args.resume, analyze_images=args.analyze_images, keep_checkpoints=args.keep_checkpoints,
-        **dataclass_kwargs(args, TrainConfig, exclude=_OWN),
-    )
+    result = compare(**{k: getattr(args, k) for k in COMPARE_HELP}, **dataclass_kwargs(args, TrainConfig, exclude=_OWN))
     print(result.table())
     print(f"wrote {args.out}/report.html ({result.settings['total_seconds']:.0f} s)")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from freqkit.cli._config import add_signature_arguments, flags_of
 from freqkit.errors import ParameterError
 
 EXAMPLES = """examples:
@@ -11,11 +12,12 @@ EXAMPLES = """examples:
   freqkit simulate --size 8 12 --windows 1,3,5,full --stencils box3,laplacian --out sim/
   freqkit simulate --periodic --attention       # torus grid, plus windowed softmax attention
 """
-DEFAULT_STENCILS = "box3,gauss5,laplacian,sharpen"
 
 
 def add_parser(subparsers: Any, name: str = "simulate") -> argparse.ArgumentParser:
     """Register the ``simulate`` subcommand."""
+    from freqkit.experiment.simulate import DEFAULT_STENCILS, SIMULATE_HELP, simulate
+
     p = subparsers.add_parser(
         name,
         help="graph-spectral response of window mixers (conv vs attention) and conv stencils on a token grid",
@@ -26,12 +28,9 @@ def add_parser(subparsers: Any, name: str = "simulate") -> argparse.ArgumentPars
     )
     p.add_argument("--size", nargs="+", type=int, default=[14, 14], metavar="N", help="grid H W (or one N for N x N; default 14 14)")
     p.add_argument("--windows", default="auto", help="comma-separated odd window sizes and/or 'full' (default: 1, 3, ... below the grid side, full)")
-    p.add_argument("--stencils", default=DEFAULT_STENCILS,
-                   help=f"comma-separated conv stencils: box3, box5, gauss3, gauss5, laplacian, sharpen (default {DEFAULT_STENCILS}); 'none' for none")
-    p.add_argument("--attention", action="store_true", help="also windowed softmax attention of random tokens (seeded)")
-    p.add_argument("--periodic", action="store_true", help="torus grid (wrap-around neighbours) instead of an open grid")
-    p.add_argument("--bins", type=int, default=16, help="graph-frequency bins of the plotted curves (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attention tokens (default 0)")
+    p.add_argument("--stencils", default=",".join(DEFAULT_STENCILS),
+                   help=f"comma-separated conv stencils: box3, box5, gauss3, gauss5, laplacian, sharpen (default {','.join(DEFAULT_STENCILS)}); 'none' for none")
+    add_signature_arguments(p, simulate, SIMULATE_HELP)
     p.add_argument("--out", default="freqkit-simulate", metavar="DIR", help="output folder (default freqkit-simulate/)")
     p.set_defaults(run=run)
     return p
@@ -56,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from freqkit.experiment.simulate import simulate
 
     names = [] if args.stencils.strip() == "none" else [s.strip() for s in args.stencils.split(",") if s.strip()]
-    sim = simulate(args.size, windows=_windows(args.windows), stencils=names, attention=args.attention,
-                   periodic=args.periodic, bins=args.bins, seed=args.seed)
+    sim = simulate(args.size, windows=_windows(args.windows), stencils=names, **{k: getattr(args, k) for k in flags_of(args)})
     paths = sim.save(args.out)
     print(sim.table())
     for path in paths:

@@ -2,6 +2,7 @@
 
     freqkit train --model vit_mini+fdam --data shapes --steps 300
     freqkit train --recipe upernet_deit3_base_fdam_ade20k_160k --data ade20k:/data/ade --init deit_3_base_224_21k.pth --print-config
+    freqkit train --recipe upernet_deit_small_ade20k_160k --data ade20k:/data/ade --init scratch   # random weights, on purpose
     torchrun --nproc_per_node 8 -m freqkit train --model deit_small_fdam_patch16_224 --data ade20k:/data/ADE --batch-size 2
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 
 from freqkit.cli._config import add_dataclass_arguments, dataclass_kwargs, given_fields
+
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     """Register ``freqkit train``."""
@@ -25,15 +27,15 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     )
     # recipe < typed flags: the generated flags record which fields were typed (given_fields)
     add_dataclass_arguments(p, TrainConfig, exclude=("global_batch_size",))
-    p.add_argument("--print-config", action="store_true", help="print the fully resolved configuration as JSON and exit")
+    p.add_argument("--print-config", action="store_true", help="print the fully resolved configuration as JSON and exit (with "
+                   "--recipe: also the release config it follows, the weights it starts from and the paper's mIoU)")
     p.set_defaults(run=run)
     return p
 
 
 def resolve(args: argparse.Namespace):
     """The TrainConfig of parsed ``freqkit train`` flags: dataclass defaults < --recipe values < flags given."""
-    from freqkit.train import TrainConfig
-    from freqkit.train.recipes import resolve_config
+    from freqkit.train.config import TrainConfig, resolve_config
 
     typed = given_fields(args)
     values = dataclass_kwargs(args, TrainConfig)
@@ -47,20 +49,21 @@ def resolve(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Train and print the final metrics (rank 0 only)."""
-    from freqkit.experiment.compare import format_metrics
+    from freqkit.experiment.reporting import format_metrics
     from freqkit.train.loop import train
-    from freqkit.train.models import parse_model_spec
+    from freqkit.models.spec import parse_model_spec
 
     cfg = resolve(args)
     parse_model_spec(cfg.model)  # bad names fail before any data is read
     if args.print_config:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
         if int(os.environ.get("RANK", "0")) == 0:
-            shown = cfg.to_dict()
-            if cfg.global_batch is not None and cfg.global_batch % world == 0:
-                shown["batch_size"] = cfg.global_batch // world  # what each of the WORLD_SIZE processes will take
-            shown["global_batch_size"] = shown["batch_size"] * world
+            shown = cfg.per_process(int(os.environ.get("WORLD_SIZE", "1"))).to_dict()
             shown["warmup_steps"] = cfg.warmup
+            if cfg.recipe is not None:
+                from freqkit.train.recipes import recipe_release
+
+                # what the recipe reproduces, beyond the fields: release config, weights, backbone, the paper's mIoU
+                shown["recipe_release"] = recipe_release(cfg.recipe)
             print(json.dumps(shown, indent=1))
         return 0
     result = train(cfg)

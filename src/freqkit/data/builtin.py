@@ -1,4 +1,4 @@
-"""Built-in sample photographs and a flat image-folder reader for diagnostics.
+"""Built-in sample photographs for diagnostics.
 
 Nothing is bundled with freqkit: the photographs are the ones scikit-image ships inside its wheel
 (no download). Images come back resized (shorter side to fit, antialiased) and centre-cropped to
@@ -6,7 +6,6 @@ Nothing is bundled with freqkit: the photographs are the ones scikit-image ships
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -15,16 +14,13 @@ import torch.nn.functional as F
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["BUILTIN_IMAGES", "IMAGENET_MEAN", "IMAGENET_STD", "builtin_images", "folder_images", "prepare_images"]
+__all__ = ["BUILTIN_IMAGES", "IMAGENET_MEAN", "IMAGENET_STD", "builtin_images", "prepare_images"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # scikit-image photographs that live in its installed data folder (checked: no pooch download)
 BUILTIN_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "coins")
-
-_FOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
-
 
 def _size(size: int | Sequence[int]) -> tuple[int, int]:
     h, w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -80,27 +76,3 @@ def builtin_images(size: int | Sequence[int] = (224, 224), names: Optional[Seque
     if unknown or not chosen:
         raise FreqkitError(f"unknown built-in images {unknown or chosen}; choose from {list(BUILTIN_IMAGES)}")
     return prepare_images([_to_chw(getattr(skdata, n)()) for n in chosen], size)
-
-
-def folder_images(folder: str | Path, size: int | Sequence[int] = (224, 224), limit: Optional[int] = None) -> torch.Tensor:
-    """Every image under ``folder`` (recursively, sorted; first ``limit``) as a batch (B, 3, H, W), ImageNet-normalized."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FreqkitError(f"image folder {str(root)!r} does not exist or is not a folder; pass a folder of .jpg/.png images")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _FOLDER_EXTENSIONS)
-    if limit is not None:
-        paths = paths[: int(limit)]
-    if not paths:
-        raise FreqkitError(
-            f"image folder {str(root)!r} holds no images ({', '.join(_FOLDER_EXTENSIONS)}); add images or omit --images to use the built-in ones"
-        )
-    from PIL import Image, UnidentifiedImageError
-
-    tensors = []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                tensors.append(_to_chw(np.asarray(im.convert("RGB"))))
-        except (UnidentifiedImageError, OSError) as err:
-            raise FreqkitError(f"cannot read image {str(p)!r} ({type(err).__name__}); remove or replace the file") from None
-    return prepare_images(tensors, size)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from freqkit.errors import FreqkitError
+from freqkit.limits import check_resized_pixels
 
 if TYPE_CHECKING:
     from freqkit.data.transforms import SegTrainTransform
@@ -33,6 +34,11 @@ __all__ = [
     "ade20k_dataset",
     "pairs_dataset",
     "find_split_dir",
+    "files_digest",
+    "dataset_digest",
+    "read_image",
+    "image_tensor",
+    "image_header",
 ]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
@@ -119,6 +125,27 @@ def _open_rgb(path: Path, decode: bool = True):
         raise _read_failure("image", path, err) from None
 
 
+def read_image(path: Path):
+    """An image file decoded as training reads it: 8-bit 'RGB', or mode 'F' in [0, 1] for 16-bit and float files."""
+    return _open_rgb(Path(path))
+
+
+def image_tensor(im) -> torch.Tensor:
+    """A :func:`read_image` result -> (3, H, W) float32 in [0, 1]."""
+    return _to_tensor(im)
+
+
+def image_header(path: Path, kind: str = "image") -> tuple[int, int]:
+    """(width, height) from the file header alone (no pixels decoded); unreadable files and bombs are one FreqkitError."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except _image_errors() as err:
+        raise _read_failure(kind, Path(path), err) from None
+
+
 def _open_mask(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -157,6 +184,14 @@ class _Augmented(Dataset):
         """Pick the augmentation stream of ``epoch`` (deterministic per (seed, epoch, index))."""
         self.epoch = int(epoch)
 
+    def with_seed(self, seed: int) -> "_Augmented":
+        """The same files with the augmentation stream of ``seed`` (a shallow copy: the file lists are shared, not rebuilt)."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.seed, twin.epoch = int(seed), 0
+        return twin
+
 
 class ImageFolderDataset(_Augmented):
     """Classification images in ``root/<class>/<image>`` (torchvision / timm ImageFolder layout): (3, S, S), label."""
@@ -190,7 +225,15 @@ class ImageFolderDataset(_Augmented):
     def check(self, decode: bool = True) -> None:
         """Open every image (``decode``: read all its pixels too); the first unreadable one raises a FreqkitError."""
         for path, _ in self.samples:
+            size = image_header(path)
+            if not self.train:
+                check_resized_pixels(path, size, self._eval_size(*size))
             _open_rgb(path, decode=decode)
+
+    def _eval_size(self, w: int, h: int) -> tuple[int, int]:
+        """The evaluation resize (shorter side to size / 0.875, aspect kept) of a w x h image."""
+        short = round(self.size / 0.875)
+        return (short, max(short, round(h * short / w))) if w <= h else (max(short, round(w * short / h)), short)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
@@ -211,9 +254,8 @@ class ImageFolderDataset(_Augmented):
                 x = x.flip(-1)
             return x, label
         # evaluation: shorter side to s / 0.875, centre crop s x s
-        w, h = im.size
-        short = round(s / 0.875)
-        nw, nh = (short, max(short, round(h * short / w))) if w <= h else (max(short, round(w * short / h)), short)
+        nw, nh = self._eval_size(*im.size)
+        check_resized_pixels(path, im.size, (nw, nh))
         im = im.resize((nw, nh), resample=2)
         left, top = (nw - s) // 2, (nh - s) // 2
         return _to_tensor(im.crop((left, top, left + s, top + s))), label
@@ -262,12 +304,22 @@ class SegmentationFolderDataset(_Augmented):
 
         for img_path, mask_path in self.pairs:
             if not decode:
-                _open_rgb(img_path, decode=False)
+                # headers only (cheap): sizes and the mask's mode are known without decoding a pixel
+                size = image_header(img_path)
                 try:
-                    with Image.open(mask_path):
-                        pass
+                    with Image.open(mask_path) as mask:
+                        mode, mask_size = mask.mode, mask.size
                 except _image_errors() as err:
                     raise _read_failure("mask", mask_path, err) from None
+                if mode not in ("L", "P", "I") and not mode.startswith("I;16"):
+                    raise FreqkitError(
+                        f"mask {mask_path} has mode {mode}; masks must be single-channel integer label images (mode L, P, I;16 or I, one class index per pixel)"
+                    )
+                if mask_size != size:
+                    raise FreqkitError(
+                        f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} but image {img_path} is {size[0]}x{size[1]}; "
+                        "every mask must have its image's size"
+                    )
                 continue
             im = _open_rgb(img_path)
             raw = _open_mask(mask_path)
@@ -291,7 +343,7 @@ class SegmentationFolderDataset(_Augmented):
         if bad.any():
             raise FreqkitError(
                 f"mask {path} has class index {int(lab[bad].max())} but the dataset has {self.num_classes} classes "
-                f"(0..{self.num_classes - 1}, 255 = ignore); pass the right class count (--num-classes) or fix the mask"
+                f"(0..{self.num_classes - 1}, 255 = ignore); pass the right class count (num_classes) or fix the mask"
             )
         return torch.from_numpy(lab.astype(np.int64))
 
@@ -317,16 +369,45 @@ class SegmentationFolderDataset(_Augmented):
         return x, y
 
 
+def files_digest(paths: Sequence[Path], root: Optional[Path] = None) -> str:
+    """SHA-256 of the ordered (path relative to ``root``, size in bytes) list: a renamed, added or changed file changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            size = p.stat().st_size
+        except OSError:
+            size = -1
+        h.update(f"{p.relative_to(root) if root is not None and p.is_relative_to(root) else p}\0{size}\n".encode())
+    return h.hexdigest()
+
+
+def dataset_digest(ds) -> Optional[str]:
+    """:func:`files_digest` of a folder dataset's files (images, and masks of pairs); None for other datasets."""
+    if isinstance(ds, ImageFolderDataset):
+        return files_digest([p for p, _ in ds.samples], ds.root)
+    if isinstance(ds, SegmentationFolderDataset):
+        return files_digest([p for pair in ds.pairs for p in pair])
+    return None
+
+
 def match_pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
     """(image, mask) paths matched by file stem; an image without a mask raises a FreqkitError."""
     for folder, what in ((images, "image"), (masks, "mask")):
         if not folder.is_dir():
-            raise FreqkitError(f"{what} folder {folder} does not exist; check the --data path")
+            raise FreqkitError(f"{what} folder {folder} does not exist; check the data path")
     mask_by_stem = {p.stem: p for p in _list_images(masks, MASK_EXTENSIONS)}
     pairs = []
     for img in _list_images(images, IMG_EXTENSIONS):
         mask = mask_by_stem.get(img.stem)
         if mask is None:
+            other = sorted(q for q in masks.iterdir() if q.stem == img.stem and q.is_file())  # only on a miss, which then raises
+            if other:
+                raise FreqkitError(
+                    f"mask {other[0]} of image {img} is a {other[0].suffix} file; masks must be lossless label images "
+                    f"({', '.join(MASK_EXTENSIONS)}): a JPEG's compression changes class indices, so save it as PNG"
+                )
             raise FreqkitError(f"image {img} has no mask {masks}/{img.stem}.png; every image needs a mask with the same file name stem")
         pairs.append((img, mask))
     return pairs

@@ -1,4 +1,4 @@
-"""The ``--data`` spec: one string naming a dataset, parsed into train and validation splits.
+"""The data spec: one string naming a dataset, parsed into train and validation splits.
 
 Grammar (documented in ``freqkit train --help``)::
 
@@ -20,7 +20,7 @@ from typing import Optional
 
 from torch.utils.data import Dataset
 
-from freqkit.errors import FreqkitError
+from freqkit.errors import FreqkitError, ParameterError
 
 __all__ = ["DataSpec", "DataInfo", "parse_data_spec", "build_datasets", "DATA_KINDS", "DATA_HELP"]
 
@@ -43,7 +43,7 @@ DATA_HELP = (
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A parsed ``--data`` string: its kind, paths and built-in options."""
+    """A parsed data spec string: its kind, paths and built-in options."""
 
     kind: str
     paths: tuple[str, ...] = ()
@@ -67,31 +67,31 @@ class DataInfo:
 
 
 def parse_data_spec(spec: str) -> DataSpec:
-    """Parse a ``--data`` string (see the module docstring) into a :class:`DataSpec`."""
+    """Parse a data spec string (see the module docstring) into a :class:`DataSpec`."""
     if not isinstance(spec, str) or not spec.strip():
-        raise FreqkitError(f"empty --data; {DATA_HELP}")
+        raise ParameterError("data", f"is empty; {DATA_HELP}")
     kind, _, rest = spec.strip().partition(":")
     kind = kind.lower()
     if kind not in DATA_KINDS:
-        raise FreqkitError(f"unknown dataset {kind!r} in --data {spec!r}; {DATA_HELP}")
+        raise ParameterError("data", f"{spec!r}: unknown dataset {kind!r}; {DATA_HELP}")
     if kind in _BUILTIN_KEYS:
         options: dict[str, int] = {}
         for item in filter(None, (s.strip() for s in rest.split(","))):
             key, eq, value = item.partition("=")
             if not eq or key not in _BUILTIN_KEYS[kind]:
-                raise FreqkitError(f"bad option {item!r} in --data {spec!r}; {kind} takes key=value among {sorted(_BUILTIN_KEYS[kind])}")
+                raise ParameterError("data", f"{spec!r}: bad option {item!r}; {kind} takes key=value among {sorted(_BUILTIN_KEYS[kind])}")
             try:
                 options[key] = int(value)
             except ValueError:
-                raise FreqkitError(f"option {key} in --data {spec!r} must be an integer, got {value!r}") from None
+                raise ParameterError("data", f"{spec!r}: option {key} must be an integer, got {value!r}") from None
         return DataSpec(kind, (), options)
     if kind == "pairs":
         parts = rest.split(":")
         if len(parts) != 2 or not all(parts):
-            raise FreqkitError(f"--data {spec!r}: write pairs:IMAGES_DIR:MASKS_DIR (two folders, file stems matched)")
+            raise ParameterError("data", f"{spec!r}: write pairs:IMAGES_DIR:MASKS_DIR (two folders, file stems matched)")
         return DataSpec(kind, (parts[0], parts[1]))
     if not rest:
-        raise FreqkitError(f"--data {spec!r} needs a folder: write {kind}:PATH")
+        raise ParameterError("data", f"{spec!r} needs a folder: write {kind}:PATH")
     return DataSpec(kind, (rest,))
 
 
@@ -153,7 +153,7 @@ def build_datasets(
     ds_spec = spec if isinstance(spec, DataSpec) else parse_data_spec(spec)
     name = spec if isinstance(spec, str) else ds_spec.kind
     if task is not None and task != ds_spec.task:
-        raise FreqkitError(f"--data {name} is a {ds_spec.task} dataset but the task is {task}; drop --task or pick a {task} dataset")
+        raise ParameterError("data", f"{name} is a {ds_spec.task} dataset but the task is {task}; drop task or pick a {task} dataset")
     if crop_size is not None:
         if ds_spec.kind not in ("ade20k", "pairs"):
             raise FreqkitError(f"crop_size applies to ade20k and pairs data, not {ds_spec.kind}; drop crop_size")
@@ -162,7 +162,7 @@ def build_datasets(
         img_size = int(crop_size)
     size = ds_spec.options.get("size")
     if img_size is not None and size is not None and int(img_size) != size:
-        raise FreqkitError(f"--img-size {img_size} contradicts size={size} in --data {name}; give the size once")
+        raise ParameterError("img_size", f"{img_size} contradicts size={size} in data {name}; give the size once")
     size = int(img_size if img_size is not None else size if size is not None else _DEFAULT_SIZE[ds_spec.kind])
     if size < MIN_IMG_SIZE:
         raise FreqkitError(f"image size {size} is too small; img_size must be at least {MIN_IMG_SIZE} pixels")
@@ -219,8 +219,8 @@ def build_datasets(
                                        transform=transform)
         found, classes = k, tuple(str(i) for i in range(k))
     if num_classes is not None and int(num_classes) != found:
-        raise FreqkitError(
-            f"--data {name} has {found} classes but {num_classes} were asked for (--num-classes or the checkpoint's head); "
+        raise ParameterError(
+            "data", f"{name} has {found} classes but {num_classes} were asked for (num_classes or the checkpoint's head); "
             "make them match"
         )
     return out, DataInfo(name=name, task=ds_spec.task, num_classes=found, img_size=size, classes=classes)

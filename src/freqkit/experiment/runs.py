@@ -2,25 +2,42 @@
 
 A run folder holds ``model.safetensors`` (with the training config in its metadata), ``config.json``,
 ``metrics.json``, ``log.jsonl``, ``timing.json`` and ``checkpoint/``; a checkpoint folder or a bare
-weights file can be opened too. ``eval`` and ``compare`` both go through :func:`open_run`.
+weights file can be opened too. The folder's layout belongs to :mod:`freqkit.train.rundir`, which this
+module reads through; evaluation is :mod:`freqkit.train.evaluate`'s.
 """
 from __future__ import annotations
 
-import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["Run", "open_run", "evaluate_run"]
+__all__ = ["Run", "open_run", "evaluate_run", "EVALUATE_HELP"]
 
 
-def _read_json(path: Path, what: str) -> Any:
-    from freqkit.io import read_json
+def _field_help(name: str) -> str:
+    from freqkit.train.config import TrainConfig
 
-    return read_json(path, what)
+    return TrainConfig.__dataclass_fields__[name].metadata["help"]
+
+
+# help of each evaluate_run option (the ``freqkit eval`` flags are generated from the signature and these)
+EVALUATE_HELP = {
+    "data": _field_help("data") + "; None: the data it was trained on",
+    "model": _field_help("model") + "; needed only for weights without a recorded config",
+    "task": "classification or segmentation; needed only with model",
+    "img_size": "image size; None: the training size",
+    "batch_size": "images per batch",
+    "amp": "bf16 autocast (auto: on for CUDA)",
+    "device": "cpu, cuda, cuda:1 ... (auto: cuda if available)",
+    "progress": "progress bar",
+    "eval_mode": _field_help("eval_mode") + "; None: the run's",
+    "eval_flip": _field_help("eval_flip") + " (auto: the run's)",
+    "eval_scales": _field_help("eval_scales"),
+    "save_predictions": "folder receiving one PNG label map per validation image at its original size, in the dataset's raw "
+                        "labels (ADE20K: class + 1), the format benchmark servers take",
+}
 
 
 @dataclass
@@ -41,87 +58,72 @@ class Run:
 
     def model(self, spec: Optional[str] = None, device: Any = None):
         """The trained network (classifier or segmenter) with the run's weights loaded, in eval mode."""
-        from freqkit.models.checkpoint import load_checkpoint
-        from freqkit.train.models import build_model
+        from freqkit.train.rundir import build_run_model
 
-        spec = spec or self.spec
-        if spec is None:
-            raise FreqkitError(f"{self.weights} carries no training config; pass the model spec (model=...) to say what it is")
-        missing = [k for k in ("task", "num_classes", "img_size") if self.config.get(k) is None]
-        if missing:
-            raise FreqkitError(f"{self.path} does not record {', '.join(missing)}; open a run folder written by freqkit train")
-        seg = {}
-        if self.config["task"] == "segmentation":
-            seg = dict(head_norm=self.config.get("head_norm", "group"), head_dropout=float(self.config.get("head_dropout", 0.0)),
-                       aux_channels=int(self.config.get("aux_channels", 0)))
-        net = build_model(spec, self.config["task"], self.config["num_classes"], self.config["img_size"],
-                          head_channels=int(self.config.get("head_channels", 64)), **seg)
-        load_checkpoint(net, str(self.weights))
-        if device is not None:
-            net = net.to(device)
-        return net.eval()
+        return build_run_model(self.config, self.weights, spec, device)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every recorded number and setting (not the weights): path, config, metrics, history, timing."""
+        return {"path": str(self.path), "weights": str(self.weights), "config": self.config, "metrics": self.metrics,
+                "history": self.history, "timing": self.timing}
 
-def _safetensors_config(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
+    def to_json(self, path: Union[str, Path, None] = None) -> str:
+        """:meth:`to_dict` as JSON text; with ``path`` also written there (atomically)."""
+        from freqkit.io import json_text
 
-    try:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types
-        raise FreqkitError(f"{path} is not a readable safetensors file ({err}); pass weights written by freqkit train") from None
-    if "config" not in meta:
-        return {}
-    try:
-        return json.loads(meta["config"])
-    except json.JSONDecodeError:
-        raise FreqkitError(f"{path} has a damaged training config in its metadata; pass model=... and data=...") from None
+        return json_text(self.to_dict(), path)
+
+    def save(self, folder: Union[str, Path]) -> Path:
+        """Copy the run into ``folder`` as a run folder (weights, config, metrics, timing, log) and return it; :func:`open_run` loads it."""
+        import shutil
+
+        from freqkit.io import atomic_write_json, check_writable_dir
+        from freqkit.train.rundir import RunDir
+
+        dest = RunDir(check_writable_dir(folder, "folder"))
+        if Path(self.weights).resolve() != dest.weights.resolve():
+            tmp = dest.weights.with_name(dest.weights.name + ".tmp")
+            shutil.copyfile(self.weights, tmp)
+            tmp.replace(dest.weights)  # atomic: a reader never sees half a weights file
+        atomic_write_json(dest.config_file, self.config)
+        dest.save_metrics(self.metrics)
+        dest.save_timing(float(self.timing.get("seconds", float("nan"))), float(self.timing.get("seconds_per_step", float("nan"))))
+        src = RunDir(Path(self.weights).parent)
+        if src.log_file.resolve() != dest.log_file.resolve():
+            dest.clear_log()
+            for rec in src.records():
+                dest.log(rec)
+        return dest.path
+
+    @classmethod
+    def load(cls, folder: Union[str, Path]) -> "Run":
+        """The run in ``folder`` (what :meth:`save` wrote): :func:`open_run`."""
+        return open_run(folder)
+
+    def table(self) -> str:
+        """The recorded metrics, one per line."""
+        return "\n".join(f"{k:<14}{v:.4f}" for k, v in self.metrics.items() if isinstance(v, (int, float)))
+
+    def plot(self) -> dict[str, Any]:
+        """Matplotlib figures by file stem: ``loss`` (training loss against the step)."""
+        from freqkit.render import curve_figure
+
+        curve = ([h["step"] for h in self.history], [h["loss"] for h in self.history])
+        return {"loss": curve_figure({str(self.spec): curve}, "step", "training loss")}
+
+    def _repr_html_(self) -> str:
+        from freqkit import render
+
+        facts = {"path": self.path, "model": self.spec, "data": self.config.get("data"), "steps": self.config.get("steps"),
+                 **{k: f"{v:.4f}" for k, v in self.metrics.items() if isinstance(v, (int, float))}}
+        return render.fragment(f"Run: {self.spec}", render.kv_table(facts), self.plot() if self.history else {})
 
 
 def open_run(path: Union[str, Path]) -> Run:
     """Open a run folder, a checkpoint folder or a ``.safetensors`` weights file written by ``freqkit train``."""
-    path = Path(path)
-    fix = "the training config"
-    if path.is_dir():
-        weights = path / "model.safetensors"
-        if (path / "config.json").is_file():
-            cfg = _read_json(path / "config.json", fix)
-        elif (path / "state.json").is_file():
-            cfg = _read_json(path / "state.json", fix).get("config", {})
-        else:
-            cfg = {}
-        if not weights.is_file():
-            raise FreqkitError(f"{path} has no model.safetensors; {fix} (it may still be training)")
-        if not cfg:
-            cfg = _safetensors_config(weights)
-    elif path.is_file():
-        if path.suffix != ".safetensors":
-            raise FreqkitError(f"{path} is not a .safetensors file; pass a run folder, a checkpoint folder or weights written by freqkit train")
-        weights, cfg = path, _safetensors_config(path)
-        if not cfg and (path.parent / "config.json").is_file():
-            cfg = _read_json(path.parent / "config.json", fix)
-    else:
-        raise FreqkitError(f"{path} does not exist; pass a run folder, a checkpoint folder or a .safetensors file")
-    if not isinstance(cfg, dict):
-        raise FreqkitError(f"{path}: the training config is not a JSON object; {fix}")
-    folder = weights.parent
-    metrics = _read_json(folder / "metrics.json", fix) if (folder / "metrics.json").is_file() else {}
-    history: list[dict[str, Any]] = []
-    if (folder / "log.jsonl").is_file():
-        for line in (folder / "log.jsonl").read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill: the records before it still stand
-            if rec.get("split") == "train":
-                history.append(rec)
-    if (folder / "timing.json").is_file():
-        timing = _read_json(folder / "timing.json", fix)
-    else:  # runs written without timing.json: per-step time from the logged throughput
-        rates = [cfg["global_batch_size"] / h["img_per_s"] for h in history[1:] if h.get("img_per_s") and cfg.get("global_batch_size")]
-        per_step = statistics.median(rates) if rates else float("nan")
-        timing = {"seconds": per_step * cfg.get("steps", 0), "seconds_per_step": per_step}
-    return Run(path=path, weights=weights, config=cfg, metrics=metrics, history=history, timing=timing)
+    from freqkit.train.rundir import read_run
+
+    return Run(**read_run(path))
 
 
 def evaluate_run(
@@ -145,15 +147,16 @@ def evaluate_run(
     Returns ``{"model", "data", "images", **metrics}``. ``model`` (a spec) is needed only for weights
     without a recorded config; a different dataset keeps the model's class count (checked against the data).
     Segmentation: ``eval_mode`` ('whole' / 'slide'), ``eval_flip`` and ``eval_scales`` (default: the run's)
-    evaluate at each image's original size (:func:`freqkit.train.seg_eval.evaluate_dense`), as do runs trained
+    evaluate at each image's original size (:func:`freqkit.train.evaluate.evaluate_dense`), as do runs trained
     with ``crop_size``; ``save_predictions`` (a folder) receives one PNG label map per validation image at its
     original size in the dataset's raw convention (ADE20K: class + 1, 0 unused), as benchmark servers take them.
     """
     from freqkit.data import build_datasets
     from freqkit.errors import ParameterError
+    from freqkit.models.spec import parse_model_spec
     from freqkit.train.distributed import cleanup_distributed, init_distributed
-    from freqkit.train.loop import amp_enabled, evaluate
-    from freqkit.train.models import parse_model_spec
+    from freqkit.train.evaluate import eval_options, evaluate, evaluate_dense
+    from freqkit.train.setup import amp_enabled
 
     if batch_size < 1:
         raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
@@ -167,7 +170,6 @@ def evaluate_run(
     parse_model_spec(spec)
     from freqkit.data.spec import parse_data_spec
     from freqkit.train.config import TrainConfig
-    from freqkit.train.loop import eval_options
 
     over = {k: v for k, v in (("eval_mode", eval_mode), ("eval_flip", eval_flip), ("eval_scales", eval_scales)) if v is not None}
     if save_predictions is not None and not (eval_mode or r.config.get("eval_mode") or r.config.get("crop_size")):
@@ -196,8 +198,6 @@ def evaluate_run(
         cfg = {**r.config, "task": data_info.task, "num_classes": data_info.num_classes, "img_size": data_info.img_size}
         net = Run(r.path, r.weights, cfg).model(spec, device=info.device)
         if dense is not None:
-            from freqkit.train.seg_eval import evaluate_dense
-
             metrics = evaluate_dense(net, splits["val"], data_info.num_classes, info.device, amp=amp_enabled(amp, info.device),
                                      dist_info=info, progress=progress, save_predictions=save_predictions, **dense)
         else:

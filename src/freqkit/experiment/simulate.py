@@ -8,16 +8,25 @@ negative taps are high-pass. ``freqkit simulate`` is :func:`simulate` on the com
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from freqkit import render
 from freqkit.errors import FreqkitError, ParameterError
-from freqkit.io import atomic_write_bytes, atomic_write_json, check_writable_dir
+from freqkit.io import check_writable_dir, json_text
 
-__all__ = ["simulate", "Simulation", "DEFAULT_STENCILS"]
+__all__ = ["simulate", "Simulation", "DEFAULT_STENCILS", "SIMULATE_HELP"]
 
 DEFAULT_STENCILS = ("box3", "gauss5", "laplacian", "sharpen")
+# help of simulate's scalar options (the ``freqkit simulate`` flags are generated from the signature and these)
+SIMULATE_HELP = {
+    "attention": "also windowed softmax attention of random tokens (seeded)",
+    "periodic": "torus grid (wrap-around neighbours) instead of an open grid",
+    "bins": "graph-frequency bins of the plotted curves",
+    "seed": "seed of the attention tokens",
+}
 _GROUPS = (("windows", "window average"), ("stencils", "conv stencils"), ("attention", "windowed softmax attention (random tokens)"))
 
 
@@ -65,7 +74,7 @@ class Simulation:
             curves = self.curves.get(group)
             if not curves:
                 continue
-            fig = Figure(figsize=(6.4, 4.2), dpi=120, layout="constrained")
+            fig = Figure(figsize=(6.4, 4.2), dpi=120, layout="constrained")  # its own dpi: the curves need the detail
             ax = fig.subplots()
             for name, c in curves.items():
                 ax.plot(c["radial_freqs"], c["radial_response"], marker="o", ms=3, label=name)
@@ -77,18 +86,38 @@ class Simulation:
             figs[group] = fig
         return figs
 
+    def to_json(self, path: Union[str, Path, None] = None) -> str:
+        """:meth:`to_dict` as JSON text; with ``path`` also written there (atomically)."""
+        return json_text(self.to_dict(), path)
+
+    @classmethod
+    def from_json(cls, source: Union[str, Path]) -> "Simulation":
+        """A Simulation from :meth:`to_json` text or a ``curves.json`` path."""
+        text = Path(source).read_text() if isinstance(source, Path) or not str(source).lstrip().startswith("{") else str(source)
+        try:
+            d = json.loads(text)
+            curves = {group: d[group] for group, _ in _GROUPS if group in d}
+            return cls(grid=tuple(d["grid"]), periodic=bool(d["periodic"]), curves=curves)
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise FreqkitError(f"not a freqkit simulate curves file ({type(err).__name__}: {err}); pass curves.json of freqkit simulate") from None
+
+    @classmethod
+    def load(cls, folder: Union[str, Path]) -> "Simulation":
+        """The Simulation that :meth:`save` wrote into ``folder`` (its ``curves.json``)."""
+        return cls.from_json(Path(folder) / "curves.json")
+
     def save(self, folder: Union[str, Path]) -> list[Path]:
         """Write one PNG per figure and ``curves.json`` into ``folder``; return the paths written."""
-        import io
-
         out = check_writable_dir(folder, "out")
-        written = []
-        for stem, fig in self.plot().items():
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-            written.append(atomic_write_bytes(out / f"{stem}.png", buf.getvalue()))
-        written.append(atomic_write_json(out / "curves.json", self.to_dict()))
-        return written
+        written = render.write_pngs([(f"{stem}.png", render.figure_png(fig)) for stem, fig in self.plot().items()], out)
+        self.to_json(out / "curves.json")
+        return written + [out / "curves.json"]
+
+    def _repr_html_(self) -> str:
+        rows = [[name, f"{dc:.3f}", f"{hi:.4f}"] for name, dc, hi in self.summary()]
+        h, w = self.grid
+        return render.fragment(f"graph-spectral simulation, {h} x {w} {'torus' if self.periodic else 'grid'}",
+                               render.table(["mixer", "DC", "high band |r| (lambda > 1)"], rows), self.plot())
 
 
 def _curve(matrix, freqs, basis, bins: int) -> dict[str, list[float]]:

@@ -51,6 +51,14 @@ class AttentionFilter(nn.Module):
     def forward(self, out: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def check_heads(self, out: torch.Tensor) -> None:
+        """One clear error when A V (B, heads, N, d) has another head count than ``self.num_heads`` (skipped under torch.fx)."""
+        if not fx_tracing() and (out.ndim != 4 or out.shape[1] != self.num_heads):
+            raise FreqkitError(
+                f"{type(self).__name__} was built for {self.num_heads} heads but got A V of shape {tuple(out.shape)} (B, heads, N, d); "
+                "build it with the attention's num_heads"
+            )
+
 
 def additive_mask(attn_mask: Optional[torch.Tensor], is_causal: bool, n: int, like: torch.Tensor) -> Optional[torch.Tensor]:
     """SDPA-style bool / float mask (and causal flag) -> additive float mask broadcastable to (B, heads, N, N)."""

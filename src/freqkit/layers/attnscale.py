@@ -85,11 +85,7 @@ class AttnScale(AttentionFilter):
         return dataclasses.replace(ctx, attn_mask=mask, is_causal=False).uniform(v)
 
     def forward(self, out: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        if not fx_tracing() and (out.ndim != 4 or out.shape[1] != self.num_heads):
-            raise FreqkitError(
-                f"AttnScale was built for {self.num_heads} heads but got A V of shape {tuple(out.shape)} (B, heads, N, d); "
-                "build it with the attention's num_heads"
-            )
+        self.check_heads(out)
         w = self.lamb.to(out.dtype).view(1, -1, 1, 1)
         uv = self.uniform_values(ctx)
         # (1 + w) A V - w U V as one fused pass over A V; w U V is (B, heads, 1, d) without a mask

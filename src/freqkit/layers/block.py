@@ -10,11 +10,11 @@ so timm weights load unchanged; the optional parts keep the released names:
 
 where FS(t) = t + FreqScale(t) on spatial tokens (prefix tokens bypass it).
 
-FreqScale needs the token grid (H, W). Pass it explicitly, ``block(x, grid_size=(H, W),
-num_prefix_tokens=p)``, whenever you call a block yourself (freqkit's own models do). Only a
-converted timm ``VisionTransformer`` cannot: timm calls its blocks as ``self.blocks(x)``, so
-``freqkit.convert`` installs a hook that stores the grid on each block before every forward
-(:func:`set_grid`); the stored grid is the fallback when none is passed.
+FreqScale needs the token grid (H, W), passed explicitly: ``block(x, grid_size=(H, W),
+num_prefix_tokens=p)``. freqkit's own models do, and so does a timm ViT converted by
+``freqkit.convert`` (its ``forward_features`` / ``forward_intermediates`` pass the patch grid).
+A caller that cannot pass it may store a default on the blocks with :func:`set_grid`; a grid
+passed to ``forward`` always wins.
 """
 from __future__ import annotations
 
@@ -58,8 +58,7 @@ class FreqBlock(nn.Module):
         self.feat_scale = feat_scale
         self.freq_scale_1 = freq_scale_1
         self.freq_scale_2 = freq_scale_2
-        # fallback grid (H, W) and prefix count when forward gets none: set by the hook of a converted
-        # timm ViT (see set_grid), whose forward calls the blocks without a grid
+        # default grid (H, W) and prefix count when forward gets none (set_grid, for callers that cannot pass one)
         self.grid_size: Optional[tuple[int, int]] = None
         self.num_prefix_tokens: int = 0
 
@@ -133,8 +132,8 @@ class FreqBlock(nn.Module):
 def set_grid(module: nn.Module, grid_size: tuple[int, int], num_prefix_tokens: int = 0) -> None:
     """Store the token grid (H, W) and prefix count on every FreqBlock in ``module``, for forwards that pass none.
 
-    Needed only where the caller of the blocks cannot pass the grid (a converted timm ViT); a grid
-    passed to ``FreqBlock.forward`` always wins.
+    Needed only where the caller of the blocks cannot pass the grid; a grid passed to ``FreqBlock.forward``
+    always wins.
     """
     h, w = int(grid_size[0]), int(grid_size[1])
     if h < 1 or w < 1:

@@ -195,6 +195,10 @@ class FreqScale(nn.Module):
     ``fused`` (default True) runs the fast path (cached constants, matmul or FFT transform, buffers
     reused in inference); ``fused=False`` runs the reference path, the released algorithm written
     plainly (torch.fft, ``F.interpolate`` of the bank, nothing cached).
+
+    Tap: while the module has forward hooks, every application (``forward`` on a map, ``apply_tokens`` on
+    tokens) calls the module on the (B, C, H, W) map, so a forward pre-hook sees each input, and
+    :meth:`spectral_weight` of it is the filter W applied (``freqkit.analysis.methods.freqscale`` reads it so).
     """
 
     def __init__(
@@ -237,7 +241,9 @@ class FreqScale(nn.Module):
             self.complex_weights = nn.Parameter(torch.empty(num_filters, dim // self.groups, size, half))
             self.reweight = _Routing(dim, max(1, dim // reduction), self.groups * num_filters)
         if init_std > 0:
-            nn.init.trunc_normal_(self.complex_weights, std=init_std, a=-2 * init_std, b=2 * init_std)
+            # the released bank is trunc_normal_(std) with timm's absolute bounds +-2: a plain normal at std 1e-5
+            # (drawn directly: the truncated sampler can return the bound -2 itself when its uniform draw hits -1)
+            nn.init.normal_(self.complex_weights, std=init_std)
         else:
             nn.init.zeros_(self.complex_weights)
         # per-grid constants and (eval, no-grad) resized banks; not state, rebuilt on demand

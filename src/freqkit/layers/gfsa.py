@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from freqkit.errors import FreqkitError
-from freqkit.layers._tracing import fx_tracing
 from freqkit.layers.attention import AttentionContext, AttentionFilter
 
 __all__ = ["GFSA"]
@@ -48,11 +47,7 @@ class GFSA(AttentionFilter):
         return f"num_heads={self.num_heads}, K={self.K}, learn_w0={self.w0 is not None}, learn_w1={self.w1 is not None}"
 
     def forward(self, out: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        if not fx_tracing() and (out.ndim != 4 or out.shape[1] != self.num_heads):
-            raise FreqkitError(
-                f"GFSA was built for {self.num_heads} heads but got A V of shape {tuple(out.shape)} (B, heads, N, d); "
-                "build it with the attention's num_heads"
-            )
+        self.check_heads(out)
         wk = self.lamb.to(out.dtype).view(1, -1, 1, 1)
         w1 = 1.0 if self.w1 is None else self.w1.to(out.dtype).view(1, -1, 1, 1)
         a2v = ctx.attend(out)  # A (A V): the one extra fused pass

@@ -15,12 +15,12 @@ import re
 from typing import Any
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _timm_vit_filter
 from torch import nn
 
+from freqkit.models._deit import build_deit, deit_cfg
 from freqkit.models.convert import convert
 
 __all__ = ["checkpoint_filter_fn", "released_key"]
@@ -65,33 +65,11 @@ def _create_antismooth_vit(variant: str, method: str, pretrained: bool = False, 
     def build(**model_kwargs: Any) -> VisionTransformer:
         return convert(VisionTransformer(**model_kwargs), method, **method_opts)
 
-    return build_model_with_cfg(
-        build,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    return build_deit(build, variant, pretrained, checkpoint_filter_fn, out_indices, **kwargs)
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    # no URL: weights come from a local file (pretrained_cfg_overlay=dict(file=...))
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": None,
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "fixed_input_size": True,
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj",
-        "classifier": "head",
-        "license": "apache-2.0",
-        **kwargs,
-    }
+def _cfg() -> dict[str, Any]:
+    return deit_cfg(license="apache-2.0")
 
 
 default_cfgs = generate_default_cfgs(

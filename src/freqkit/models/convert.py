@@ -2,18 +2,24 @@
 
 Every existing weight is kept (modules are shared, not copied) and each method starts at (or
 within float rounding of) the identity, so a converted pretrained model gives the same output
-until it is fine-tuned.
+until it is fine-tuned. The model becomes an instance of a subclass of its timm class
+(:class:`GridPassingViT`) whose forwards pass the token grid to each converted block.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
+import torch
+from timm.models import checkpoint
+from timm.models._features import feature_take_indices
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from freqkit.errors import FreqkitError
-from freqkit.layers.block import FreqBlock, set_grid
+from freqkit.layers.block import FreqBlock
 
-__all__ = ["convert", "METHODS", "install_grid_hook"]
+__all__ = ["convert", "METHODS", "GridPassingViT", "FreqVisionTransformer", "FreqVisionTransformerDistilled"]
 
 SUPPORTED_FAMILIES = "timm VisionTransformer models: vit_*, deit_* (distilled too), deit3_*"
 
@@ -87,38 +93,106 @@ def _timm_vit_blocks(model: nn.Module) -> nn.Sequential:
     return model.blocks
 
 
-class _GridHook:
-    """Forward pre-hook of ``model.patch_embed`` that tells the model's FreqBlocks the token grid.
+class GridPassingViT:
+    """Mixin for a converted timm ViT: ``forward_features`` / ``forward_intermediates`` pass the token grid to each FreqBlock.
 
-    Why a hook: timm's ``VisionTransformer.forward_features`` / ``forward_intermediates`` call the
-    blocks as ``self.blocks(x)`` / ``blk(x)``, with no way to pass the grid, and a converted model
-    must stay a timm model (its methods, pretrained loading, feature wrappers). The hook stores the
-    grid on the blocks right before they run; freqkit's own models pass it to each block instead.
-    Under torch.fx it runs at trace time, so the grid of the traced input size is baked into the
-    graph (timm's fixed-size ViTs trace that way too).
-
-    A picklable object rather than a closure: ``copy.deepcopy`` (EMA copies) maps ``self.model``
-    to the copy, so a copied model sets its own blocks' grid, and ``torch.save(model)`` works.
+    Why: timm's ViT calls its blocks as ``self.blocks(x)`` / ``blk(x)``, so a FreqScale inside a block
+    would not know the (H, W) grid of its tokens. These two methods are timm's (same steps, same
+    outputs), except that each FreqBlock is called as ``blk(x, grid_size=(H, W), num_prefix_tokens=p)``,
+    the grid coming from the patch embedding (its fixed ``grid_size``, or the input's size with
+    ``dynamic_img_size``). Everything else (weights, pretrained loading, heads, feature wrappers) is the
+    timm class's own.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def _grid_kwargs(self, images: torch.Tensor) -> dict[str, Any]:
+        pe = self.patch_embed
+        grid = pe.dynamic_feat_size(images.shape[-2:]) if self.dynamic_img_size else pe.grid_size
+        return {"grid_size": grid, "num_prefix_tokens": self.num_prefix_tokens}
 
-    def __call__(self, module: nn.Module, args: tuple) -> None:
-        img = args[0]
-        if getattr(module, "dynamic_img_size", False) or getattr(self.model, "dynamic_img_size", False):
-            grid = module.dynamic_feat_size(img.shape[-2:])
-        else:
-            grid = module.grid_size
-        set_grid(self.model, grid, int(getattr(self.model, "num_prefix_tokens", 0)))
+    def _block(self, blk: nn.Module, x: torch.Tensor, grid: dict[str, Any], attn_mask: Optional[torch.Tensor], is_causal: bool) -> torch.Tensor:
+        kw = grid if isinstance(blk, FreqBlock) else {}  # blocks left unconverted are timm's and take no grid
+        if attn_mask is not None or is_causal:
+            return blk(x, attn_mask=attn_mask, is_causal=is_causal, **kw)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(blk, x, **kw)
+        return blk(x, **kw)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
+
+    def forward_features(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+        """Images (B, 3, H, W) -> normalized tokens (B, N, C), as timm's, each FreqBlock given the grid."""
+        grid = self._grid_kwargs(x)
+        x = self._embed(x)
+        for blk in self.blocks:
+            x = self._block(blk, x, grid, attn_mask, is_causal)
+        return self.norm(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, list[int]]] = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        output_dict: bool = False,
+        attn_mask: Optional[torch.Tensor] = None,
+        is_causal: bool = False,
+    ) -> Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]], dict[str, Any]]:
+        """timm's ``forward_intermediates`` (block outputs at ``indices``, (B, C, h, w) or (B, N, C)), each FreqBlock given the grid."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise FreqkitError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        b, _, height, width = x.shape
+        grid = self._grid_kwargs(x)
+        x = self._embed(x)
+        feats = []
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
+        for i, blk in enumerate(blocks):
+            x = self._block(blk, x, grid, attn_mask, is_causal)
+            if i in take:
+                feats.append(self.norm(x) if norm else x)
+        p = self.num_prefix_tokens
+        prefix = [y[:, :p] for y in feats] if p else None
+        feats = [y[:, p:] for y in feats] if p else feats
+        if output_fmt == "NCHW":
+            h, w = self.patch_embed.dynamic_feat_size((height, width))
+            feats = [y.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in feats]
+        if output_dict:
+            out: dict[str, Any] = {"image_intermediates": feats}
+            if prefix is not None and return_prefix_tokens:
+                out["image_intermediates_prefix"] = prefix
+            if not intermediates_only:
+                out["image_features"] = self.norm(x)
+            return out
+        if not torch.jit.is_scripting() and return_prefix_tokens and prefix is not None:
+            feats = list(zip(feats, prefix))
+        if intermediates_only:
+            return feats
+        return self.norm(x), feats
 
 
-def install_grid_hook(model: nn.Module) -> None:
-    """Before each forward of ``model.patch_embed``, tell the model's FreqBlocks the token grid."""
-    if getattr(model, "_freqkit_grid_hook", False):
+class FreqVisionTransformer(GridPassingViT, VisionTransformer):
+    """timm's VisionTransformer after :func:`convert`: its FreqBlocks get the token grid every forward."""
+
+
+class FreqVisionTransformerDistilled(GridPassingViT, VisionTransformerDistilled):
+    """timm's distilled DeiT after :func:`convert`: its FreqBlocks get the token grid every forward."""
+
+
+_GRID_CLASSES: dict[type, type] = {VisionTransformer: FreqVisionTransformer, VisionTransformerDistilled: FreqVisionTransformerDistilled}
+
+
+def _grid_passing(model: nn.Module) -> None:
+    """Make ``model`` an instance of its class's grid-passing subclass (same attributes, modules and weights)."""
+    cls = type(model)
+    if isinstance(model, GridPassingViT):
         return
-    model.patch_embed.register_forward_pre_hook(_GridHook(model))
-    model._freqkit_grid_hook = True
+    if cls not in _GRID_CLASSES:  # another VisionTransformer subclass: the same mixin (copies, not pickles, of it work)
+        _GRID_CLASSES[cls] = type(f"Freq{cls.__name__}", (GridPassingViT, cls), {"__module__": cls.__module__})
+    model.__class__ = _GRID_CLASSES[cls]
 
 
 def convert(
@@ -169,5 +243,5 @@ def convert(
         ref = next(old.parameters())
         new.to(device=ref.device, dtype=ref.dtype)
         vit_blocks[i] = new
-    install_grid_hook(model)
+    _grid_passing(model)
     return model

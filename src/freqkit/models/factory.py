@@ -1,8 +1,10 @@
-"""``create``: build an analysis model by name (timm or freqkit), with pretrained weights or a checkpoint.
+"""``create``: the one front door that builds a model by name, with pretrained weights or a checkpoint.
 
-One place for what ``freqkit analyze`` and ``freqkit.analyze`` need before they can look at a
-model: the image size for models that take one, timm's pretrained weights with a fast offline
-answer, and a checkpoint loaded through the family's own ``checkpoint_filter_fn``.
+Names are the model specs ``freqkit train`` takes (:mod:`freqkit.models.spec`): timm / freqkit names,
+presets (``vit_mini``) and ``+METHOD`` retrofits (``vit_mini+fdam``), built as the same classifier train
+builds. One place for what ``freqkit analyze`` and ``freqkit.analyze`` need before they can look at a
+model: the image size for models that take one, timm's pretrained weights with a fast offline answer,
+and a checkpoint loaded through the family's own ``checkpoint_filter_fn``.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import difflib
 import importlib
 import os
 import socket
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
@@ -25,8 +27,7 @@ def check_model_name(name: str) -> None:
     """Raise a FreqkitError (with close matches) unless timm knows ``name`` (freqkit's models included)."""
     import timm
 
-    import freqkit.models  # noqa: F401  (registers freqkit's models with timm)
-
+    # freqkit's models are registered: importing this module ran freqkit/models/__init__.py first
     if not isinstance(name, str) or not name:
         raise FreqkitError(f"model name must be a non-empty string, got {name!r}")
     if timm.is_model(name):
@@ -55,21 +56,21 @@ def _online(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
         return False
 
 
-def _timm_create(name: str, pretrained: bool, size: Optional[tuple[int, int]]) -> nn.Module:
+def _timm_create(name: str, pretrained: bool, size: Optional[tuple[int, int]], **kw: Any) -> nn.Module:
     """timm.create_model with the image size for models that take one (ViTs), without for others."""
     import timm
 
     if size is None:
-        return timm.create_model(name, pretrained=pretrained)
+        return timm.create_model(name, pretrained=pretrained, **kw)
     try:
-        return timm.create_model(name, pretrained=pretrained, img_size=size)
+        return timm.create_model(name, pretrained=pretrained, img_size=size, **kw)
     except TypeError as err:
         if "img_size" not in str(err):
             raise
-        return timm.create_model(name, pretrained=pretrained)
+        return timm.create_model(name, pretrained=pretrained, **kw)
 
 
-def _create_pretrained(name: str, size: Optional[tuple[int, int]]) -> nn.Module:
+def _create_pretrained(name: str, size: Optional[tuple[int, int]], **kw: Any) -> nn.Module:
     online = _online()
     hf_constants, saved = None, None
     if not online:
@@ -81,7 +82,7 @@ def _create_pretrained(name: str, size: Optional[tuple[int, int]]) -> nn.Module:
         except ImportError:  # pragma: no cover
             hf_constants = None
     try:
-        return _timm_create(name, True, size)
+        return _timm_create(name, True, size, **kw)
     except Exception as err:  # hub / url / cfg errors all mean "no weights"
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         where = "they are not in the local cache and huggingface.co cannot be reached (offline)" if not online else f"download failed ({first})"
@@ -119,31 +120,60 @@ def _load(model: nn.Module, path: str, name: str) -> None:
         raise FreqkitError(f"checkpoint={path} for {name}: {err}") from None
 
 
+def _is_spec(name: str) -> bool:
+    from freqkit.models.spec import MODEL_PRESETS
+
+    return isinstance(name, str) and ("+" in name or name.strip() in MODEL_PRESETS)
+
+
+def _create_spec(name: str, pretrained: bool, size: Optional[tuple[int, int]], num_classes: Optional[int]) -> nn.Module:
+    """A preset or ``BASE+METHOD`` spec as the classifier ``freqkit train`` builds (pretrained: timm's weights, then convert)."""
+    from freqkit.models.convert import convert
+    from freqkit.models.spec import build_model, parse_model_spec
+
+    ms = parse_model_spec(name)
+    if not pretrained:
+        return build_model(ms, "classification", num_classes, size)
+    if dict(ms.kwargs):
+        raise FreqkitError(f"pretrained=True: preset {name.split('+')[0]!r} has no pretrained weights; use a timm name or pretrained=False")
+    model = _create_pretrained(ms.arch, size, **({} if num_classes is None else {"num_classes": num_classes}))
+    convert(model, list(ms.methods))  # the retrofit starts at the identity: the pretrained function is kept
+    return model
+
+
 def create(
     name: str,
     pretrained: bool = False,
     checkpoint: Optional[Union[str, os.PathLike]] = None,
     img_size: ImageSize = None,
+    num_classes: Optional[int] = None,
 ) -> nn.Module:
-    """Build timm / freqkit model ``name`` in eval mode for analysis -> nn.Module (input (B, 3, H, W)).
+    """Build model spec ``name`` in eval mode -> nn.Module (input (B, 3, H, W)).
 
-    ``img_size`` (int or (H, W)) is passed to models that take one (ViTs; must divide by the patch
-    size); other models ignore it. ``pretrained`` loads timm's weights (offline: from the local cache
-    only, failing in about 2 s instead of retrying); ``checkpoint`` loads a ``.safetensors`` or
-    weights-only file through the family's ``checkpoint_filter_fn``. Random-init models draw from
-    torch's global generator: seed it for reproducible weights.
+    ``name``: a timm / freqkit model name, a preset (``vit_mini``) or ``BASE+METHOD`` (``vit_mini+fdam``,
+    ``deit_small_patch16_224+attnscale``), the vocabulary of ``freqkit train``. ``img_size`` (int or (H, W))
+    is passed to models that take one (ViTs; must divide by the patch size); other models ignore it.
+    ``pretrained`` loads timm's weights (offline: from the local cache only, failing in about 2 s instead of
+    retrying); ``checkpoint`` loads a ``.safetensors`` or weights-only file through the family's
+    ``checkpoint_filter_fn``. ``num_classes``: the classifier's class count (default: the architecture's).
+    Random-init models draw from torch's global generator: seed it for reproducible weights.
     """
-    check_model_name(name)
+    spec = _is_spec(name)
+    if not spec:
+        check_model_name(name)
     size = _size(img_size)
     if pretrained and checkpoint is not None:
         raise FreqkitError("pretrained=True and checkpoint=PATH both give weights; pass only one of them")
     if checkpoint is not None and not os.path.isfile(checkpoint):
         raise FreqkitError(f"checkpoint={checkpoint} does not exist or is not a file; check the path")
-    if pretrained:
-        model = _create_pretrained(name, size)
+    kw = {} if num_classes is None else {"num_classes": int(num_classes)}
+    if spec:
+        model = _create_spec(name, pretrained, size, num_classes)
+    elif pretrained:
+        model = _create_pretrained(name, size, **kw)
     else:
         try:
-            model = _timm_create(name, False, size)
+            model = _timm_create(name, False, size, **kw)
         except FreqkitError:
             raise
         except Exception as err:  # a model that cannot be built at this size, bad kwargs...

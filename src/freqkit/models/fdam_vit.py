@@ -32,9 +32,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2dFp32, LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import DropPath, calculate_drop_path_rates, LayerNorm2dFp32, LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
@@ -46,6 +45,7 @@ from freqkit.layers._tracing import fx_tracing
 from freqkit.layers.block import FreqBlock
 from freqkit.layers.freqscale import FreqScale
 from freqkit.models.checkpoint import StateDictSource, _unwrap, load_checkpoint
+from freqkit.models._deit import build_deit, deit_cfg
 from freqkit.models.convert import convert
 
 __all__ = [
@@ -192,14 +192,17 @@ def build_fdam_block(
     fused: bool = True,
     attinv: Optional[dict[str, Any]] = None,
     freqscale: Optional[dict[str, Any]] = None,
+    fdam: bool = True,
 ) -> FreqBlock:
     """The released FDAM block (``Layer_scale_init_Block``) as a FreqBlock: (B, N, C) -> (B, N, C).
 
     x = x + drop_path(ls1(FS1(a) + a)), a = attn(norm1(x)) with AttInv; same with the MLP and FS2.
     ``attinv`` / ``freqscale`` are keyword arguments of AttInv / FreqScale; ``fused=False`` puts the
-    attention and both FreqScales on their reference paths.
+    attention and both FreqScales on their reference paths. ``fdam=False``: the same LayerScale block
+    without AttInv and FreqScale (the plain DeiT-III block of the released baseline).
     """
-    attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, filter=AttInv(dim, num_heads, **(attinv or {})), fused=fused)
+    filt = AttInv(dim, num_heads, **(attinv or {})) if fdam else None
+    attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, filter=filt, fused=fused)
     return FreqBlock(
         attn=attn,
         mlp=Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop),
@@ -209,8 +212,8 @@ def build_fdam_block(
         ls2=LayerScale(dim, init_values) if init_values is not None else None,
         drop_path1=DropPath(drop_path) if drop_path > 0 else None,
         drop_path2=DropPath(drop_path) if drop_path > 0 else None,
-        freq_scale_1=FreqScale(dim, **{"fused": fused, **(freqscale or {})}),
-        freq_scale_2=FreqScale(dim, **{"fused": fused, **(freqscale or {})}),
+        freq_scale_1=FreqScale(dim, **{"fused": fused, **(freqscale or {})}) if fdam else None,
+        freq_scale_2=FreqScale(dim, **{"fused": fused, **(freqscale or {})}) if fdam else None,
     )
 
 
@@ -231,7 +234,8 @@ class FdamViTDense(nn.Module):
     ``forward_intermediates`` returns the outputs of ``block_indices`` as (B, C, H/p, W/p) maps,
     through the neck (strides p/4, p/2, p, 2p) when ``neck=True``; ``forward_features`` returns the
     last block's map (B, C, H/p, W/p) and ``forward`` pooled features or logits (``num_classes``),
-    as timm's convolutional backbones do.
+    as timm's convolutional backbones do. ``fdam=False`` builds the same backbone without AttInv and
+    FreqScale (the released DeiT-III baseline, ``vit_models``).
     """
 
     def __init__(
@@ -253,12 +257,15 @@ class FdamViTDense(nn.Module):
         num_classes: int = 0,
         global_pool: str = "avg",
         fused: bool = True,
+        fdam: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         options = _split_fdam_options(kwargs)
         if kwargs:
             raise FreqkitError(f"FdamViTDense: unknown arguments {sorted(kwargs)}; FDAM options are attinv_* and freqscale_*")
+        if options and not fdam:
+            raise FreqkitError(f"FdamViTDense: {sorted(options)} configure FDAM, but fdam=False builds none; drop them or pass fdam=True")
         if embed_dim % num_heads != 0:
             raise FreqkitError(f"FdamViTDense: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if block_indices is None:
@@ -285,12 +292,12 @@ class FdamViTDense(nn.Module):
 
         self.patch_embed = PatchEmbed(img_size=img, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, flatten=False, strict_img_size=False)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dim))
-        dpr = [float(x) for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]  # also under a meta-device build
+        dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(
             *[
                 build_fdam_block(
                     embed_dim, num_heads, mlp_ratio, qkv_bias, init_values=init_scale, drop_path=dpr[i], attn_drop=attn_drop_rate,
-                    fused=fused, attinv=_layer_options(options, "attinv"), freqscale=_layer_options(options, "freqscale"),
+                    fused=fused, attinv=_layer_options(options, "attinv"), freqscale=_layer_options(options, "freqscale"), fdam=fdam,
                 )
                 for i in range(depth)
             ]
@@ -446,21 +453,7 @@ def _check_pool(global_pool: str) -> None:
 # ------------------------------------------------------------------------------------------ registry
 
 
-def _cfg(**kwargs: Any) -> dict:
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": None,
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "fixed_input_size": True,
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj",
-        "classifier": "head",
-        **kwargs,
-    }
+_cfg = deit_cfg
 
 
 default_cfgs = generate_default_cfgs(
@@ -477,29 +470,14 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_fdam_deit(variant: str, pretrained: bool = False, **kwargs: Any) -> FdamVisionTransformer:
-    out_indices = kwargs.pop("out_indices", 3)
-    return build_model_with_cfg(
-        FdamVisionTransformer,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    return build_deit(FdamVisionTransformer, variant, pretrained, checkpoint_filter_fn, kwargs.pop("out_indices", 3), **kwargs)
 
 
 def _create_fdam_dense(variant: str, pretrained: bool = False, **kwargs: Any) -> FdamViTDense:
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     # the neck serves the feature levels only: build it for features_only (or when asked)
     kwargs.setdefault("neck", bool(kwargs.get("features_only", False)))
-    return build_model_with_cfg(
-        FdamViTDense,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    return build_deit(FdamViTDense, variant, pretrained, checkpoint_filter_fn, out_indices, **kwargs)
 
 
 @register_model

@@ -2,18 +2,24 @@
 
 Backbones come in two kinds:
 
-* ViT family (timm ``VisionTransformer``, converted by ``freqkit.convert`` or not): four blocks
-  (evenly spaced, the last one included) are read through ``forward_intermediates`` as stride-p maps
-  (p = patch size) and turned into a stride 4 / 8 / 16 / 32 pyramid by :class:`ViTPyramidNeck`
-  (the released FDAM / BEiT neck pattern: 2x transposed convs to go up, identity, 2x max-pool to go
-  down; LayerNorm instead of BatchNorm so that results do not depend on the per-process batch).
+* ViT family (timm ``VisionTransformer``, converted by ``freqkit.convert`` or not, and freqkit's
+  ``fdam_vit_*_dense``): four blocks (evenly spaced, the last one included) are read through
+  ``forward_intermediates`` as stride-p maps (p = patch size) and go through one of three necks
+  (``neck``): ``pyramid`` (default; a stride 4 / 8 / 16 / 32 pyramid with 2x transposed convs to go
+  up, identity, 2x max-pool to go down, a LayerNorm on every level and GroupNorm between the
+  transposed convs, so results do not depend on the per-process batch), ``simple`` (the released
+  FDAM ``SimpleMultiLevelNeck``: the same resampling with the head's norm between the transposed
+  convs, BatchNorm in the paper recipe, and no per-level norm) or ``none`` (the four stride-p maps
+  as they are, as mmsegmentation's DeiT UPerNet configs with ``neck=None``).
 * Anything with ``features_only=True`` (ConvNeXt, ResNet, SPANet, ...): the levels of stride >= 4.
 
 The head is UPerNet (Xiao et al. 2018), as in the FDAM paper's ADE20K protocol: a pyramid pooling
 module on the coarsest level, a top-down FPN, and the fusion of every level at stride 4. It uses
 GroupNorm by default (no batch statistics: identical under DDP and at batch size 1), or BatchNorm as in
 the paper recipe (``norm="batch"``; the training loop makes it SyncBatchNorm under DDP). An optional
-auxiliary FCN head on the third level (``aux_channels``) adds a second output in training mode only.
+auxiliary FCN head on level ``aux_level`` (default 2, the third; the ViT recipes read the fourth,
+as mmsegmentation's ViT configs) adds a second output in training mode only. The heads start as
+mmsegmentation's: convolutions He-normal on fan-out, classifiers normal with std 0.01, zero biases.
 
 Segmentation models are not registered with timm (they are not image classifiers: no
 ``pretrained_cfg``, no classifier head); build them with :func:`create_segmentation_model`.
@@ -66,8 +72,16 @@ class ConvNormAct(nn.Sequential):
         )
 
 
-def _resample_stage(dim: int, scale: float) -> nn.Module:
-    """A module that rescales a (B, C, H, W) map by ``scale`` (a power of two), or None if it is not one."""
+NECKS = ("pyramid", "simple", "none")
+
+
+def _inner_norm(kind: str, dim: int) -> nn.Module:
+    return _group_norm(dim) if kind == "group" else _norm(kind, dim)
+
+
+def _resample_stage(dim: int, scale: float, norm: str = "group") -> nn.Module:
+    """A module that rescales a (B, C, H, W) map by ``scale`` (a power of two), or None if it is not one;
+    consecutive 2x transposed convs have ``norm`` (group / batch) and GELU between them."""
     log2 = math.log2(scale)
     if abs(log2 - round(log2)) > 1e-9:
         return None
@@ -79,7 +93,7 @@ def _resample_stage(dim: int, scale: float) -> nn.Module:
     layers: list[nn.Module] = []
     for i in range(n):
         if i:
-            layers += [_group_norm(dim), nn.GELU()]
+            layers += [_inner_norm(norm, dim), nn.GELU()]
         layers.append(nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2))
     return nn.Sequential(*layers)
 
@@ -87,17 +101,20 @@ def _resample_stage(dim: int, scale: float) -> nn.Module:
 class ViTPyramidNeck(nn.Module):
     """Four stride-p ViT maps (B, C, H/p, W/p) -> maps at strides ``out_strides`` (default 4, 8, 16, 32).
 
-    Power-of-two ratios use 2x transposed convolutions (up) or max-pooling (down); other ratios
-    (e.g. patch 14) resize bilinearly to the target grid.
+    Power-of-two ratios use 2x transposed convolutions (up, with ``inner_norm`` and GELU between two of
+    them) or max-pooling (down); other ratios (e.g. patch 14) resize bilinearly to the target grid.
+    ``level_norm`` puts a LayerNorm on every input map first (freqkit's default neck; the released
+    ``SimpleMultiLevelNeck`` has none).
     """
 
-    def __init__(self, dim: int, patch_size: int, out_strides: Sequence[int] = (4, 8, 16, 32)) -> None:
+    def __init__(self, dim: int, patch_size: int, out_strides: Sequence[int] = (4, 8, 16, 32), level_norm: bool = True,
+                 inner_norm: str = "group") -> None:
         super().__init__()
         self.patch_size, self.out_strides = int(patch_size), tuple(int(s) for s in out_strides)
-        self.norms = nn.ModuleList(LayerNorm2d(dim, eps=1e-6) for _ in self.out_strides)
+        self.norms = nn.ModuleList((LayerNorm2d(dim, eps=1e-6) if level_norm else nn.Identity()) for _ in self.out_strides)
         stages, self._resize = [], []
         for s in self.out_strides:
-            stage = _resample_stage(dim, self.patch_size / s)
+            stage = _resample_stage(dim, self.patch_size / s, inner_norm)
             self._resize.append(stage is None)
             stages.append(stage if stage is not None else nn.Identity())
         self.stages = nn.ModuleList(stages)
@@ -118,33 +135,67 @@ class ViTPyramidNeck(nn.Module):
 
 
 class ViTFeatures(nn.Module):
-    """A timm ViT (B, 3, H, W) -> pyramid [(B, C, H/4, W/4), ..., (B, C, H/32, W/32)] through :class:`ViTPyramidNeck`."""
+    """A ViT (timm ``VisionTransformer`` or freqkit ``FdamViTDense``) (B, 3, H, W) -> four maps through a neck.
 
-    def __init__(self, vit: nn.Module, indices: Optional[Sequence[int]] = None, out_strides: Sequence[int] = (4, 8, 16, 32)) -> None:
+    ``neck``: ``pyramid`` / ``simple`` give strides ``out_strides`` (4, 8, 16, 32) through
+    :class:`ViTPyramidNeck` (``simple``: no per-level LayerNorm, ``norm`` between the transposed convs);
+    ``none`` gives the four blocks' stride-p maps unchanged.
+    """
+
+    def __init__(self, vit: nn.Module, indices: Optional[Sequence[int]] = None, out_strides: Sequence[int] = (4, 8, 16, 32),
+                 neck: str = "pyramid", norm: str = "group") -> None:
         super().__init__()
+        from freqkit.models.fdam_vit import FdamViTDense
+
+        if neck not in NECKS:
+            raise FreqkitError(f"unknown neck {neck!r}; use one of {', '.join(NECKS)}")
         depth = len(vit.blocks)
+        dense = isinstance(vit, FdamViTDense)
+        if dense and vit.has_neck:
+            raise FreqkitError("FdamViTDense carries its own neck (neck=True); build it with neck=False to segment with it")
         if indices is None:
-            indices = sorted({max(0, round((i + 1) * depth / len(out_strides)) - 1) for i in range(len(out_strides))})
+            n = len(out_strides)
+            indices = vit.block_indices if dense else sorted({max(0, round((i + 1) * depth / n) - 1) for i in range(n)})
         self.indices = [int(i) for i in indices]
         if len(self.indices) != len(out_strides) or not all(0 <= i < depth for i in self.indices):
             raise FreqkitError(
                 f"feature indices {list(indices)} must be {len(out_strides)} block indices in 0..{depth - 1}; "
                 f"a ViT needs at least {len(out_strides)} blocks for a {len(out_strides)}-level pyramid"
             )
+        if dense and self.indices != list(vit.block_indices):
+            raise FreqkitError(f"FdamViTDense outputs blocks {vit.block_indices}; build it with block_indices={self.indices}")
+        # FdamViTDense numbers its outputs by level, timm's ViT by block
+        self._take = list(range(len(self.indices))) if dense else self.indices
         self.vit = vit
         # drop what dense features never use (blocks after the last index, final norm, head): unused
         # parameters would stall DistributedDataParallel
-        vit.prune_intermediate_layers(self.indices, prune_norm=True, prune_head=True)
+        vit.prune_intermediate_layers(self._take, prune_norm=True, prune_head=True)
         patch = vit.patch_embed.patch_size
-        patch = patch[0] if isinstance(patch, (tuple, list)) else patch
-        self.neck = ViTPyramidNeck(vit.embed_dim, int(patch), out_strides)
+        patch = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        self.neck_kind = neck
+        if neck == "none":
+            out_strides = [patch] * len(self.indices)
+            self.neck = ViTPyramidNeck(vit.embed_dim, patch, out_strides, level_norm=False)
+        else:
+            self.neck = ViTPyramidNeck(vit.embed_dim, patch, out_strides, level_norm=neck == "pyramid", inner_norm=norm)
         self.channels = [vit.embed_dim] * len(out_strides)
         self.strides = list(out_strides)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) -> list of (B, C, H/s, W/s), s in ``strides``."""
-        feats = self.vit.forward_intermediates(x, indices=self.indices, intermediates_only=True, norm=False)
+        feats = self.vit.forward_intermediates(x, indices=self._take, intermediates_only=True, norm=False)
         return self.neck(feats, x.shape[-2:])
+
+
+def _init_head(head: nn.Module) -> None:
+    """mmsegmentation's head init: convs He-normal (fan-out, ReLU), the classifier normal std 0.01, biases 0."""
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d) and m is not head.classifier:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.normal_(head.classifier.weight, std=0.01)
+    nn.init.zeros_(head.classifier.bias)
 
 
 class UPerHead(nn.Module):
@@ -161,6 +212,7 @@ class UPerHead(nn.Module):
         self.fuse = ConvNormAct(len(in_channels) * channels, channels, 3, norm=norm)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+        _init_head(self)
 
     @staticmethod
     def _up(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -186,6 +238,7 @@ class FCNHead(nn.Module):
         self.conv = ConvNormAct(in_channels, channels, 3, norm=norm)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+        _init_head(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, Cin, h, w) -> logits (B, K, h, w)."""
@@ -195,7 +248,7 @@ class FCNHead(nn.Module):
 class SegmentationModel(nn.Module):
     """Backbone features + UPerNet head: image (B, 3, H, W) -> per-pixel logits (B, K, H, W).
 
-    With ``aux_channels`` > 0 an :class:`FCNHead` reads the third pyramid level; in training mode
+    With ``aux_channels`` > 0 an :class:`FCNHead` reads pyramid level ``aux_level`` (0 = finest); in training mode
     ``forward`` then returns ``(logits, aux_logits)`` (both (B, K, H, W)), so every parameter takes part
     in the step (DistributedDataParallel needs no unused-parameter search); in eval mode only ``logits``.
     """
@@ -207,6 +260,8 @@ class SegmentationModel(nn.Module):
         self.head = UPerHead(list(channels), num_classes, head_channels, norm=norm, dropout=dropout)
         self.num_classes = int(num_classes)
         self.aux_level = int(aux_level)
+        if aux_channels and not 0 <= self.aux_level < len(channels):
+            raise FreqkitError(f"aux_level {aux_level} is not a feature level of this backbone (0..{len(channels) - 1})")
         self.aux_head = FCNHead(list(channels)[aux_level], num_classes, aux_channels, norm=norm, dropout=dropout) if aux_channels else None
 
     @property
@@ -270,6 +325,8 @@ def create_segmentation_model(
     head_norm: str = "group",
     head_dropout: float = 0.0,
     aux_channels: int = 0,
+    aux_level: int = 2,
+    neck: str = "pyramid",
     **backbone_kwargs,
 ) -> SegmentationModel:
     """A :class:`SegmentationModel` on ``backbone`` (a timm / freqkit model name or a built model).
@@ -277,12 +334,13 @@ def create_segmentation_model(
     A name is built with ``timm.create_model(name, num_classes=0, **backbone_kwargs)`` (with
     ``img_size`` for ViTs, ``features_only=True`` for other families). Convert a ViT first
     (``freqkit.convert``) and pass the module to segment with a retrofitted backbone. ``head_norm`` ('group' or
-    'batch'), ``head_dropout`` and ``aux_channels`` (0: no auxiliary FCN head) configure the heads.
+    'batch'), ``head_dropout``, ``aux_channels`` (0: no auxiliary FCN head) and ``aux_level`` (the level it
+    reads) configure the heads; ``neck`` (pyramid, simple, none; ViTs only) the ViT neck.
     """
-    head_kw = dict(head_channels=head_channels, norm=head_norm, dropout=head_dropout, aux_channels=aux_channels)
-    import timm
+    head_kw = dict(head_channels=head_channels, norm=head_norm, dropout=head_dropout, aux_channels=aux_channels, aux_level=aux_level)
+    import timm  # freqkit's backbones are registered: importing this module ran freqkit/models/__init__.py
 
-    import freqkit.models  # noqa: F401  (registers freqkit's backbones with timm)
+    from freqkit.models.fdam_vit import FdamViTDense
 
     if num_classes < 1:
         raise FreqkitError(f"num_classes must be at least 1, got {num_classes}")
@@ -291,9 +349,11 @@ def create_segmentation_model(
             raise FreqkitError(f"unknown backbone {backbone!r}; use a timm or freqkit model name (timm.list_models())")
         kwargs = dict(backbone_kwargs)
         probe = probe_model(backbone, **kwargs)
-        if is_vit(probe):
+        if is_vit(probe) or isinstance(probe, FdamViTDense):
             if img_size is not None:
                 kwargs["img_size"] = img_size
+            if isinstance(probe, FdamViTDense):
+                kwargs["neck"] = False  # the segmenter's neck (``neck``) replaces the backbone's own
             backbone = timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
         else:
             try:
@@ -301,9 +361,14 @@ def create_segmentation_model(
             except Exception as err:  # timm raises RuntimeError / TypeError for families without feature support
                 raise FreqkitError(f"backbone {backbone!r} has no features_only support in timm ({err}); pick another backbone") from None
             return _from_feature_net(net, num_classes, **head_kw)
-    if is_vit(backbone):
-        feats = ViTFeatures(backbone, feature_indices)
+    if neck not in NECKS:
+        raise FreqkitError(f"unknown neck {neck!r}; use one of {', '.join(NECKS)}")
+    if is_vit(backbone) or isinstance(backbone, FdamViTDense):
+        feats = ViTFeatures(backbone, feature_indices, neck=neck, norm=head_norm)
         return SegmentationModel(feats, feats.channels, num_classes, **head_kw)
+    if neck != "pyramid":
+        raise FreqkitError(f"neck={neck!r} applies to ViT backbones; {type(backbone).__name__} gives its own feature levels "
+                           "(use neck='pyramid')")
     if hasattr(backbone, "feature_info") and hasattr(backbone.feature_info, "reduction"):
         return _from_feature_net(backbone, num_classes, **head_kw)
     raise FreqkitError(
@@ -319,6 +384,8 @@ def _from_feature_net(net: nn.Module, num_classes: int, **head_kw) -> Segmentati
     if not keep:
         raise FreqkitError(f"the backbone's feature strides {reductions} have none >= 4; it cannot feed a segmentation head")
     chans = [channels[i] for i in keep]
-    if head_kw.get("aux_channels") and len(chans) < 3:
-        raise FreqkitError(f"the auxiliary head reads the third feature level, but the backbone has {len(chans)} of stride >= 4; set aux_channels=0")
+    level = head_kw.get("aux_level", 2)
+    if head_kw.get("aux_channels") and len(chans) <= level:
+        raise FreqkitError(f"the auxiliary head reads feature level {level}, but the backbone has {len(chans)} of stride >= 4; "
+                           "set aux_channels=0 or a lower aux_level")
     return SegmentationModel(_FeatureList(net, keep), chans, num_classes, **head_kw)

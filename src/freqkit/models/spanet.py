@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import GroupNorm1, trunc_normal_
+from timm.layers import GroupNorm1, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.metaformer import MetaFormerBlock
@@ -32,18 +32,7 @@ from freqkit.errors import FreqkitError
 from freqkit.layers._tracing import fx_tracing
 from freqkit.layers.spam import SPAM, SPAM_LAMBDAS
 
-__all__ = ["SPANet", "StagedBackbone", "checkpoint_filter_fn", "create_staged", "drop_path_rates", "staged_cfg"]
-
-
-def drop_path_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
-    """Stochastic-depth rate of every block, linear from 0 to ``rate`` over all blocks, per stage."""
-    total = sum(depths)
-    flat = [rate * i / max(total - 1, 1) for i in range(total)]
-    out, start = [], 0
-    for d in depths:
-        out.append(flat[start:start + d])
-        start += d
-    return out
+__all__ = ["SPANet", "StagedBackbone", "checkpoint_filter_fn", "create_staged", "staged_cfg"]
 
 
 class StagedBackbone(nn.Module):
@@ -51,14 +40,18 @@ class StagedBackbone(nn.Module):
 
     Subclasses build ``downsample_layers`` / ``stages`` (nn.ModuleList, stage i = nn.Sequential of
     blocks), optional ``norm<i>`` dense-prediction norms, ``norm`` and ``head``, and define
-    ``forward_head`` / ``reset_classifier``. ``channels_last`` says whether stages run on
+    ``_make_head(num_classes)`` / ``forward_head``. ``channels_last`` says whether stages run on
     (B, H, W, C) maps; ``output_fmt`` records that format, as in timm: the stage modules and
     ``forward_features`` (and the final output of ``forward_intermediates``) use it, while the
     intermediate feature maps are (B, C, H, W) unless ``output_fmt="NHWC"`` is asked for.
     """
 
+    # Not timm's MetaFormerStage: it nests the downsampling in each stage (stages.i.downsample / stages.i.blocks.j),
+    # while the released SPANet / SPANetV2 checkpoints keep downsample_layers.i / stages.i.j; the blocks are timm's.
     channels_last: bool = False
     reduction: int = 32
+    # whether reset_classifier re-initializes the new head with _init_weights (SPANetV2) or keeps torch's init (SPANet)
+    init_new_head: bool = False
 
     def _init_plumbing(self, dims: Sequence[int], num_classes: int, out_norms: bool) -> None:
         self.dims = tuple(dims)
@@ -111,6 +104,20 @@ class StagedBackbone(nn.Module):
     def get_classifier(self) -> nn.Module:
         """The classifier head module."""
         return self.head
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"norm"}
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier with a fresh ``_make_head(num_classes)`` (0: no classifier)."""
+        if global_pool is not None:
+            _check_pool(global_pool)
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = self._make_head(num_classes)
+        if num_classes > 0 and self.init_new_head:
+            self.head.apply(self._init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, in_chans, H, W) -> last stage map (B, C, H / 32, W / 32) ((B, H / 32, W / 32, C)
@@ -219,7 +226,7 @@ class SPANet(StagedBackbone):
         self.downsample_layers = nn.ModuleList(
             _ConvDownsample(chans[i], chans[i + 1], *((7, 4, 2) if i == 0 else (3, 2, 1))) for i in range(4)
         )
-        dpr = drop_path_rates(depths, drop_path_rate)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # per block, split by stage
         self.stages = nn.ModuleList()
         for i in range(4):
             mixer = partial(SPAM, kernel_size=kernel_size, radius=radius[i], lambdas=lambdas, fused=fused)
@@ -244,7 +251,7 @@ class SPANet(StagedBackbone):
                 self.add_module(f"norm{i}", GroupNorm1(dims[i]))
         self.norm = GroupNorm1(dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.head = self._make_head(num_classes)
         self.apply(self._init_weights)
 
     def _init_weights(self, m: nn.Module) -> None:
@@ -262,17 +269,8 @@ class SPANet(StagedBackbone):
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"norm"}
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier with a fresh Linear for ``num_classes`` (0: no classifier)."""
-        if global_pool is not None:
-            _check_pool(global_pool)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+    def _make_head(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Last stage map (B, C, h, w) -> GroupNorm, global mean, Linear -> (B, num_classes).

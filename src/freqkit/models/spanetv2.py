@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import calculate_drop_path_rates, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models.metaformer import LayerNormNoBias, MetaFormerBlock, MlpHead
 from torch import nn
@@ -29,7 +29,7 @@ from freqkit.errors import FreqkitError
 from freqkit.layers.attention import Attention
 from freqkit.layers.spam_v2 import SPAMv2, checkpoint_layout
 from freqkit.layers.starrelu import StarReLU
-from freqkit.models.spanet import StagedBackbone, _check_pool, create_staged, drop_path_rates, staged_cfg
+from freqkit.models.spanet import StagedBackbone, _check_pool, create_staged, staged_cfg
 
 __all__ = ["SPANetV2", "GridAttention", "checkpoint_filter_fn", "MIXERS"]
 
@@ -103,6 +103,7 @@ class SPANetV2(StagedBackbone):
     """
 
     channels_last = True
+    init_new_head = True
 
     def __init__(
         self,
@@ -137,7 +138,7 @@ class SPANetV2(StagedBackbone):
         self.downsample_layers = nn.ModuleList(
             _LNDownsample(chans[i], chans[i + 1], *((7, 4, 2) if i == 0 else (3, 2, 1)), stem=i == 0) for i in range(4)
         )
-        dpr = drop_path_rates(depths, drop_path_rate)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # per block, split by stage
         self.stages = nn.ModuleList()
         for i in range(4):
             if mixers[i] == "spam":
@@ -181,20 +182,6 @@ class SPANetV2(StagedBackbone):
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"norm"}
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the MLP head with a fresh one for ``num_classes`` (0: no classifier)."""
-        if global_pool is not None:
-            _check_pool(global_pool)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head = self._make_head(num_classes)
-        if num_classes > 0:
-            self.head.apply(self._init_weights)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Last stage map (B, h, w, C) -> global mean, LayerNorm, MLP head -> (B, num_classes).

@@ -3,6 +3,7 @@ attention matrices and token matrices, plus representation similarity (CKA)."""
 from freqkit.spectral.cka import cka_from_hsic, hsic_matrix, linear_cka, minibatch_cka, unbiased_hsic
 from freqkit.spectral.fourier import (
     frequency_radius,
+    full_plane,
     high_frequency_log_amplitude,
     high_frequency_ratio,
     radial_bin_centers,
@@ -10,6 +11,7 @@ from freqkit.spectral.fourier import (
     relative_log_amplitude,
     spectrum,
 )
+from freqkit.spectral.operators import circulant, layer_kernel, periodic_gaussian, stack_response
 from freqkit.spectral.heads import attention_distance, attention_entropy, local_response_hf_share
 from freqkit.spectral.rank import effective_rank, rank_collapse_residual, stable_rank
 from freqkit.spectral.response import (
@@ -31,13 +33,18 @@ __all__ = [
     "local_response_hf_share",
     "minibatch_cka",
     "unbiased_hsic",
+    "circulant",
     "cross_layer_similarity",
     "effective_rank",
     "frequency_radius",
+    "full_plane",
     "global_response",
     "high_frequency_log_amplitude",
     "high_frequency_ratio",
     "infer_grid",
+    "layer_kernel",
+    "periodic_gaussian",
+    "stack_response",
     "local_response",
     "local_response_summary",
     "radial_bin_centers",

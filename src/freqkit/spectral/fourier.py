@@ -187,3 +187,23 @@ def _half_diagonal(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, 
     rows = h0 + (2 * k * (h - 1 - h0) + (k_pts - 1)) // den
     cols = w0 + (2 * k * (w - 1 - w0) + (k_pts - 1)) // den
     return rows, cols
+
+
+def full_plane(half: torch.Tensor, width: int) -> torch.Tensor:
+    """Real rfft2 half-plane filter (..., H, W // 2 + 1) -> the equivalent full-plane filter (..., H, W), uncentred.
+
+    For real x: ``ifft2(fft2(x) * full_plane(f, W)).real == irfft2(rfft2(x) * f, s=(H, W))``.
+    """
+    h, rw = half.shape[-2], half.shape[-1]
+    if rw != width // 2 + 1:
+        raise FreqkitError(f"full_plane: a half-plane of {rw} columns does not belong to width {width} (needs {width // 2 + 1})")
+    neg = (-torch.arange(h, device=half.device)) % h  # row of -k1
+    out = torch.empty(*half.shape[:-1], width, dtype=half.dtype, device=half.device)
+    out[..., :rw] = half
+    if width > rw:
+        cols = torch.arange(rw, width, device=half.device)
+        out[..., rw:] = half[..., neg, :][..., width - cols]
+    # irfft2 drops the imaginary part on the self-conjugate columns: the filter there acts as its even part
+    for c in [0] + ([width // 2] if width % 2 == 0 else []):
+        out[..., c] = 0.5 * (half[..., c] + half[..., neg, c])
+    return out

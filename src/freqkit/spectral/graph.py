@@ -28,7 +28,7 @@ Pure functions on torch tensors (float64 by default); no nn.Module, no plotting.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -52,7 +52,6 @@ __all__ = [
     "radial_curve",
     "torus_frequencies",
     "default_windows",
-    "window_sweep",
     "STENCILS",
     "stencil",
 ]
@@ -273,19 +272,6 @@ def default_windows(h: int, w: int) -> list[Optional[int]]:
     """Window sizes 1, 3, 5, ... below the grid's larger side, then None (the full grid)."""
     side = max(h, w)
     return [k for k in range(1, 2 * side, 2) if k < side] + [None]
-
-
-def window_sweep(
-    h: int, w: int, windows: Sequence[Optional[int]], periodic: bool = False, tol: float = 1e-8
-) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Eigenspace responses of the window average for every window size: name -> (freqs, response, dims)."""
-    freqs, basis = graph_fourier_basis(grid_laplacian(h, w, periodic))
-    out = {}
-    for k in windows:
-        name = "full" if k is None else f"k={k}"
-        out[name] = eigenspace_response(window_average(h, w, k, periodic), freqs, basis, tol)
-    return out
-
 
 
 # named conv stencils of freqkit simulate: name -> (maker, description)

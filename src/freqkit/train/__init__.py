@@ -2,7 +2,7 @@
 
 ``freqkit.train(TrainConfig(model="vit_mini+fdam", data="shapes", steps=300))`` returns a
 :class:`TrainResult`; ``evaluate(model, dataset, task, num_classes)`` returns metrics;
-``build_model("vit_mini+fdam", ...)`` turns a model spec into a network (see :mod:`freqkit.train.models`).
+``build_model("vit_mini+fdam", ...)`` turns a model spec into a network (see :mod:`freqkit.models.spec`).
 
 This package is callable: ``freqkit.train(config, model=None, datasets=None)`` is
 :func:`freqkit.train.loop.train`, so the function and the package (``freqkit.train.TrainConfig``) share
@@ -18,26 +18,27 @@ from typing import Any
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
     "BoundaryF1": "freqkit.train.metrics",
-    "MODEL_PRESETS": "freqkit.train.models",
+    "MODEL_PRESETS": "freqkit.models.spec",
     "RECIPES": "freqkit.train.recipes",
-    "dense_logits": "freqkit.train.seg_eval",
-    "evaluate_dense": "freqkit.train.seg_eval",
-    "init_backbone": "freqkit.train.models",
-    "resolve_config": "freqkit.train.recipes",
+    "RunDir": "freqkit.train.rundir",
+    "dense_logits": "freqkit.train.evaluate",
+    "evaluate_dense": "freqkit.train.evaluate",
+    "init_backbone": "freqkit.models.spec",
+    "resolve_config": "freqkit.train.config",
     "TrainConfig": "freqkit.train.config",
     "TrainResult": "freqkit.train.loop",
     "boundary_f1": "freqkit.train.metrics",
     "build_metrics": "freqkit.train.metrics",
-    "build_model": "freqkit.train.models",
+    "build_model": "freqkit.models.spec",
     "build_optimizer": "freqkit.train.optim",
-    "evaluate": "freqkit.train.loop",
-    "input_stats": "freqkit.train.loop",
+    "evaluate": "freqkit.train.evaluate",
+    "input_stats": "freqkit.train.evaluate",
     "load_train_state": "freqkit.train.checkpoint",
     "lr_factor": "freqkit.train.optim",
-    "normalize": "freqkit.train.loop",
+    "normalize": "freqkit.train.evaluate",
     "param_groups": "freqkit.train.optim",
-    "parse_model_spec": "freqkit.train.models",
-    "preflight": "freqkit.train.loop",
+    "parse_model_spec": "freqkit.models.spec",
+    "preflight": "freqkit.train.setup",
     "save_train_state": "freqkit.train.checkpoint",
     "train": "freqkit.train.loop",
 }

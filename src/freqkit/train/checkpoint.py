@@ -17,7 +17,6 @@ checkpoint exists. Loading uses safetensors only (no pickle), so untrusted check
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -30,6 +29,7 @@ from torch import nn
 
 from freqkit.errors import FreqkitError
 from freqkit.io import atomic_write_bytes, atomic_write_json, fault_point, fsync_dir
+from freqkit.limits import loads_json
 
 __all__ = [
     "CheckpointDamaged",
@@ -130,7 +130,7 @@ def _inspect(folder: Path) -> tuple[Optional[dict[str, Any]], str]:
     if missing:
         return None, f"{folder.name}/ lacks {', '.join(missing)}"
     try:
-        state = json.loads((folder / "state.json").read_text())
+        state = loads_json((folder / "state.json").read_text(), f"{folder.name}/state.json")
         step = int(state["step"])
         state["config"], state["optimizer"]  # noqa: B018  (present in every complete state)
     except (OSError, ValueError, KeyError, TypeError) as err:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-__all__ = ["check_num_classes", "boundary_map", "boundary_counts", "boundary_f1", "default_tolerance", "BoundaryF1", "build_metrics"]
+__all__ = ["check_num_classes", "boundary_map", "dilate", "boundary_counts", "boundary_f1", "default_tolerance", "BoundaryF1", "build_metrics"]
 
 IGNORE_INDEX = 255
 # mIoU keeps a K x K int64 confusion matrix: 4096 classes are 134 MB, 60001 would be 29 GB
@@ -52,7 +52,7 @@ def boundary_map(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torc
     return out
 
 
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Bool (B, H, W) dilated by a Euclidean disk of ``radius`` pixels."""
     if radius <= 0:
         return mask
@@ -72,8 +72,8 @@ def boundary_counts(
     valid = target != ignore_index
     pb = boundary_map(torch.where(valid, preds, torch.full_like(preds, ignore_index)), ignore_index)
     tb = boundary_map(target, ignore_index)
-    matched_p = (pb & _dilate(tb, tol)).sum()
-    matched_t = (tb & _dilate(pb, tol)).sum()
+    matched_p = (pb & dilate(tb, tol)).sum()
+    matched_t = (tb & dilate(pb, tol)).sum()
     return torch.stack([matched_p, pb.sum(), matched_t, tb.sum()]).long()
 
 
@@ -119,6 +119,12 @@ def check_num_classes(task: str, num_classes: int) -> None:
 
     if int(num_classes) < 1:
         raise FreqkitError(f"num_classes must be >= 1, got {num_classes}")
+    if task == "classification" and int(num_classes) < 2:
+        # torchmetrics' multiclass accuracy needs two classes: refuse now, not at the final evaluation
+        raise FreqkitError(
+            f"num_classes={num_classes}: classification needs at least 2 classes (an image folder needs 2 or more class "
+            "sub-folders); add a class, or train a segmentation task instead"
+        )
     if task == "segmentation" and int(num_classes) > MAX_SEGMENTATION_CLASSES:
         raise FreqkitError(
             f"num_classes={num_classes} is more than {MAX_SEGMENTATION_CLASSES} segmentation classes (the mIoU confusion matrix "

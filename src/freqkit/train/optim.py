@@ -12,9 +12,16 @@ from torch import nn
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["param_groups", "build_optimizer", "lr_factor", "set_lr", "layer_ids", "SCHEDULES"]
+__all__ = ["param_groups", "build_optimizer", "lr_factor", "set_lr", "layer_ids", "SCHEDULES", "WD_EXEMPT", "WARMUP_STYLES"]
 
 SCHEDULES = ("cosine", "poly", "constant")
+# which parameters get no weight decay: 1-D tensors, biases and no_weight_decay() names (timm, the released
+# layer-decay constructor), or only the embeddings (mmcv's default constructor on mmsegmentation's ViT, whose
+# norm layers are named ln1 / ln2 / bn, so a 'norm' key exempts nothing)
+WD_EXEMPT = ("norm_bias_embed", "embed")
+# 'prefix': warmup, then the decay over the remaining steps (timm); 'mmcv': the decay spans the whole run from
+# step 0 and the warmup multiplies it (mmcv 1.x LrUpdaterHook, the released configs)
+WARMUP_STYLES = ("prefix", "mmcv")
 
 
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
@@ -35,6 +42,10 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     return {}, 0
 
 
+# parameter names (last component) that wd_exempt='embed' exempts: what mmcv's custom keys pos_embed / cls_token match
+_EMBED_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token")
+
+
 def _no_decay_names(model: nn.Module) -> set[str]:
     names: set[str] = set()
     for prefix, module in model.named_modules():
@@ -45,14 +56,18 @@ def _no_decay_names(model: nn.Module) -> set[str]:
 
 
 def param_groups(
-    model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0, freq_lr_mult: float = 1.0
+    model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0, freq_lr_mult: float = 1.0,
+    wd_exempt: str = "norm_bias_embed",
 ) -> list[dict]:
-    """AdamW groups: no decay for 1-D tensors and ``no_weight_decay()`` names; lr x layer_decay^(deepest - depth)
+    """AdamW groups: no decay for 1-D tensors, biases and ``no_weight_decay()`` names (``wd_exempt='embed'``: for the
+    position embedding and class / distillation tokens only); lr x layer_decay^(deepest - depth)
     with depths from the model's timm ``group_matcher`` (:func:`layer_ids`); lr x ``freq_lr_mult`` for parameters
     named ``*freq_scale*``.
 
     Each group carries ``base_lr`` (its peak lr) and ``name`` (for logs).
     """
+    if wd_exempt not in WD_EXEMPT:
+        raise FreqkitError(f"unknown wd_exempt {wd_exempt!r}; use {' or '.join(WD_EXEMPT)}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     depths, deepest = layer_ids(model) if layer_decay != 1.0 else ({}, 0)
     if layer_decay != 1.0 and not depths:
@@ -66,7 +81,11 @@ def param_groups(
     skip = _no_decay_names(model)
     groups: dict[tuple, dict] = {}
     for name, p in named:
-        decay = 0.0 if (p.ndim <= 1 or name in skip or name.endswith(".bias")) else weight_decay
+        if wd_exempt == "embed":
+            exempt = name.rsplit(".", 1)[-1] in _EMBED_NAMES
+        else:
+            exempt = p.ndim <= 1 or name in skip or name.endswith(".bias")
+        decay = 0.0 if exempt else weight_decay
         depth = depths.get(name, deepest)
         scale = layer_decay ** (deepest - depth)
         freq = "freq_scale" in name
@@ -86,35 +105,42 @@ def param_groups(
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05, layer_decay: float = 1.0, freq_lr_mult: float = 1.0,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+                    betas: tuple[float, float] = (0.9, 0.999), wd_exempt: str = "norm_bias_embed") -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`."""
     if lr <= 0:
         raise FreqkitError(f"learning rate must be positive, got {lr}")
-    return torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay, freq_lr_mult), lr=lr, betas=betas)
+    return torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay, freq_lr_mult, wd_exempt), lr=lr, betas=betas)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0, power: float = 1.0,
-              warmup_start: float | None = None) -> float:
+              warmup_start: float | None = None, warmup_style: str = "prefix") -> float:
     """Multiplier of the peak lr at ``step`` (0-based): linear warmup over ``warmup`` steps, then cosine / poly / constant to ``min_ratio``.
 
-    The warmup is (step + 1) / warmup, or with ``warmup_start`` r: r + (1 - r) step / warmup (mmengine's LinearLR
-    with start_factor r, e.g. 1e-6).
+    The warmup is (step + 1) / warmup, or with ``warmup_start`` r: r + (1 - r) step / warmup (mmcv's linear warmup
+    with warmup_ratio r, e.g. 1e-6). ``warmup_style`` 'prefix': the decay runs over the steps after the warmup;
+    'mmcv': the decay runs over all ``total`` steps from step 0 and the warmup multiplies it (mmcv 1.x).
     """
+    # kept instead of timm.scheduler: timm's warmup is warmup_lr_init + t (lr - init) / warmup_t, which cannot give the
+    # default (step + 1) / warmup, and its stateful step_update would have to be replayed on resume
     if schedule not in SCHEDULES:
         raise FreqkitError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
+    if warmup_style not in WARMUP_STYLES:
+        raise FreqkitError(f"unknown warmup_style {warmup_style!r}; choose from {', '.join(WARMUP_STYLES)}")
+    warm = 1.0
     if warmup > 0 and step < warmup:
-        if warmup_start is not None:
-            return warmup_start + (1.0 - warmup_start) * step / warmup
-        return (step + 1) / warmup
+        warm = warmup_start + (1.0 - warmup_start) * step / warmup if warmup_start is not None else (step + 1) / warmup
+        if warmup_style == "prefix":
+            return warm
     if schedule == "constant":
-        return 1.0
-    span = max(1, total - warmup)
-    t = min(1.0, max(0.0, (step - warmup) / span))
+        return warm
+    start = 0 if warmup_style == "mmcv" else warmup
+    span = max(1, total - start)
+    t = min(1.0, max(0.0, (step - start) / span))
     if schedule == "cosine":
         shape = 0.5 * (1.0 + math.cos(math.pi * t))
     else:
         shape = (1.0 - t) ** power
-    return min_ratio + (1.0 - min_ratio) * shape
+    return warm * (min_ratio + (1.0 - min_ratio) * shape)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:

@@ -21,14 +21,11 @@ from typing import Any, Optional
 import numpy as np
 from matplotlib.figure import Figure
 
+from freqkit.render import DPI, slug
+
 __all__ = ["plot_method_figures"]
 
-_DPI = 110
 _MAX_LAYERS = 6
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
 
 def _upsample(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -115,7 +112,7 @@ def _freqscale_grid(model: str, d: dict[str, Any], key: str, title: str, cmap: s
         vmin = min(float(a.min()) for a in arrays.values())
         vmax = max(float(a.max()) for a in arrays.values())
         vmax = vmax if vmax > vmin else vmin + 1e-12
-    fig = Figure(figsize=(1.45 * len(cols) + 1.2, 1.55 * len(roles) + 1.0), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(1.45 * len(cols) + 1.2, 1.55 * len(roles) + 1.0), dpi=DPI, layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(roles), len(cols), squeeze=False))
     im = None
     for r, role in enumerate(roles):
@@ -152,7 +149,7 @@ def _features(d: dict[str, Any]) -> Figure:
     slo = min(float(a.min()) for a in specs.values())
     shi = max(float(a.max()) for a in specs.values())
     ncols = 1 + 2 * len(models)
-    fig = Figure(figsize=(1.9 * ncols + 0.4, 1.95 * n + 1.1), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(1.9 * ncols + 0.4, 1.95 * n + 1.1), dpi=DPI, layout="constrained")
     axes = np.atleast_2d(fig.subplots(n, ncols, squeeze=False))
     im_map = im_spec = None
     for r in range(n):
@@ -192,7 +189,7 @@ def _crop(a: np.ndarray, half: int) -> tuple[np.ndarray, tuple[int, int]]:
 
 def _spam_figure(model: str, stages: list[dict[str, Any]], key: str, labels: list[str], title: str, crop: Optional[int]) -> Figure:
     ncols = max(len(s[key]) for s in stages)
-    fig = Figure(figsize=(1.9 * ncols + 1.2, 1.8 * len(stages) + 0.8), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(1.9 * ncols + 1.2, 1.8 * len(stages) + 0.8), dpi=DPI, layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(stages), ncols, squeeze=False))
     for r, s in enumerate(stages):
         arrs = [np.asarray(a, dtype=np.float64) for a in s[key]]
@@ -224,7 +221,7 @@ def _centers(bins: int) -> list[float]:
 def _attinv_response(model: str, d: dict[str, Any]) -> Figure:
     bins = d["bins"]
     x = _centers(bins)
-    fig = Figure(figsize=(12.5, 9.0), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(12.5, 9.0), dpi=DPI, layout="constrained")
     axes = fig.subplots(3, 4)
     parts = (("attention", "A (attention)"), ("inversion", "I - A (inversion)"), ("combination", "learned combination"))
     for r, key in enumerate(("high", "low")):
@@ -287,14 +284,14 @@ def plot_method_figures(data: dict[str, Any]) -> dict[str, Figure]:
     applies = data.get("applies", [])
     if "attinv_modulation" in applies:
         for model, d in data["attinv_modulation"].items():
-            out[f"attinv_modulation_{_slug(model)}.png"] = _attinv_modulation(model, d)
+            out[f"attinv_modulation_{slug(model)}.png"] = _attinv_modulation(model, d)
     if "freqscale_gain" in applies:
         for model, d in data["freqscale_gain"].items():
             if not d.get("modules"):
                 continue
-            out[f"freqscale_gain_{_slug(model)}.png"] = _freqscale_grid(model, d, "mean", "gain 1 + W, mean over images", "RdBu_r", True)
+            out[f"freqscale_gain_{slug(model)}.png"] = _freqscale_grid(model, d, "mean", "gain 1 + W, mean over images", "RdBu_r", True)
             if any(m.get("std") is not None for m in d["modules"]):
-                out[f"freqscale_gain_spread_{_slug(model)}.png"] = _freqscale_grid(
+                out[f"freqscale_gain_spread_{slug(model)}.png"] = _freqscale_grid(
                     model, d, "std", "gain spread (std over images)", "viridis", False)
     if "features" in applies:
         out["features.png"] = _features(data["features"])
@@ -302,15 +299,15 @@ def plot_method_figures(data: dict[str, Any]) -> dict[str, Figure]:
         for model, d in data["spam_filters"].items():
             if d.get("spam"):
                 labels = [f"lambda {lam:g}" for lam in d["spam"][0]["lambdas"]]
-                out[f"spam_filters_{_slug(model)}.png"] = _spam_figure(
+                out[f"spam_filters_{slug(model)}.png"] = _spam_figure(
                     model, d["spam"], "masks", labels, "SPAM spectral masks per stage (centre crop, signed frequency)", 6)
             if d.get("spamv2"):
                 n = len(d["spamv2"][0]["gains"])
                 labels = [f"scale {i + 1} (dwconv {3 + 2 * i}x{3 + 2 * i})" for i in range(n)]
-                name = f"spam_filters_{_slug(model)}" + ("_v2" if d.get("spam") else "") + ".png"
+                name = f"spam_filters_{slug(model)}" + ("_v2" if d.get("spam") else "") + ".png"
                 out[name] = _spam_figure(model, d["spamv2"], "gains", labels,
                                          "SPAM v2 learned spectral gains per stage (after the sigmoid, mean over channels and blocks)", None)
     if "attinv_response" in applies:
         for model, d in data["attinv_response"].items():
-            out[f"attinv_response_{_slug(model)}.png"] = _attinv_response(model, d)
+            out[f"attinv_response_{slug(model)}.png"] = _attinv_response(model, d)
     return out

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from freqkit.train.seg_eval import dense_logits, evaluate_dense, parse_scales
+from freqkit.train.config import parse_scales
+from freqkit.train.evaluate import dense_logits, evaluate_dense
 from freqkit.errors import FreqkitError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
@@ -18,7 +19,7 @@ from test_transforms import SIZES, make_ade  # noqa: E402
 
 
 def _seg(num_classes=4, **kw):
-    from freqkit.train.models import build_model
+    from freqkit.models.spec import build_model
 
     torch.manual_seed(0)
     return build_model("vit_micro", "segmentation", num_classes, 32, **kw).eval()

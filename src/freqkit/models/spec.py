@@ -1,4 +1,4 @@
-"""Model specs for ``freqkit train`` / ``compare``: ``BASE[+METHOD...]`` -> a classifier or a segmenter.
+"""The model vocabulary: ``BASE[+METHOD...]`` -> a classifier or a segmenter (train, compare, analyze and create share it).
 
 * ``BASE`` is a preset below or any timm / freqkit model name (``timm.list_models()``: e.g.
   ``deit_small_patch16_224``, ``deit_small_fdam``, ``spanet_small``, ``resnet18``).
@@ -18,9 +18,11 @@ from torch import nn
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model", "init_backbone", "InitReport"]
+__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model", "init_backbone", "InitReport", "drop_path_rates",
+           "DROP_PATH_SCHEDULES"]
 
-# name -> (timm architecture, keyword overrides, description). Sized for CPU experiments on 32-64 px images.
+# name -> (timm architecture, keyword overrides, description): small ViTs for CPU experiments on 32-64 px images, and the
+# released DeiT-III baseline backbone of the ADE20K recipes.
 MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "vit_mini": (
         "vit_tiny_patch16_224",
@@ -31,6 +33,12 @@ MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
         "vit_tiny_patch16_224",
         dict(embed_dim=32, depth=4, num_heads=2, patch_size=8, mlp_ratio=2.0, img_size=32),
         "ViT, dim 32, depth 4, 2 heads, patch 8: for tests and smoke runs",
+    ),
+    "deit3_base_dense": (
+        "fdam_vit_base_dense",
+        dict(fdam=False),
+        "the released DeiT-III-B dense backbone (LayerScale, no CLS token, position embedding resized every forward) "
+        "without FDAM: the baseline of fdam_vit_base_dense",
     ),
 }
 
@@ -49,7 +57,6 @@ def parse_model_spec(text: str) -> ModelSpec:
     """Parse ``BASE[+METHOD...]``; unknown bases or methods raise a FreqkitError naming the choices."""
     import timm
 
-    import freqkit.models  # noqa: F401  (registers freqkit's backbones)
     from freqkit.models.convert import METHODS
 
     parts = [p.strip() for p in text.strip().split("+")]
@@ -82,19 +89,26 @@ def _accepts(cls: type, name: str) -> bool:
 def build_model(
     spec: str | ModelSpec,
     task: str,
-    num_classes: int,
-    img_size: Optional[int] = None,
+    num_classes: Optional[int],
+    img_size: Optional[int | tuple[int, int]] = None,
     drop_path_rate: float = 0.0,
     head_channels: int = 64,
     head_norm: str = "group",
     head_dropout: float = 0.0,
     aux_channels: int = 0,
+    aux_level: int = 2,
+    neck: str = "pyramid",
+    drop_path_schedule: str = "linear",
 ) -> nn.Module:
     """Build ``spec`` for ``task`` ('classification': (B, 3, H, W) -> (B, K); 'segmentation': -> (B, K, H, W)).
 
+    ``num_classes`` None keeps the architecture's own class count (classification only); ``img_size`` is an int
+    or (H, W).
+
     Segmentation ViTs take any image size that is a multiple of the patch (position embeddings are
-    resampled per input), so evaluation can run on whole, non-square images. ``head_norm``, ``head_dropout``
-    and ``aux_channels`` configure the UPerNet and auxiliary heads (see ``create_segmentation_model``).
+    resampled per input), so evaluation can run on whole, non-square images. ``head_norm``, ``head_dropout``,
+    ``aux_channels``, ``aux_level`` and ``neck`` configure the segmenter (see ``create_segmentation_model``);
+    ``drop_path_schedule`` spreads ``drop_path_rate`` over the blocks (:func:`drop_path_rates`).
     """
     import timm
 
@@ -108,26 +122,64 @@ def build_model(
     probe = probe_model(ms.arch, **kwargs)
     vit = is_vit(probe)
     if img_size is not None and (vit or _accepts(type(probe), "img_size")):
-        kwargs["img_size"] = int(img_size)
-    if drop_path_rate and _accepts(type(probe), "drop_path_rate"):
+        kwargs["img_size"] = tuple(int(v) for v in img_size) if isinstance(img_size, (tuple, list)) else int(img_size)
+    # timm ViTs take it through **kwargs in subclasses (e.g. deit_small_fdam_patch16_224), so check the family, not the signature
+    if drop_path_rate and (vit or _accepts(type(probe), "drop_path_rate")):
         kwargs["drop_path_rate"] = float(drop_path_rate)
     if ms.methods and not vit:
         raise FreqkitError(
             f"{ms.text}: methods {list(ms.methods)} retrofit timm ViT-family models, but {ms.arch} is {type(probe).__name__}; "
             "drop the +method or pick a ViT base"
         )
+    if drop_path_schedule not in DROP_PATH_SCHEDULES:
+        raise FreqkitError(f"unknown drop_path_schedule {drop_path_schedule!r}; use {' or '.join(DROP_PATH_SCHEDULES)}")
     if task == "classification":
-        model = timm.create_model(ms.arch, pretrained=False, num_classes=num_classes, **kwargs)
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        model = timm.create_model(ms.arch, pretrained=False, **kwargs)
         if ms.methods:
             convert(model, list(ms.methods))
-        return model
-    head_kw = dict(head_channels=head_channels, head_norm=head_norm, head_dropout=head_dropout, aux_channels=aux_channels)
+        return _spread_drop_path(model, drop_path_rate, drop_path_schedule)
+    if num_classes is None:
+        raise FreqkitError(f"{ms.text}: a segmenter needs num_classes; pass the class count of the data")
+    head_kw = dict(head_channels=head_channels, head_norm=head_norm, head_dropout=head_dropout, aux_channels=aux_channels,
+                   aux_level=aux_level, neck=neck)
     if vit:
         backbone = timm.create_model(ms.arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
         if ms.methods:
             convert(backbone, list(ms.methods))
-        return create_segmentation_model(backbone, num_classes, **head_kw)
-    return create_segmentation_model(ms.arch, num_classes, **head_kw, **kwargs)
+        return _spread_drop_path(create_segmentation_model(backbone, num_classes, **head_kw), drop_path_rate, drop_path_schedule)
+    return _spread_drop_path(create_segmentation_model(ms.arch, num_classes, **head_kw, **kwargs), drop_path_rate, drop_path_schedule)
+
+
+DROP_PATH_SCHEDULES = ("linear", "uniform")
+
+
+def drop_path_rates(depth: int, rate: float, schedule: str = "linear") -> list[float]:
+    """Stochastic-depth rate of each of ``depth`` blocks: linear 0 -> rate (timm, mmsegmentation's ViT) or rate everywhere
+    (the released FDAM / DeiT-III backbone)."""
+    if schedule not in DROP_PATH_SCHEDULES:
+        raise FreqkitError(f"unknown drop_path_schedule {schedule!r}; use {' or '.join(DROP_PATH_SCHEDULES)}")
+    if schedule == "uniform":
+        return [float(rate)] * depth
+    import torch
+
+    return [float(x) for x in torch.linspace(0, rate, depth, device="cpu")]
+
+
+def _spread_drop_path(model: nn.Module, rate: float, schedule: str) -> nn.Module:
+    """Set every ViT block's DropPath to :func:`drop_path_rates` (the models build the linear schedule themselves)."""
+    if schedule == "linear" or not rate:
+        return model
+    from timm.layers import DropPath
+
+    blocks = getattr(getattr(model, "encoder", model), "blocks", None)
+    if blocks is None or not all(hasattr(b, "drop_path1") and hasattr(b, "drop_path2") for b in blocks):
+        raise FreqkitError(f"drop_path_schedule={schedule!r} needs ViT blocks (drop_path1 / drop_path2); "
+                           f"{type(model).__name__} has none, use drop_path_schedule='linear'")
+    for block, r in zip(blocks, drop_path_rates(len(blocks), rate, schedule)):
+        block.drop_path1, block.drop_path2 = DropPath(r), DropPath(r)
+    return model
 
 
 @dataclass(frozen=True)
@@ -166,9 +218,15 @@ def init_backbone(model: nn.Module, path: str) -> InitReport:
     from freqkit.models.checkpoint import load_checkpoint
     from freqkit.models.segmentation import is_vit
 
+    from freqkit.models.fdam_vit import FdamViTDense
+    from freqkit.models.fdam_vit import checkpoint_filter_fn as dense_filter_fn
+
     backbone = getattr(model, "encoder", model)
     filter_fn = None
-    if is_vit(backbone):
+    if isinstance(backbone, FdamViTDense):
+        # DeiT / DeiT-III / released FDAM names, the position embedding resized (bicubic) to the model's grid
+        filter_fn = dense_filter_fn
+    elif is_vit(backbone):
         from functools import partial
 
         from timm.models.vision_transformer import checkpoint_filter_fn

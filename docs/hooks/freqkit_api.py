@@ -12,10 +12,8 @@ import re
 import sys
 from pathlib import Path
 
-# the docs build from the repository: make src/ importable without an install
+# the docs build from the repository's src/, also where another checkout of freqkit is installed
 _SRC = Path(__file__).resolve().parents[2] / "src"
-if str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
 
 _ENTRY = re.compile(r"^(\s*):::\s+(freqkit\.[A-Za-z_][A-Za-z0-9_]*)\s*$", flags=re.MULTILINE)
 _ROLE = re.compile(r":(?:class|func|mod|meth|attr|data|obj|exc):(?=<code>)")
@@ -23,6 +21,9 @@ _ROLE = re.compile(r":(?:class|func|mod|meth|attr|data|obj|exc):(?=<code>)")
 
 def resolve(path: str) -> str:
     """Dotted path of the object that defines ``path`` (``freqkit.NAME``); modules and unknown names unchanged."""
+    # here, not at module level: mkdocs restores sys.path after loading a hook, which would drop src/ again
+    if "freqkit" not in sys.modules and str(_SRC) not in sys.path:
+        sys.path.insert(0, str(_SRC))
     freqkit = importlib.import_module("freqkit")
     name = path.split(".", 1)[1]
     if name not in getattr(freqkit, "_LAZY", {}):

@@ -11,6 +11,7 @@ Every benchmark writes, with ``--json PATH``, one object of this schema (``SCHEM
 so results can be compared across commits and machines (``git rev-parse HEAD`` is in
 ``machine.commit`` when the benchmark runs inside a git checkout).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,14 @@ def _cpu_model() -> str:
 
 def _git_commit() -> Optional[str]:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -87,7 +94,11 @@ def machine(device: Optional[torch.device] = None) -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         info["timm"] = None
     if torch.cuda.is_available():
-        index = device.index if device is not None and device.type == "cuda" and device.index is not None else torch.cuda.current_device()
+        index = (
+            device.index
+            if device is not None and device.type == "cuda" and device.index is not None
+            else torch.cuda.current_device()
+        )
         info["gpu"] = torch.cuda.get_device_name(index)
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(index).total_memory / 2**30, 1)
     return info
@@ -126,8 +137,15 @@ def clock(kind: str) -> Callable[[], float]:
     return time.process_time if kind == "cpu" else time.perf_counter
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device,
-                     clock_kind: str = "wall", calls: int = 1, alternate: bool = True) -> dict[str, list[float]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    clock_kind: str = "wall",
+    calls: int = 1,
+    alternate: bool = True,
+) -> dict[str, list[float]]:
     """Seconds per call of every fn, interleaved: each repeat runs every fn ``calls`` times, in turn.
 
     Why not ``torch.utils.benchmark.Timer`` here: Timer measures one statement in a block of
@@ -160,7 +178,9 @@ def paired_ratio(times: Sequence[float], base: Sequence[float]) -> float:
     return statistics.median(t / b for t, b in zip(times, base))
 
 
-def timer_stats(fn: Callable[[], object], label: str, min_run_time: float = 0.5, num_threads: Optional[int] = None) -> dict[str, float]:
+def timer_stats(
+    fn: Callable[[], object], label: str, min_run_time: float = 0.5, num_threads: Optional[int] = None
+) -> dict[str, float]:
     """Median / IQR seconds of fn via ``torch.utils.benchmark.Timer.blocked_autorange`` (handles CUDA sync, warm-up)."""
     from torch.utils import benchmark
 
@@ -189,9 +209,16 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def write_json(path: str, benchmark: str, args: argparse.Namespace | dict, results: Iterable[dict], ratios: dict[str, dict],
-               device: Optional[torch.device] = None, extra: Optional[dict] = None,
-               argv: Optional[Sequence[str]] = None) -> Optional[Path]:
+def write_json(
+    path: str,
+    benchmark: str,
+    args: argparse.Namespace | dict,
+    results: Iterable[dict],
+    ratios: dict[str, dict],
+    device: Optional[torch.device] = None,
+    extra: Optional[dict] = None,
+    argv: Optional[Sequence[str]] = None,
+) -> Optional[Path]:
     """Write one benchmark's results (see the module docstring) atomically to ``path``; no-op for an empty path."""
     if not path:
         return None
@@ -203,7 +230,10 @@ def write_json(path: str, benchmark: str, args: argparse.Namespace | dict, resul
         "schema": SCHEMA_VERSION,
         "benchmark": benchmark,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "-m", f"benchmarks.{benchmark}", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(
+            shlex.quote(a)
+            for a in [Path(sys.executable).name, "-m", f"benchmarks.{benchmark}", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "machine": machine(device),
         "settings": settings,
         "results": list(results),

@@ -20,6 +20,7 @@ pass. Aims: at most 3x without attention maps and 8x with them. ``analyze`` comp
 statistic exactly (all queries of every head for the local response); plotting and JSON export
 are not included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -116,7 +117,10 @@ def _stream(args: argparse.Namespace) -> int:
         print(f"wrote {args.images} images to a temporary folder in {time.perf_counter() - t0:.1f} s")
         model = freqkit.models.create(args.model, img_size=args.img_size).to(device)
         loader = torch.utils.data.DataLoader(
-            image_folder(tmp, model, args.img_size), batch_size=args.batch, num_workers=args.workers, pin_memory=device.type == "cuda"
+            image_folder(tmp, model, args.img_size),
+            batch_size=args.batch,
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
         )
         warm = next(iter(loader))[: min(4, args.batch)].to(device)
         with torch.no_grad():
@@ -133,8 +137,10 @@ def _stream(args: argparse.Namespace) -> int:
         for _ in range(max(1, args.repeats)):
             for name, fn in runs.items():
                 wall[name].append(_timed(fn, device)[0])
-        print(f"{args.model} at {args.img_size or 'its data config'} px, {args.images} images from a folder, batch {args.batch}, "
-              f"{args.workers} workers, {device}, torch threads {torch.get_num_threads()}, {args.repeats} repeat(s) (median)")
+        print(
+            f"{args.model} at {args.img_size or 'its data config'} px, {args.images} images from a folder, batch {args.batch}, "
+            f"{args.workers} workers, {device}, torch threads {torch.get_num_threads()}, {args.repeats} repeat(s) (median)"
+        )
         base = statistics.median(wall["forward (baseline)"])
         print(f"{'run':<22}{'wall s':>9}{'img/s':>9}{'ratio':>8}{'aim':>7}")
         for name in runs:
@@ -144,8 +150,23 @@ def _stream(args: argparse.Namespace) -> int:
 
         peaks = []
         for n in (24, 384):
-            cmd = [sys.executable, "-m", "benchmarks.analyze", "--peak", str(n), "--folder", tmp, "--model", args.model,
-                   "--batch", str(args.batch), "--workers", str(args.workers), "--device", args.device]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.analyze",
+                "--peak",
+                str(n),
+                "--folder",
+                tmp,
+                "--model",
+                args.model,
+                "--batch",
+                str(args.batch),
+                "--workers",
+                str(args.workers),
+                "--device",
+                args.device,
+            ]
             if args.img_size:
                 cmd += ["--img-size", str(args.img_size)]
             if args.threads:
@@ -162,9 +183,13 @@ def _stream(args: argparse.Namespace) -> int:
     key = "cuda_peak_mib" if device.type == "cuda" else "peak_rss_mib"
     change = b[key] / a[key] - 1
     print(f"peak memory 384 vs 24 images: {change:+.1%} ({'ok' if abs(change) <= 0.25 else 'MISSED'}, aim: within 25 %)")
-    rows = [dict(run=name, wall_s=wall[name], wall_median_s=statistics.median(wall[name])) for name in runs] + [dict(run="peak", **p) for p in peaks]
-    ratios = {"stream analyze/forward wall": ratio_entry(statistics.median(wall["analyze"]) / base, 2.0, "max"),
-              "stream peak memory change 384 vs 24 images": ratio_entry(abs(change), 0.25, "max")}
+    rows = [dict(run=name, wall_s=wall[name], wall_median_s=statistics.median(wall[name])) for name in runs] + [
+        dict(run="peak", **p) for p in peaks
+    ]
+    ratios = {
+        "stream analyze/forward wall": ratio_entry(statistics.median(wall["analyze"]) / base, 2.0, "max"),
+        "stream peak memory change 384 vs 24 images": ratio_entry(abs(change), 0.25, "max"),
+    }
     write_json(args.json, "analyze", args, rows, ratios, device)
     return 0
 
@@ -177,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds after one warm-up; the median is reported")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    parser.add_argument("--stream", action="store_true", help="streaming mode: --images images from a folder through a DataLoader")
+    parser.add_argument(
+        "--stream", action="store_true", help="streaming mode: --images images from a folder through a DataLoader"
+    )
     parser.add_argument("--images", type=int, default=512, help="images written for --stream (default 512)")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers for --stream (default 4)")
     parser.add_argument("--peak", type=int, default=0, help=argparse.SUPPRESS)  # child process of --stream
@@ -225,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
 
     base_w = statistics.median(wall["forward (baseline)"])
     base_c = statistics.median(cpu["forward (baseline)"])
-    print(f"{args.model} at {args.img_size}px, batch {args.batch}, {device}, torch threads {torch.get_num_threads()}, "
-          f"{args.repeats} repeat(s) (median); CPU = this process's CPU time, steadier than wall time on a shared machine")
+    print(
+        f"{args.model} at {args.img_size}px, batch {args.batch}, {device}, torch threads {torch.get_num_threads()}, "
+        f"{args.repeats} repeat(s) (median); CPU = this process's CPU time, steadier than wall time on a shared machine"
+    )
     print(f"{'run':<22}{'wall s':>9}{'ratio':>8}{'CPU s':>9}{'ratio':>8}{'aim':>7}")
     for name in runs:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
@@ -234,11 +263,23 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "" if aim is None else ("  ok" if w / base_w <= aim else "  MISSED")
         aim_s = "" if aim is None else f"{aim:>6.1f}x"
         print(f"{name:<22}{w:>9.3f}{w / base_w:>7.2f}x{c:>9.3f}{c / base_c:>7.2f}x{aim_s}{verdict}")
-    rows = [dict(run=name, wall_s=wall[name], cpu_s=cpu[name], wall_median_s=statistics.median(wall[name]),
-                 cpu_median_s=statistics.median(cpu[name]), wall_x=paired_ratio(wall[name], wall["forward (baseline)"]),
-                 cpu_x=paired_ratio(cpu[name], cpu["forward (baseline)"])) for name in runs]
-    ratios = {f"{name}/forward wall": ratio_entry(paired_ratio(wall[name], wall["forward (baseline)"]), AIMS[name], "max")
-              for name in runs if AIMS[name] is not None}
+    rows = [
+        dict(
+            run=name,
+            wall_s=wall[name],
+            cpu_s=cpu[name],
+            wall_median_s=statistics.median(wall[name]),
+            cpu_median_s=statistics.median(cpu[name]),
+            wall_x=paired_ratio(wall[name], wall["forward (baseline)"]),
+            cpu_x=paired_ratio(cpu[name], cpu["forward (baseline)"]),
+        )
+        for name in runs
+    ]
+    ratios = {
+        f"{name}/forward wall": ratio_entry(paired_ratio(wall[name], wall["forward (baseline)"]), AIMS[name], "max")
+        for name in runs
+        if AIMS[name] is not None
+    }
     write_json(args.json, "analyze", args, rows, ratios, device, argv=argv)
     return 0
 

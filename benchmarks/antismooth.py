@@ -12,6 +12,7 @@ step time, the median over repeats of its step time divided by the baseline's in
 and the ratio of the fastest steps (the least disturbed on a loaded machine), next to the forward MACs from
 ``freqkit.flops`` (batch 1). Aims: GFSA <= 1.15x, AttnScale and FeatScale <= 1.03x.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmarks._common import add_common_args, describe, paired_ratio, ratio_entry, sync as _sync, write_json
+from benchmarks._common import add_common_args, describe, paired_ratio, ratio_entry, write_json
+from benchmarks._common import sync as _sync
 
 AIMS = {"deit_small (timm)": None, "attnscale": 1.03, "featscale": 1.03, "gfsa": 1.15}
 
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for forward and loss")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model (fuses the filters' elementwise ops)")
     parser.add_argument(
-        "--clock", choices=("wall", "cpu"), default="wall",
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
         help="wall: perf_counter; cpu: this process's CPU time (steadier on a shared CPU machine; CPU device only)",
     )
     parser.add_argument("--methods", default="attnscale,featscale,gfsa", help="comma list of methods timed against plain DeiT-S")
@@ -115,10 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     fastest = {name: min(t) for name, t in times.items()}
     where = describe(device)
     amp = (", bf16 autocast" if args.amp else "") + (", torch.compile" if args.compile else "")
-    print(f"training step (fwd + bwd + AdamW), batch {args.batch}, {args.img_size} px, {where}{amp}; "
-          f"{args.repeats} interleaved repeats x {args.steps} steps, {args.clock} clock")
-    header = (f"{'model':<18} {'fwd GMACs':>9} {'MAC x':>6} {'attn GMACs':>10} {'pw GMACs':>8} {'median ms':>9} "
-              f"{'min ms':>8} {'time x':>7} {'min x':>6} {'aim':>8}")
+    print(
+        f"training step (fwd + bwd + AdamW), batch {args.batch}, {args.img_size} px, {where}{amp}; "
+        f"{args.repeats} interleaved repeats x {args.steps} steps, {args.clock} clock"
+    )
+    header = (
+        f"{'model':<18} {'fwd GMACs':>9} {'MAC x':>6} {'attn GMACs':>10} {'pw GMACs':>8} {'median ms':>9} "
+        f"{'min ms':>8} {'time x':>7} {'min x':>6} {'aim':>8}"
+    )
     print(header)
     print("-" * len(header))
     for name in models:
@@ -132,9 +140,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("time x: median over repeats of (model step / baseline step in the same repeat); min x: ratio of the fastest steps")
     tag = f"b{args.batch} {args.img_size}px {'bf16' if args.amp else 'float32'}{' compiled' if args.compile else ''}"
-    rows = [dict(model=name, fwd_gmacs=macs[name].total / 1e9, times_ms=[t * 1e3 for t in times[name]], median_ms=med[name] * 1e3,
-                 min_ms=fastest[name] * 1e3, time_x=paired[name], min_x=fastest[name] / fastest[base]) for name in models]
-    ratios = {f"{name}/deit_small train step {tag}": ratio_entry(paired[name], AIMS[name], "max") for name in models if name != base}
+    rows = [
+        dict(
+            model=name,
+            fwd_gmacs=macs[name].total / 1e9,
+            times_ms=[t * 1e3 for t in times[name]],
+            median_ms=med[name] * 1e3,
+            min_ms=fastest[name] * 1e3,
+            time_x=paired[name],
+            min_x=fastest[name] / fastest[base],
+        )
+        for name in models
+    ]
+    ratios = {
+        f"{name}/deit_small train step {tag}": ratio_entry(paired[name], AIMS[name], "max") for name in models if name != base
+    }
     write_json(args.json, "antismooth", args, rows, ratios, device, argv=argv)
     return 0
 

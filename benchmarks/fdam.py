@@ -23,6 +23,7 @@ buffers leave; CUDA: ``max_memory_allocated``).
 Aims: FDAM <= 1.10x timm latency on CPU (1.05x on GPU) and <= 1.1x peak memory; at 512x2048 the
 fused path >= 1.5x faster and <= 0.5x the peak memory of the explicit path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmarks._common import add_common_args, describe, paired_ratio, pick, ratio_entry, sync as _sync, time_interleaved, write_json
+from benchmarks._common import add_common_args, describe, paired_ratio, pick, ratio_entry, time_interleaved, write_json
+from benchmarks._common import sync as _sync
 
 MODELS = ("timm deit_small", "fdam fused", "fdam explicit")
 FULL = {"224": (32, 224, 224), "512x2048": (1, 512, 2048)}
@@ -135,7 +137,18 @@ def _cpu_peak_since(base: dict[str, int]) -> float:
 
 
 def _peak_memory(setting: str, name: str, dtype: str, args: argparse.Namespace, shape: tuple[int, int, int]) -> float:
-    cmd = [sys.executable, "-m", "benchmarks.fdam", "--_memory-worker", setting, name, dtype, args.device, *map(str, shape), str(args.threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.fdam",
+        "--_memory-worker",
+        setting,
+        name,
+        dtype,
+        args.device,
+        *map(str, shape),
+        str(args.threads),
+    ]
     # a fixed mmap threshold gives each large buffer its own mapping, returned to the OS when freed, so
     # the high-water mark is the peak of live tensors rather than glibc heap slack (CPU only)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
@@ -168,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: process CPU time (CPU device only)")
     parser.add_argument("--batch", type=int, default=0, help="override the batch of every setting")
     parser.add_argument("--calls", type=int, default=1, help="forwards per model per repeat (more for short GPU forwards)")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma list out of {', '.join(MODELS)} (the first is the baseline)")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma list out of {', '.join(MODELS)} (the first is the baseline)"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (compiled FDAM against compiled timm)")
     add_common_args(parser)
     args = parser.parse_args(argv)
@@ -182,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = [d for d in args.dtypes.split(",") if d] or _supported_dtypes(device)
     settings = [s for s in args.settings.split(",") if s]
     names = pick(parser, args.models, MODELS)
-    print(f"FDAM inference benchmark on {describe(device)}, torch {torch.__version__}; eval, random weights; "
-          f"{repeats} interleaved repeats after {args.warmup} warm-up, {args.clock} clock{', torch.compile' if args.compile else ''}")
+    print(
+        f"FDAM inference benchmark on {describe(device)}, torch {torch.__version__}; eval, random weights; "
+        f"{repeats} interleaved repeats after {args.warmup} warm-up, {args.clock} clock{', torch.compile' if args.compile else ''}"
+    )
     header = f"{'setting':<24} {'dtype':<9} {'model':<16} {'median ms':>10} {'time x':>7} {'vs expl':>8} {'peak MB':>9} {'mem x':>6} {'mem vs expl':>11}"
     print(header)
     print("-" * len(header))
@@ -215,11 +232,28 @@ def main(argv: list[str] | None = None) -> int:
                 mem = peaks.get(name, float("nan"))
                 mem_x = mem / peaks[base_name] if peaks else float("nan")
                 mem_e = mem / peaks["fdam explicit"] if peaks and "fdam explicit" in peaks else float("nan")
-                print(f"{label:<24} {dtype:<9} {name:<16} {statistics.median(times[name]) * 1e3:>10.1f} {ratio:>7.3f} "
-                      f"{vs_expl:>8.3f} {mem:>9.1f} {mem_x:>6.2f} {mem_e:>11.2f}")
-                rows.append(dict(setting=setting, batch=b, height=h, width=w, dtype=dtype, model=name, compiled=args.compile,
-                                 times_ms=[t * 1e3 for t in times[name]], median_ms=statistics.median(times[name]) * 1e3,
-                                 time_x=ratio, vs_explicit=vs_expl, peak_mb=mem, mem_x=mem_x, mem_vs_explicit=mem_e))
+                print(
+                    f"{label:<24} {dtype:<9} {name:<16} {statistics.median(times[name]) * 1e3:>10.1f} {ratio:>7.3f} "
+                    f"{vs_expl:>8.3f} {mem:>9.1f} {mem_x:>6.2f} {mem_e:>11.2f}"
+                )
+                rows.append(
+                    dict(
+                        setting=setting,
+                        batch=b,
+                        height=h,
+                        width=w,
+                        dtype=dtype,
+                        model=name,
+                        compiled=args.compile,
+                        times_ms=[t * 1e3 for t in times[name]],
+                        median_ms=statistics.median(times[name]) * 1e3,
+                        time_x=ratio,
+                        vs_explicit=vs_expl,
+                        peak_mb=mem,
+                        mem_x=mem_x,
+                        mem_vs_explicit=mem_e,
+                    )
+                )
             if "fdam fused" in times and base_name == "timm deit_small":
                 aim = aim_time if isinstance(aim_time, float) else aim_time[dtype == "bfloat16"]
                 key = f"{setting} {dtype}{' compiled' if args.compile else ''}"
@@ -229,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 if expl and setting == "512x2048":
                     ratios[f"explicit/fused time {key}"] = ratio_entry(paired_ratio(expl, times["fdam fused"]), 1.5, "min")
         del models
-    print("time x / mem x: relative to the first model (time: median of per-repeat ratios); vs expl: relative to the explicit path")
+    print(
+        "time x / mem x: relative to the first model (time: median of per-repeat ratios); vs expl: relative to the explicit path"
+    )
     write_json(args.json, "fdam", args, rows, ratios, device, argv=argv)
     return 0
 

@@ -17,6 +17,7 @@ Every step writes ``<out>/<step>.json`` (schema in ``benchmarks._common``) and `
 ``<out>/summary.json`` lists each step's status and every aim's ratio, met or missed. A step that
 would start after ``--budget`` seconds is skipped, and each one gets at most the time left.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,40 +32,245 @@ from benchmarks._common import machine
 
 # (step, module, arguments): GPU settings. Repeats x calls per repeat are sized for about 8 minutes on an H200.
 GPU_STEPS: list[tuple[str, str, list[str]]] = [
-    ("fdam_512x2048", "fdam", ["--device", "cuda", "--settings", "512x2048", "--dtypes", "float32,bfloat16",
-                               "--repeats", "10", "--calls", "5", "--warmup", "3"]),
-    ("fdam_224_b64", "fdam", ["--device", "cuda", "--settings", "224", "--batch", "64", "--dtypes", "float32,bfloat16",
-                              "--repeats", "10", "--calls", "5", "--warmup", "3"]),
-    ("spanet_224_b64", "spanet", ["--device", "cuda", "--sizes", "224:64", "--dtypes", "float32,bfloat16", "--models-only",
-                                  "--models", "spanet_small [bins],spanetv2_s18_pure [fused],convformer_s18 (timm),"
-                                  "spanet_small [reference],spanetv2_s18_pure [reference]",
-                                  "--repeats", "10", "--calls", "5", "--warmup", "3"]),
-    ("spam_layers_224_b64", "spanet", ["--device", "cuda", "--sizes", "224:64", "--dtypes", "float32,bfloat16", "--layers-only",
-                                       "--repeats", "10", "--calls", "5", "--warmup", "3"]),
-    ("gfsa_train_b128_bf16", "antismooth", ["--device", "cuda", "--batch", "128", "--amp", "--methods", "gfsa",
-                                            "--steps", "3", "--repeats", "7", "--warmup", "2"]),
-    ("fdam_compiled_224_b64", "fdam", ["--device", "cuda", "--settings", "224", "--batch", "64", "--dtypes", "float32,bfloat16",
-                                       "--models", "timm deit_small,fdam fused", "--compile", "--no-memory",
-                                       "--repeats", "10", "--calls", "5", "--warmup", "2"]),
-    ("spanet_compiled_224_b64", "spanet", ["--device", "cuda", "--sizes", "224:64", "--dtypes", "float32", "--models-only",
-                                           "--models", "spanet_small [bins],spanetv2_s18_pure [fused],convformer_s18 (timm)",
-                                           "--compile", "--repeats", "10", "--calls", "5", "--warmup", "2"]),
-    ("gfsa_train_compiled_b128_bf16", "antismooth", ["--device", "cuda", "--batch", "128", "--amp", "--methods", "gfsa",
-                                                     "--compile", "--steps", "3", "--repeats", "5", "--warmup", "2"]),
+    (
+        "fdam_512x2048",
+        "fdam",
+        [
+            "--device",
+            "cuda",
+            "--settings",
+            "512x2048",
+            "--dtypes",
+            "float32,bfloat16",
+            "--repeats",
+            "10",
+            "--calls",
+            "5",
+            "--warmup",
+            "3",
+        ],
+    ),
+    (
+        "fdam_224_b64",
+        "fdam",
+        [
+            "--device",
+            "cuda",
+            "--settings",
+            "224",
+            "--batch",
+            "64",
+            "--dtypes",
+            "float32,bfloat16",
+            "--repeats",
+            "10",
+            "--calls",
+            "5",
+            "--warmup",
+            "3",
+        ],
+    ),
+    (
+        "spanet_224_b64",
+        "spanet",
+        [
+            "--device",
+            "cuda",
+            "--sizes",
+            "224:64",
+            "--dtypes",
+            "float32,bfloat16",
+            "--models-only",
+            "--models",
+            "spanet_small [bins],spanetv2_s18_pure [fused],convformer_s18 (timm),"
+            "spanet_small [reference],spanetv2_s18_pure [reference]",
+            "--repeats",
+            "10",
+            "--calls",
+            "5",
+            "--warmup",
+            "3",
+        ],
+    ),
+    (
+        "spam_layers_224_b64",
+        "spanet",
+        [
+            "--device",
+            "cuda",
+            "--sizes",
+            "224:64",
+            "--dtypes",
+            "float32,bfloat16",
+            "--layers-only",
+            "--repeats",
+            "10",
+            "--calls",
+            "5",
+            "--warmup",
+            "3",
+        ],
+    ),
+    (
+        "gfsa_train_b128_bf16",
+        "antismooth",
+        ["--device", "cuda", "--batch", "128", "--amp", "--methods", "gfsa", "--steps", "3", "--repeats", "7", "--warmup", "2"],
+    ),
+    (
+        "fdam_compiled_224_b64",
+        "fdam",
+        [
+            "--device",
+            "cuda",
+            "--settings",
+            "224",
+            "--batch",
+            "64",
+            "--dtypes",
+            "float32,bfloat16",
+            "--models",
+            "timm deit_small,fdam fused",
+            "--compile",
+            "--no-memory",
+            "--repeats",
+            "10",
+            "--calls",
+            "5",
+            "--warmup",
+            "2",
+        ],
+    ),
+    (
+        "spanet_compiled_224_b64",
+        "spanet",
+        [
+            "--device",
+            "cuda",
+            "--sizes",
+            "224:64",
+            "--dtypes",
+            "float32",
+            "--models-only",
+            "--models",
+            "spanet_small [bins],spanetv2_s18_pure [fused],convformer_s18 (timm)",
+            "--compile",
+            "--repeats",
+            "10",
+            "--calls",
+            "5",
+            "--warmup",
+            "2",
+        ],
+    ),
+    (
+        "gfsa_train_compiled_b128_bf16",
+        "antismooth",
+        [
+            "--device",
+            "cuda",
+            "--batch",
+            "128",
+            "--amp",
+            "--methods",
+            "gfsa",
+            "--compile",
+            "--steps",
+            "3",
+            "--repeats",
+            "5",
+            "--warmup",
+            "2",
+        ],
+    ),
 ]
 
 # the same steps at tiny sizes on CPU: only checks that every step runs and writes its JSON
 SMOKE_STEPS: list[tuple[str, str, list[str]]] = [
     ("fdam_512x2048", "fdam", ["--quick", "--settings", "512x2048", "--dtypes", "float32", "--repeats", "1", "--threads", "1"]),
-    ("fdam_224_b64", "fdam", ["--quick", "--settings", "224", "--batch", "1", "--dtypes", "float32", "--repeats", "1",
-                              "--threads", "1", "--no-memory"]),
-    ("spanet_224_b64", "spanet", ["--sizes", "64:1", "--dtypes", "float32", "--models-only", "--repeats", "1", "--warmup", "0",
-                                  "--models", "spanet_small [bins],spanetv2_s18_pure [fused],convformer_s18 (timm)", "--threads", "1"]),
-    ("spam_layers_224_b64", "spanet", ["--sizes", "64:1", "--dtypes", "float32", "--layers-only", "--repeats", "1", "--threads", "1"]),
-    ("gfsa_train_b128_bf16", "antismooth", ["--batch", "1", "--img-size", "64", "--amp", "--methods", "gfsa", "--steps", "1",
-                                            "--repeats", "1", "--warmup", "0", "--threads", "1"]),
-    ("fdam_compiled_224_b64", "fdam", ["--quick", "--settings", "224", "--batch", "1", "--dtypes", "float32",
-                                       "--models", "timm deit_small,fdam fused", "--compile", "--no-memory", "--repeats", "1", "--threads", "1"]),
+    (
+        "fdam_224_b64",
+        "fdam",
+        [
+            "--quick",
+            "--settings",
+            "224",
+            "--batch",
+            "1",
+            "--dtypes",
+            "float32",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--no-memory",
+        ],
+    ),
+    (
+        "spanet_224_b64",
+        "spanet",
+        [
+            "--sizes",
+            "64:1",
+            "--dtypes",
+            "float32",
+            "--models-only",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--models",
+            "spanet_small [bins],spanetv2_s18_pure [fused],convformer_s18 (timm)",
+            "--threads",
+            "1",
+        ],
+    ),
+    (
+        "spam_layers_224_b64",
+        "spanet",
+        ["--sizes", "64:1", "--dtypes", "float32", "--layers-only", "--repeats", "1", "--threads", "1"],
+    ),
+    (
+        "gfsa_train_b128_bf16",
+        "antismooth",
+        [
+            "--batch",
+            "1",
+            "--img-size",
+            "64",
+            "--amp",
+            "--methods",
+            "gfsa",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ],
+    ),
+    (
+        "fdam_compiled_224_b64",
+        "fdam",
+        [
+            "--quick",
+            "--settings",
+            "224",
+            "--batch",
+            "1",
+            "--dtypes",
+            "float32",
+            "--models",
+            "timm deit_small,fdam fused",
+            "--compile",
+            "--no-memory",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+        ],
+    ),
 ]
 
 
@@ -80,8 +286,14 @@ def _run_step(name: str, module: str, argv: list[str], out: Path, timeout: float
             status = "ok" if rc == 0 and json_path.exists() else f"failed (exit {rc})"
         except subprocess.TimeoutExpired:
             status = f"timed out after {timeout:.0f} s"
-    return {"step": name, "status": status, "seconds": round(time.perf_counter() - t0, 1),
-            "command": " ".join(cmd[1:]), "json": json_path.name if json_path.exists() else None, "log": log.name}
+    return {
+        "step": name,
+        "status": status,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "command": " ".join(cmd[1:]),
+        "json": json_path.name if json_path.exists() else None,
+        "log": log.name,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,9 +335,19 @@ def main(argv: list[str] | None = None) -> int:
             ratios.update({f"{res['step']}: {k}": v for k, v in data.get("ratios", {}).items()})
     from freqkit.io import atomic_write_json
 
-    atomic_write_json(out / "summary.json", {"schema": 1, "benchmark": "gpu_suite", "smoke": args.smoke, "machine": machine(),
-                                            "budget_s": args.budget, "total_s": round(time.perf_counter() - start, 1),
-                                            "steps": report, "ratios": ratios})
+    atomic_write_json(
+        out / "summary.json",
+        {
+            "schema": 1,
+            "benchmark": "gpu_suite",
+            "smoke": args.smoke,
+            "machine": machine(),
+            "budget_s": args.budget,
+            "total_s": round(time.perf_counter() - start, 1),
+            "steps": report,
+            "ratios": ratios,
+        },
+    )
     print(f"\n{'aim':<100} {'value':>7} {'aim':>6}  met")
     for key, r in ratios.items():
         if r.get("aim") is not None:

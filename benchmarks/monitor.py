@@ -11,6 +11,7 @@ overhead at interval N is (monitor / step) / N, the paired median over rounds. `
 whole thing directly for the small models: N steps with the monitor against N steps without, interleaved.
 The probe is what ``freqkit train`` uses: the first validation images, at most one batch (16 here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import add_common_args, clock, describe, paired_ratio, pick, ratio_entry, sync, time_interleaved, write_json
+from benchmarks._common import (
+    add_common_args,
+    clock,
+    describe,
+    paired_ratio,
+    pick,
+    ratio_entry,
+    sync,
+    time_interleaved,
+    write_json,
+)
 
 MODELS = {
     # name -> (model spec, task, image size, classes, batch argument)
@@ -34,9 +45,9 @@ AIM = 0.03  # at most 3 % of training time
 def _time_model(args: argparse.Namespace, name: str, folder: Path, device: torch.device) -> tuple[dict, dict]:
     """Time one model's training step and monitor measurement; print its row; return (result row, ratios)."""
     from freqkit.data import build_datasets
+    from freqkit.models.spec import build_model
     from freqkit.monitor import SpectralMonitor
     from freqkit.train.evaluate import input_stats, normalize
-    from freqkit.models.spec import build_model
     from freqkit.train.monitoring import PROBE_IMAGES, probe_images
     from freqkit.train.optim import build_optimizer
 
@@ -70,7 +81,9 @@ def _time_model(args: argparse.Namespace, name: str, folder: Path, device: torch
         opt.step()
 
     counter = iter(range(10**9))
-    times = time_interleaved({"step": step, "monitor": lambda: monitor.measure(next(counter))}, args.repeats, 1, device, args.clock)
+    times = time_interleaved(
+        {"step": step, "monitor": lambda: monitor.measure(next(counter))}, args.repeats, 1, device, args.clock
+    )
     per_call = paired_ratio(times["monitor"], times["step"])
     overhead = per_call / args.every
     loop_ratio = None
@@ -78,7 +91,7 @@ def _time_model(args: argparse.Namespace, name: str, folder: Path, device: torch
         tick = clock(args.clock)
         plain, watched = [], []
         for r in range(args.repeats + 1):
-            for mode in (("plain", "watched") if r % 2 == 0 else ("watched", "plain")):
+            for mode in ("plain", "watched") if r % 2 == 0 else ("watched", "plain"):
                 sync(device)
                 t0 = tick()
                 for _ in range(args.every):
@@ -90,11 +103,24 @@ def _time_model(args: argparse.Namespace, name: str, folder: Path, device: torch
                     (watched if mode == "watched" else plain).append(tick() - t0)
         loop_ratio = paired_ratio(watched, plain) - 1.0
     med_step, med_mon = statistics.median(times["step"]), statistics.median(times["monitor"])
-    print(f"{name:<10}{batch:>6}{probe.shape[0]:>6}{1e3 * med_step:>10.1f}{1e3 * med_mon:>12.1f}{per_call:>14.3f}{100 * overhead:>9.2f}%"
-          + (f"{100 * loop_ratio:>7.2f}%" if loop_ratio is not None else f"{'-':>8}"))
-    row = {"model": name, "spec": spec, "task": task, "img_size": size, "batch": batch, "probe_images": int(probe.shape[0]),
-           "every": args.every, "step_ms": [1e3 * t for t in times["step"]], "monitor_ms": [1e3 * t for t in times["monitor"]],
-           "monitor_per_step": per_call, "overhead": overhead, "loop_overhead": loop_ratio}
+    print(
+        f"{name:<10}{batch:>6}{probe.shape[0]:>6}{1e3 * med_step:>10.1f}{1e3 * med_mon:>12.1f}{per_call:>14.3f}{100 * overhead:>9.2f}%"
+        + (f"{100 * loop_ratio:>7.2f}%" if loop_ratio is not None else f"{'-':>8}")
+    )
+    row = {
+        "model": name,
+        "spec": spec,
+        "task": task,
+        "img_size": size,
+        "batch": batch,
+        "probe_images": int(probe.shape[0]),
+        "every": args.every,
+        "step_ms": [1e3 * t for t in times["step"]],
+        "monitor_ms": [1e3 * t for t in times["monitor"]],
+        "monitor_per_step": per_call,
+        "overhead": overhead,
+        "loop_overhead": loop_ratio,
+    }
     ratios[f"{name} monitor overhead at every={args.every}"] = ratio_entry(overhead, AIM, "max")
     if loop_ratio is not None:
         ratios[f"{name} measured loop overhead at every={args.every}"] = ratio_entry(loop_ratio, AIM, "max")
@@ -108,14 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     default_every = TrainConfig().monitor_every
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {list(MODELS)}")
-    p.add_argument("--every", type=int, default=default_every, help=f"monitor interval in steps (default: freqkit train's, {default_every})")
+    p.add_argument(
+        "--every", type=int, default=default_every, help=f"monitor interval in steps (default: freqkit train's, {default_every})"
+    )
     p.add_argument("--batch", type=int, default=16, help="vit_mini images per step (freqkit compare's default)")
     p.add_argument("--deit-batch", type=int, default=8, help="DeiT-S images per step")
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds after one warm-up round")
     p.add_argument("--loop", action="store_true", help="also time N steps with vs without the monitor (vit_mini only)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="cpu: process CPU time (steadier on a shared machine)")
+    p.add_argument(
+        "--clock", default="wall", choices=("wall", "cpu"), help="cpu: process CPU time (steadier on a shared machine)"
+    )
     add_common_args(p)
     args = p.parse_args(argv)
     names = pick(p, args.models, MODELS)
@@ -125,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     tmp = tempfile.TemporaryDirectory(prefix="freqkit-bench-monitor-")
     rows, ratios = [], {}
-    print(f"{describe(device)}, {args.clock} clock; monitor every {args.every} steps; median of {args.repeats} interleaved rounds")
-    print(f"{'model':<10}{'batch':>6}{'probe':>6}{'ms/step':>10}{'ms/monitor':>12}{'monitor/step':>14}{'overhead':>10}{'loop':>8}")
+    print(
+        f"{describe(device)}, {args.clock} clock; monitor every {args.every} steps; median of {args.repeats} interleaved rounds"
+    )
+    print(
+        f"{'model':<10}{'batch':>6}{'probe':>6}{'ms/step':>10}{'ms/monitor':>12}{'monitor/step':>14}{'overhead':>10}{'loop':>8}"
+    )
     for name in names:
         row, more = _time_model(args, name, Path(tmp.name), device)
         rows.append(row)

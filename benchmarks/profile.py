@@ -10,6 +10,7 @@ nested parts (AttInv inside Attention) are counted in both. Forward MACs per par
 ``--dtype bfloat16`` casts the weights and input (``--autocast`` instead runs float32 weights
 under bf16 autocast, as ``benchmarks.fdam`` does).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     import timm
+    from torch.profiler import ProfilerActivity, profile
 
     import freqkit
     import freqkit.models  # noqa: F401  (registers freqkit's models)
-    from torch.profiler import ProfilerActivity, profile
 
     kw = {}
     for item in filter(None, args.kw.split(",")):
@@ -87,15 +88,17 @@ def main(argv: list[str] | None = None) -> int:
         kw[k] = {"True": True, "False": False}.get(v, v)
     parts = set(args.parts.split(","))
     dtype = getattr(torch, args.dtype)
-    print(f"profile on {describe(torch.device('cpu'))}, torch {torch.__version__}; batch {args.batch}, {args.img_size} px, "
-          f"{args.dtype}{' (autocast bf16)' if args.autocast else ''}")
+    print(
+        f"profile on {describe(torch.device('cpu'))}, torch {torch.__version__}; batch {args.batch}, {args.img_size} px, "
+        f"{args.dtype}{' (autocast bf16)' if args.autocast else ''}"
+    )
     rows = []
     for name in filter(None, args.models.split(",")):
         torch.manual_seed(0)
         model = timm.create_model(name, **kw).eval().to(dtype)
         x = torch.randn(args.batch, 3, args.img_size, args.img_size, dtype=dtype)
 
-        def run() -> None:
+        def run(model=model, x=x) -> None:  # bound now: this iteration's model and input
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast):
                 model(x)
 
@@ -121,9 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         for e in ops[: args.top]:
             print(f"  {e.key[:44]:<44}{e.self_cpu_time_total / 1e3:>9.1f}{e.self_cpu_time_total / op_total:>8.1%}{e.count:>7}")
             top.append(dict(op=e.key, self_ms=e.self_cpu_time_total / 1e3, share=e.self_cpu_time_total / op_total, calls=e.count))
-        rows.append(dict(model=name, forward_ms=total * 1e3, gmacs=gmacs, macs_by_kind=by_kind,
-                         parts_ms={k: v * 1e3 for k, v in shares.items()}, parts_share={k: v / total for k, v in shares.items()},
-                         top_ops=top))
+        rows.append(
+            dict(
+                model=name,
+                forward_ms=total * 1e3,
+                gmacs=gmacs,
+                macs_by_kind=by_kind,
+                parts_ms={k: v * 1e3 for k, v in shares.items()},
+                parts_share={k: v / total for k, v in shares.items()},
+                top_ops=top,
+            )
+        )
     write_json(args.json, "profile", args, rows, {}, argv=argv)
     return 0
 

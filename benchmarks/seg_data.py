@@ -14,6 +14,7 @@ ceil(per-GPU batch / step time / images per second per worker).
 forward + loss + backward + AdamW) at ``--crop`` with the per-GPU batch, in float32 and bf16, with the
 peak memory, so the step time can come from the machine itself.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ def make_images(root: Path, n: int, size: tuple[int, int] = (683, 512), seed: in
         img = Image.fromarray(small).resize((w, h), resample=Image.BILINEAR)  # photo-like: compresses like real JPEGs
         img.save(root / "images" / "training" / f"ADE_train_{i:08d}.jpg", quality=90)
         lab = rng.integers(0, 151, (h // 32 + 1, w // 32 + 1), dtype=np.uint8)
-        Image.fromarray(lab).resize((w, h), resample=Image.NEAREST).save(root / "annotations" / "training" / f"ADE_train_{i:08d}.png")
+        Image.fromarray(lab).resize((w, h), resample=Image.NEAREST).save(
+            root / "annotations" / "training" / f"ADE_train_{i:08d}.png"
+        )
     return root
 
 
@@ -79,7 +82,11 @@ def measure_step(models: list[str], crop: int, batch: int, device: str, steps: i
     dev = torch.device(device)
     rows = []
     for spec in models:
-        net = build_model(spec, "segmentation", 150, crop, 0.1, 512, head_norm="batch", head_dropout=0.1, aux_channels=256).to(dev).train()
+        net = (
+            build_model(spec, "segmentation", 150, crop, 0.1, 512, head_norm="batch", head_dropout=0.1, aux_channels=256)
+            .to(dev)
+            .train()
+        )
         opt = build_optimizer(net, 6e-5, 0.01, 0.95, 2.0)
         x = torch.randn(batch, 3, crop, crop, device=dev)
         y = torch.randint(0, 150, (batch, crop, crop), device=dev)
@@ -93,7 +100,9 @@ def measure_step(models: list[str], crop: int, batch: int, device: str, steps: i
                 t = time.perf_counter()
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                     main, aux = net(x)
-                loss = F.cross_entropy(main.float(), y, ignore_index=255) + 0.4 * F.cross_entropy(aux.float(), y, ignore_index=255)
+                loss = F.cross_entropy(main.float(), y, ignore_index=255) + 0.4 * F.cross_entropy(
+                    aux.float(), y, ignore_index=255
+                )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -116,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-ms", default="250,400,600,1000", help="training-step times (ms) to size the workers for")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--measure-step", action="store_true", help="also time the recipe models' training step on --device")
-    p.add_argument("--models", default="deit_small_patch16_224,deit_small_fdam_patch16_224,deit3_base_patch16_224,deit3_base_patch16_224+fdam")
+    p.add_argument(
+        "--models",
+        default="deit_small_patch16_224,deit_small_fdam_patch16_224,deit3_base_patch16_224,deit3_base_patch16_224+fdam",
+    )
     p.add_argument("--device", default="cuda")
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args(argv)

@@ -14,6 +14,7 @@ ratios measured in the same run. Layers: SPAM v1 ("bins", "rfft", "reference") a
 ("fused", "reference") at the four stage shapes of that input size.
 Aims: SPAM v1 >= 1.5x faster than its reference, SPAM v2 >= 1.3x, SPANet-S <= 1.2x convformer_s18.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,9 @@ STAGES_V1 = ((64, 2), (128, 2), (320, 1), (512, 1))  # (channels, radius) of SPA
 STAGES_V2 = (64, 128, 320, 512)  # SPANetV2-S18
 
 
-def _time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device, clock: str,
-                      calls: int = 1) -> dict[str, list[float]]:
+def _time_interleaved(
+    fns: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device, clock: str, calls: int = 1
+) -> dict[str, list[float]]:
     """Seconds per call of every fn under inference mode, interleaved (see benchmarks._common.time_interleaved)."""
     with torch.inference_mode():
         return time_interleaved(fns, repeats, warmup, device, clock, calls=calls)
@@ -68,11 +70,17 @@ def _layers(size: int, dtype: torch.dtype, device: torch.device) -> dict[str, tu
         side = size // 2 ** (i + 2)
         for impl in ("bins", "rfft", "reference"):
             torch.manual_seed(0)
-            out[f"SPAM v1 s{i + 1} {c1}x{side}^2 [{impl}]"] = (SPAM(c1, radius=r, fused=impl != "reference", transform="rfft" if impl == "rfft" else "bins"), (c1, side, False))
+            out[f"SPAM v1 s{i + 1} {c1}x{side}^2 [{impl}]"] = (
+                SPAM(c1, radius=r, fused=impl != "reference", transform="rfft" if impl == "rfft" else "bins"),
+                (c1, side, False),
+            )
         for impl in ("fused", "reference"):
             torch.manual_seed(0)
             # gains sized for a 224 input, as in the model: other inputs resize them
-            out[f"SPAM v2 s{i + 1} {c2}x{side}^2 [{impl}]"] = (SPAMv2(c2, size=224 // 2 ** (i + 2), fused=impl == "fused"), (c2, side, True))
+            out[f"SPAM v2 s{i + 1} {c2}x{side}^2 [{impl}]"] = (
+                SPAMv2(c2, size=224 // 2 ** (i + 2), fused=impl == "fused"),
+                (c2, side, True),
+            )
     return {k: (m.eval().to(device=device, dtype=dtype), shape) for k, (m, shape) in out.items()}
 
 
@@ -101,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", default="", help="float32,bfloat16 (default: float32 on CPU, both on a GPU)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: process CPU time (steadier on a shared CPU)")
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="cpu: process CPU time (steadier on a shared CPU)"
+    )
     parser.add_argument("--layers-only", action="store_true", help="only the SPAM layers")
     parser.add_argument("--models-only", action="store_true", help="only the models")
     parser.add_argument("--models", default=",".join(MODEL_SPECS), help="comma list of the model labels to time")
@@ -118,15 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         size, _, batch = item.partition(":")
         settings.append((int(size), args.batch or int(batch or 1)))
     labels = pick(parser, args.models, MODEL_SPECS)
-    print(f"device: {describe(device)}; torch {torch.__version__}; clock {args.clock}; repeats {args.repeats}"
-          f"{'; torch.compile' if args.compile else ''}")
+    print(
+        f"device: {describe(device)}; torch {torch.__version__}; clock {args.clock}; repeats {args.repeats}"
+        f"{'; torch.compile' if args.compile else ''}"
+    )
     rows: list[dict] = []
     ratios: dict[str, dict] = {}
-    aims = {("spanet_small [bins]", "convformer_s18 (timm)"): (1.2, "max"),
-            ("spanetv2_s18_pure [fused]", "convformer_s18 (timm)"): (1.3, "max"),
-            ("spanet_small [reference]", "spanet_small [bins]"): (None, None),
-            ("spanetv2_s18_pure [reference]", "spanetv2_s18_pure [fused]"): (None, None),
-            ("spanet_small [bins]", "poolformer_s24 (timm)"): (None, None)}
+    aims = {
+        ("spanet_small [bins]", "convformer_s18 (timm)"): (1.2, "max"),
+        ("spanetv2_s18_pure [fused]", "convformer_s18 (timm)"): (1.3, "max"),
+        ("spanet_small [reference]", "spanet_small [bins]"): (None, None),
+        ("spanetv2_s18_pure [reference]", "spanetv2_s18_pure [fused]"): (None, None),
+        ("spanet_small [bins]", "poolformer_s24 (timm)"): (None, None),
+    }
 
     for dtype_name in dtypes.split(","):
         dtype = getattr(torch, dtype_name)
@@ -134,12 +148,29 @@ def main(argv: list[str] | None = None) -> int:
             if not args.layers_only:
                 models = _models(dtype, device, labels, args.compile)
                 x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
-                times = _time_interleaved({k: (lambda m=m: m(x)) for k, m in models.items()}, args.repeats, args.warmup, device, args.clock, args.calls)
+                times = _time_interleaved(
+                    {k: (lambda m=m, x=x: m(x)) for k, m in models.items()},
+                    args.repeats,
+                    args.warmup,
+                    device,
+                    args.clock,
+                    args.calls,
+                )
                 med = _report(f"models, {dtype_name}, {size}x{size}, batch {batch}", times)
                 tag = f"{size}px b{batch} {dtype_name}{' compiled' if args.compile else ''}"
                 for k, t in times.items():
-                    rows.append(dict(kind="model", model=k, size=size, batch=batch, dtype=dtype_name, compiled=args.compile,
-                                     times_ms=[v * 1e3 for v in t], median_ms=med[k]))
+                    rows.append(
+                        dict(
+                            kind="model",
+                            model=k,
+                            size=size,
+                            batch=batch,
+                            dtype=dtype_name,
+                            compiled=args.compile,
+                            times_ms=[v * 1e3 for v in t],
+                            median_ms=med[k],
+                        )
+                    )
                 print("ratios (median of per-repeat ratios):")
                 for (num, den), (aim, kind) in aims.items():
                     if num in times and den in times:
@@ -168,12 +199,24 @@ def main(argv: list[str] | None = None) -> int:
                             total_ref, total_fast = total_ref + ref, total_fast + cur
                             _ratio_line(f"{st} reference / {impl}", ref, cur, "speedup")
                         aim = 1.5 if version == "v1" else 1.3
-                        value = _ratio_line(f"SPAM {version} all stages reference / {impl}", total_ref, total_fast, f"aim >= {aim}")
+                        value = _ratio_line(
+                            f"SPAM {version} all stages reference / {impl}", total_ref, total_fast, f"aim >= {aim}"
+                        )
                         ratios[f"SPAM {version} reference / {impl} all stages {size}px b{batch} {dtype_name}"] = ratio_entry(
-                            value, aim if impl == fast else None, "min" if impl == fast else None)
+                            value, aim if impl == fast else None, "min" if impl == fast else None
+                        )
                 for k, t in times.items():
-                    rows.append(dict(kind="layer", layer=k, size=size, batch=batch, dtype=dtype_name,
-                                     times_ms=[v * 1e3 for v in t], median_ms=med[k]))
+                    rows.append(
+                        dict(
+                            kind="layer",
+                            layer=k,
+                            size=size,
+                            batch=batch,
+                            dtype=dtype_name,
+                            times_ms=[v * 1e3 for v in t],
+                            median_ms=med[k],
+                        )
+                    )
                 del layers
     write_json(args.json, "spanet", args, rows, ratios, device, argv=argv)
     return 0

@@ -6,6 +6,7 @@
 Rows: every ratio name found in any file; columns: each file's value (with its commit and load
 average in the header), then the aim and whether the last file meets it.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -10,6 +10,7 @@ one process, interleaved round by round after a warm-up; the table reports each 
 per step and its ratio to the first model. Data loading is not included (see ``--data-ms`` for the
 built-in ``shapes`` generator's cost per batch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     k = 5 if args.task == "segmentation" else 6
     x = torch.rand(args.batch, 3, args.img_size, args.img_size, device=device)
-    y = (torch.randint(0, k, (args.batch, args.img_size, args.img_size)) if args.task == "segmentation"
-         else torch.randint(0, k, (args.batch,))).to(device)
+    y = (
+        torch.randint(0, k, (args.batch, args.img_size, args.img_size))
+        if args.task == "segmentation"
+        else torch.randint(0, k, (args.batch,))
+    ).to(device)
     runs = {}
     for name in names:
         model = build_model(name, args.task, k, args.img_size).to(device)
@@ -83,15 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     data_ms = 1000 * (time.perf_counter() - t0)
 
     base = statistics.median(times[names[0]])
-    print(f"{args.task}, {args.img_size} px, batch {args.batch}, {describe(device)}, "
-          f"{'bf16 autocast' if args.amp else 'float32'}; median of {args.repeats} rounds x {args.steps} steps")
+    print(
+        f"{args.task}, {args.img_size} px, batch {args.batch}, {describe(device)}, "
+        f"{'bf16 autocast' if args.amp else 'float32'}; median of {args.repeats} rounds x {args.steps} steps"
+    )
     print(f"{'model':<22}{'params':>10}{'ms/step':>10}{'ratio':>8}")
     for name in names:
         med = statistics.median(times[name])
         print(f"{name:<22}{runs[name][2] / 1e6:>9.2f}M{1000 * med:>10.1f}{med / base:>8.2f}")
     print(f"shapes data generation: {data_ms:.1f} ms per batch of {args.batch} (one process)")
-    rows = [dict(model=n, params=runs[n][2], times_ms=[t * 1e3 for t in times[n]], median_ms=1e3 * statistics.median(times[n]),
-                 ratio=statistics.median(times[n]) / base, paired_ratio=paired_ratio(times[n], times[names[0]])) for n in names]
+    rows = [
+        dict(
+            model=n,
+            params=runs[n][2],
+            times_ms=[t * 1e3 for t in times[n]],
+            median_ms=1e3 * statistics.median(times[n]),
+            ratio=statistics.median(times[n]) / base,
+            paired_ratio=paired_ratio(times[n], times[names[0]]),
+        )
+        for n in names
+    ]
     ratios = {f"{n}/{names[0]} train step": ratio_entry(paired_ratio(times[n], times[names[0]])) for n in names[1:]}
     write_json(args.json, "train_step", args, rows, ratios, device, extra={"data_ms_per_batch": data_ms}, argv=argv)
     return 0

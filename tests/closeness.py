@@ -1,4 +1,5 @@
 """Tolerances scaled to the magnitude of what a test compares (float32 rounding grows with the values)."""
+
 from __future__ import annotations
 
 import numpy as np

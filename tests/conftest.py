@@ -1,4 +1,5 @@
 """Shared pytest setup: every test starts from the same seeds, and property tests draw the same examples everywhere."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """The benchmarks' shared helpers: paired ratios, aims, interleaving and the JSON they write."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """The import graph of ``src/freqkit`` (every import of a freqkit module, function-local ones included) has no cycles."""
+
 from __future__ import annotations
 
 import ast
@@ -7,6 +8,7 @@ from pathlib import Path
 import freqkit
 
 SRC = Path(freqkit.__file__).resolve().parent
+
 
 def _module_names() -> dict[str, Path]:
     out = {}

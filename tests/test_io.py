@@ -1,4 +1,5 @@
 """freqkit.io: atomic writes leave the old file or the new one; the run lock refuses a live owner and takes over a dead one."""
+
 from __future__ import annotations
 
 import os
@@ -100,7 +101,9 @@ def test_run_lock_held_by_another_process(tmp_path):
         "print('held', flush=True); sys.stdin.readline()"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert child.stdout.readline().strip() == "held"
         with pytest.raises(FreqkitError, match=rf"in use by another freqkit run \(pid {child.pid}"):

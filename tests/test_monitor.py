@@ -1,4 +1,5 @@
 """SpectralMonitor: records equal freqkit.analyze at each step, training is bitwise unchanged, history files, logging."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from torch import nn
 
 from freqkit.analysis import analyze
 from freqkit.errors import FreqkitError, ParameterError
-from freqkit.monitor import METRICS, MonitorHistory, SpectralMonitor, load_history, over_training_figure, truncate_history
 from freqkit.models.spec import build_model
+from freqkit.monitor import METRICS, MonitorHistory, SpectralMonitor, load_history, over_training_figure, truncate_history
 
 ANALYZE_METRICS = ("hf_ratio", "cosine_similarity", "effective_rank", "hf_log_amplitude", "rank_collapse_residual")
 
@@ -158,7 +159,9 @@ def test_a_wrapper_module_is_searched_for_its_backbone():
 def test_transformers_vit():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    cfg = transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
     model = transformers.ViTForImageClassification(cfg)
     mon = SpectralMonitor(model, _probe(), metrics=("hf_ratio", "effective_rank", "attention_entropy"))
     rec = mon.measure(0)
@@ -280,8 +283,12 @@ def test_bad_input_names_the_parameter(tmp_path):
 
 def test_over_training_figure_averages_seeds():
     def curves(offset: float) -> dict:
-        return {"steps": [0, 10], "layers": ["block00", "block01"], "hf_ratio": [[0.1 + offset, 0.2], [0.3, 0.4 + offset]],
-                "cosine_similarity": [[0.5, 0.5], [0.6, 0.7]]}
+        return {
+            "steps": [0, 10],
+            "layers": ["block00", "block01"],
+            "hf_ratio": [[0.1 + offset, 0.2], [0.3, 0.4 + offset]],
+            "cosine_similarity": [[0.5, 0.5], [0.6, 0.7]],
+        }
 
     runs = {"a": [{"monitor": curves(0.0)}, {"monitor": curves(0.2)}], "b": [{"monitor": None}, {"monitor": curves(0.0)}]}
     fig = over_training_figure(runs)

@@ -1,4 +1,5 @@
 """Package-level behaviour: lazy public API, fast CLI help, ``python -m freqkit``."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,10 +7,7 @@ import sys
 
 
 def test_import_is_lazy_and_cli_help_skips_torch():
-    code = (
-        "import sys, freqkit, freqkit.cli; freqkit.cli.build_parser(); "
-        "print('torch' in sys.modules, 'timm' in sys.modules)"
-    )
+    code = "import sys, freqkit, freqkit.cli; freqkit.cli.build_parser(); print('torch' in sys.modules, 'timm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -41,7 +39,8 @@ def _registered_names() -> list[str]:
     for path in sorted((Path(freqkit.__file__).parent / "models").glob("*.py")):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.FunctionDef) and any(
-                (isinstance(d, ast.Name) and d.id == "register_model") or (isinstance(d, ast.Attribute) and d.attr == "register_model")
+                (isinstance(d, ast.Name) and d.id == "register_model")
+                or (isinstance(d, ast.Attribute) and d.attr == "register_model")
                 for d in node.decorator_list
             ):
                 names.append(node.name)
@@ -51,8 +50,13 @@ def _registered_names() -> list[str]:
 def test_import_freqkit_is_enough_for_timm_in_either_order():
     names = _registered_names()
     assert len(names) >= 20
-    for order in ("import freqkit, timm", "import timm, freqkit", "import freqkit; from timm import create_model as c; import timm",
-                  "import freqkit.layers, timm", "from freqkit.layers import SPAM; import timm"):
+    for order in (
+        "import freqkit, timm",
+        "import timm, freqkit",
+        "import freqkit; from timm import create_model as c; import timm",
+        "import freqkit.layers, timm",
+        "from freqkit.layers import SPAM; import timm",
+    ):
         code = f"{order}; import sys; missing = [n for n in {names!r} if not timm.is_model(n)]; print(missing)"
         res = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True, check=True)
         assert res.stdout.strip() == "[]", (order, res.stdout, res.stderr)

@@ -1,4 +1,5 @@
 """The README's Python examples run as written (each block in a fresh namespace, in a scratch folder)."""
+
 from __future__ import annotations
 
 import re

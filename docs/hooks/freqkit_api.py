@@ -5,6 +5,7 @@ the hook imports freqkit and rewrites each such entry to the defining object's d
 (``freqkit.analysis.analyze.analyze``), so the API pages survive modules moving inside the package.
 Docstrings cite other objects with Sphinx roles (``:class:`Report```); the rendered page keeps only the name.
 """
+
 from __future__ import annotations
 
 import importlib

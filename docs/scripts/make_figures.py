@@ -9,6 +9,7 @@ self-attention, once as attention alone (X <- A X, which over-smooths) and once 
 the metrics guide names. The report figures are what ``freqkit.analyze(...).plot()`` writes for a
 randomly initialised ViT-Tiny and SPANet-S on the built-in photographs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -162,8 +163,10 @@ def metric_figures(grid: int, channels: int, depth: int) -> dict[str, object]:
     fig.tight_layout()
     figs["global_response.png"] = fig
 
-    heads = {"local head (sigma = 1 patch)": local_attention(grid, grid, 1.0),
-             "global head (sigma = 6 patches)": local_attention(grid, grid, 6.0)}
+    heads = {
+        "local head (sigma = 1 patch)": local_attention(grid, grid, 1.0),
+        "global head (sigma = 6 patches)": local_attention(grid, grid, 6.0),
+    }
     q = (grid // 2) * grid + grid // 2
     fig, axes = plt.subplots(2, 2, figsize=(7.5, 6.4), dpi=110, layout="constrained")
     for col, (name, att) in enumerate(heads.items()):

@@ -5,6 +5,7 @@
 The notebooks are generated so that their source lives in one reviewable Python file; CI executes them
 (tests/docs/test_notebooks.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,13 +35,11 @@ DIAGNOSE = [
         "images = freqkit.data.builtin_images(size=64)      # (B, 3, H, W), ImageNet-normalized\n"
         "print(tuple(images.shape))"
     ),
-    new_markdown_cell(
-        "Every freqkit model is known to timm once `freqkit` is imported. A dict names the models in the report."
-    ),
+    new_markdown_cell("Every freqkit model is known to timm once `freqkit` is imported. A dict names the models in the report."),
     new_code_cell(
-        "vit = timm.create_model(\"vit_tiny_patch16_224\", img_size=64)\n"
-        "spanet = timm.create_model(\"spanet_small\")\n"
-        "report = freqkit.analyze({\"vit_tiny\": vit, \"spanet_small\": spanet}, images, attention=True)\n"
+        'vit = timm.create_model("vit_tiny_patch16_224", img_size=64)\n'
+        'spanet = timm.create_model("spanet_small")\n'
+        'report = freqkit.analyze({"vit_tiny": vit, "spanet_small": spanet}, images, attention=True)\n'
         "print(report.table())"
     ),
     new_markdown_cell(
@@ -56,17 +55,17 @@ DIAGNOSE = [
     ),
     new_code_cell(
         "for name in report.names:\n"
-        "    hf = report[name].series(\"hf_ratio\")\n"
-        "    cos = report[name].series(\"cosine_similarity\")\n"
-        "    print(f\"{name:14s} HF ratio first/last {hf[0]:.3f} / {hf[-1]:.3f}\",\n"
-        "          f\"  cos sim first/last {cos[0]:.3f} / {cos[-1]:.3f}\")"
+        '    hf = report[name].series("hf_ratio")\n'
+        '    cos = report[name].series("cosine_similarity")\n'
+        '    print(f"{name:14s} HF ratio first/last {hf[0]:.3f} / {hf[-1]:.3f}",\n'
+        '          f"  cos sim first/last {cos[0]:.3f} / {cos[-1]:.3f}")'
     ),
     new_markdown_cell("## Figures\n\n`report.plot(folder)` writes every figure as PNG; here they are shown inline."),
     new_code_cell(
-        "paths = report.plot(\"figures\")\n"
+        'paths = report.plot("figures")\n'
         "print([p.name for p in paths])\n"
         "for p in paths:\n"
-        "    if p.name in (\"layer_metrics.png\", \"spectral_curves.png\", \"responses.png\"):\n"
+        '    if p.name in ("layer_metrics.png", "spectral_curves.png", "responses.png"):\n'
         "        display(Image(filename=str(p)))"
     ),
     new_markdown_cell(
@@ -79,14 +78,14 @@ DIAGNOSE = [
         "\n"
         "last = freqkit.capture(vit.eval(), images).layers[-1]\n"
         "by_hand = float(spectral.high_frequency_ratio(last.spatial_map()).mean())\n"
-        "print(last.name, by_hand, report[\"vit_tiny\"].layers[-1].hf_ratio)\n"
-        "assert abs(by_hand - report[\"vit_tiny\"].layers[-1].hf_ratio) < 1e-5"
+        'print(last.name, by_hand, report["vit_tiny"].layers[-1].hf_ratio)\n'
+        'assert abs(by_hand - report["vit_tiny"].layers[-1].hf_ratio) < 1e-5'
     ),
     new_markdown_cell(
-        "`report.save(\"report\")` writes `report.json`, `figures/*.png` and one self-contained `report.html`; "
+        '`report.save("report")` writes `report.json`, `figures/*.png` and one self-contained `report.html`; '
         "`freqkit.Report.from_json` reads the JSON back without torch."
     ),
-    new_code_cell("written = report.save(\"report\")\nprint(written[\"json\"], written[\"html\"])"),
+    new_code_cell('written = report.save("report")\nprint(written["json"], written["html"])'),
 ]
 
 RETROFIT = [
@@ -106,10 +105,10 @@ RETROFIT = [
         "\n"
         "torch.manual_seed(0)\n"
         "small = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2)\n"
-        "base = timm.create_model(\"vit_tiny_patch16_224\", **small).eval()\n"
-        "fdam = freqkit.convert(timm.create_model(\"vit_tiny_patch16_224\", **small), \"fdam\").eval()\n"
+        'base = timm.create_model("vit_tiny_patch16_224", **small).eval()\n'
+        'fdam = freqkit.convert(timm.create_model("vit_tiny_patch16_224", **small), "fdam").eval()\n'
         "missing, unexpected = fdam.load_state_dict(base.state_dict(), strict=False)\n"
-        "print(f\"{len(missing)} new FDAM tensors, {len(unexpected)} unexpected\")\n"
+        'print(f"{len(missing)} new FDAM tensors, {len(unexpected)} unexpected")\n'
         "print(sorted({k.split('.', 2)[2].split('.')[0] for k in missing}))"
     ),
     new_markdown_cell("At initialisation the retrofitted model computes exactly what the original does:"),
@@ -117,7 +116,7 @@ RETROFIT = [
         "x = torch.randn(2, 3, 32, 32)\n"
         "with torch.no_grad():\n"
         "    print(float((fdam(x) - base(x)).abs().max()))\n"
-        "print(freqkit.flops(base, (1, 3, 32, 32)).total, freqkit.flops(fdam, (1, 3, 32, 32)).total, \"MACs\")"
+        'print(freqkit.flops(base, (1, 3, 32, 32)).total, freqkit.flops(fdam, (1, 3, 32, 32)).total, "MACs")'
     ),
     new_markdown_cell(
         "## Train both briefly\n\n"
@@ -125,8 +124,8 @@ RETROFIT = [
         "by `convert`); the data spec `shapes:size=32,train=128,val=16` generates the images. Two seeds give a spread."
     ),
     new_code_cell(
-        "cmp = freqkit.compare([\"vit_micro\", \"vit_micro+fdam\"], data=\"shapes:size=32,train=128,val=16\", steps=150,\n"
-        "                      seeds=(0, 1), batch_size=8, out=\"compare\", progress=False)\n"
+        'cmp = freqkit.compare(["vit_micro", "vit_micro+fdam"], data="shapes:size=32,train=128,val=16", steps=150,\n'
+        '                      seeds=(0, 1), batch_size=8, out="compare", progress=False)\n'
         "print(cmp.table())"
     ),
     new_markdown_cell(
@@ -137,20 +136,23 @@ RETROFIT = [
     ),
     new_code_cell(
         "for name, s in cmp.summary.items():\n"
-        "    hf = \", \".join(f\"{v:.3f}\" for v in s[\"hf_ratio\"])\n"
-        "    cos = \", \".join(f\"{v:.3f}\" for v in s[\"cosine_similarity\"])\n"
-        "    print(f\"{name:15s} HF ratio per block: {hf}   cos sim: {cos}\")"
+        '    hf = ", ".join(f"{v:.3f}" for v in s["hf_ratio"])\n'
+        '    cos = ", ".join(f"{v:.3f}" for v in s["cosine_similarity"])\n'
+        '    print(f"{name:15s} HF ratio per block: {hf}   cos sim: {cos}")'
     ),
     new_code_cell(
         "import matplotlib.pyplot as plt\n"
         "\n"
         "fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))\n"
         "for name, s in cmp.summary.items():\n"
-        "    axes[0].plot(range(1, len(s[\"hf_ratio\"]) + 1), s[\"hf_ratio\"], marker=\"o\", label=name)\n"
-        "    axes[1].plot(range(1, len(s[\"cosine_similarity\"]) + 1), s[\"cosine_similarity\"], marker=\"o\", label=name)\n"
-        "axes[0].set_title(\"high-frequency ratio\"); axes[1].set_title(\"token cosine similarity\")\n"
+        '    axes[0].plot(range(1, len(s["hf_ratio"]) + 1), s["hf_ratio"], marker="o", label=name)\n'
+        '    axes[1].plot(range(1, len(s["cosine_similarity"]) + 1), s["cosine_similarity"], marker="o", label=name)\n'
+        'axes[0].set_title("high-frequency ratio")\n'
+        'axes[1].set_title("token cosine similarity")\n'
         "for ax in axes:\n"
-        "    ax.set_xlabel(\"block\"); ax.grid(alpha=0.3); ax.legend()\n"
+        '    ax.set_xlabel("block")\n'
+        "    ax.grid(alpha=0.3)\n"
+        "    ax.legend()\n"
         "plt.show()"
     ),
     new_markdown_cell(
@@ -158,10 +160,7 @@ RETROFIT = [
         "fixed validation images; `compare/analysis/` holds the full `analyze` report of the first seed's models."
     ),
     new_code_cell(
-        "import os\n"
-        "\n"
-        "print(sorted(os.listdir(\"compare\")))\n"
-        "display(Image(filename=\"compare/analysis/figures/layer_metrics.png\"))"
+        'import os\n\nprint(sorted(os.listdir("compare")))\ndisplay(Image(filename="compare/analysis/figures/layer_metrics.png"))'
     ),
 ]
 
@@ -173,8 +172,13 @@ def render(cells: list) -> str:
     """The notebook file's text: the cells without outputs, kernel python3."""
     for i, cell in enumerate(cells):
         cell["id"] = f"cell-{i}"  # stable ids: regenerating an unchanged notebook changes no byte
-    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                                             "language_info": {"name": "python"}})
+    nb = new_notebook(
+        cells=cells,
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
     return nbformat.writes(nb) + "\n"
 
 

@@ -4,6 +4,7 @@ The public API is loaded lazily (PEP 562) so that ``freqkit --help`` does not im
 timm. ``import freqkit`` is enough for ``timm.create_model`` to know every freqkit model: the models
 register when timm is imported (or at once, if it already is); see :mod:`freqkit._register`.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """``python -m freqkit`` (and so ``torchrun -m freqkit``) runs the command line."""
+
 from freqkit.cli import main
 
 if __name__ == "__main__":

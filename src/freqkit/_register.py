@@ -7,6 +7,7 @@ importing, whoever imports it. When freqkit's own modules import timm (``freqkit
 registration waits until the outermost freqkit module being imported has finished, because importing
 ``freqkit.models`` in the middle would meet half-initialized freqkit modules.
 """
+
 from __future__ import annotations
 
 import importlib

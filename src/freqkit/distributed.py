@@ -5,6 +5,7 @@ this process's device (cuda:LOCAL_RANK on GPU) and starts a process group (NCCL 
 :func:`cleanup_distributed` ends the group it started, after a failure without waiting on the peers (a
 failed rank never blocks in a barrier: :mod:`freqkit.ranks`). Depends on torch, ``freqkit.errors`` and ``freqkit.ranks``.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,15 +56,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             raise ParameterError("device", f"{device!r} is not a device; use device=auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ParameterError("device", f"{str(device)!r} but CUDA is not available on this machine; use device=cpu or device=auto")
+            raise ParameterError(
+                "device", f"{str(device)!r} but CUDA is not available on this machine; use device=cpu or device=auto"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ParameterError("device", f"{str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s) (0..{torch.cuda.device_count() - 1})"
+            raise ParameterError(
+                "device",
+                f"{str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s) (0..{torch.cuda.device_count() - 1})",
             )
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ParameterError("device", f"{str(device)!r} but MPS is not available on this machine; use device=cpu or device=auto")
+            raise ParameterError(
+                "device", f"{str(device)!r} but MPS is not available on this machine; use device=cpu or device=auto"
+            )
     elif dev.type != "cpu":
-        raise ParameterError("device", f"{str(device)!r} is not supported for training; use device=auto, cpu, cuda, cuda:N or mps")
+        raise ParameterError(
+            "device", f"{str(device)!r} is not supported for training; use device=auto, cpu, cuda, cuda:N or mps"
+        )
     return dev
 
 
@@ -80,8 +89,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     info = DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world, device_id=dev if dev.type == "cuda" else None,
-                                timeout=dist_timeout())
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world, device_id=dev if dev.type == "cuda" else None, timeout=dist_timeout()
+        )
         info.initialized_here = True
     return info
 

@@ -21,4 +21,4 @@ def one_line(err: FreqkitError) -> FreqkitError:
         return err
     last = text.strip().splitlines()[-1]
     prefix = f"{type(err).__module__}.{type(err).__name__}: "
-    return type(err)(last[len(prefix):] if last.startswith(prefix) else last)
+    return type(err)(last[len(prefix) :] if last.startswith(prefix) else last)

@@ -12,6 +12,7 @@ lock left behind by a killed run is taken over; a live owner is named in the err
 ``FREQKIT_FAULT_AT=<point>`` (tests only) ends the process with ``os._exit`` at that named point of a
 save, to prove that a kill there loses nothing; see :func:`fault_point`.
 """
+
 from __future__ import annotations
 
 import json
@@ -142,7 +143,9 @@ def check_writable_dir(path: str | os.PathLike, parameter: str = "out") -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ParameterError(parameter, f"{str(p)!r} is not a writable folder ({err.strerror or err}); pass a folder you can write to") from None
+        raise ParameterError(
+            parameter, f"{str(p)!r} is not a writable folder ({err.strerror or err}); pass a folder you can write to"
+        ) from None
     return p
 
 

@@ -4,6 +4,7 @@ A bound is checked before the work it guards (a resize, an allocation, a parse),
 costs one line instead of gigabytes of memory or a traceback. ``FREQKIT_MAX_<NAME>`` (e.g.
 ``FREQKIT_MAX_RESIZED_PIXELS=400000000``) replaces the default of the bound ``<name>`` for a process.
 """
+
 from __future__ import annotations
 
 import os
@@ -85,6 +86,8 @@ def loads_json(text: str, where: str) -> Any:
     bound = limit("json_depth")
     depth = json_depth(text)
     if depth > bound:
-        raise FreqkitError(f"{where} nests {depth} levels deep, above freqkit's limit of {bound}; it is damaged or hostile: "
-                           f"restore or re-create it, or {_raise_hint('json_depth')}")
+        raise FreqkitError(
+            f"{where} nests {depth} levels deep, above freqkit's limit of {bound}; it is damaged or hostile: "
+            f"restore or re-create it, or {_raise_hint('json_depth')}"
+        )
     return json.loads(text)

@@ -26,6 +26,7 @@ at most a torn last line, which loading skips and the next monitor on that file 
 step k drops the records at steps >= k already in the file (a rerun or a resumed run repeats them), and
 :func:`truncate_history` cuts a file back to a checkpoint's step.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 __all__ = [
-    "DEFAULT_METRICS", "METRICS", "MonitorHistory", "SpectralMonitor", "load_history", "monitor_curves", "over_training_figure",
+    "DEFAULT_METRICS",
+    "METRICS",
+    "MonitorHistory",
+    "SpectralMonitor",
+    "load_history",
+    "monitor_curves",
+    "over_training_figure",
     "truncate_history",
 ]
 
@@ -157,7 +164,9 @@ def _layer_values(cap: Any, metrics: Sequence[str], cutoff: float) -> dict[str, 
         elif m == "hf_log_amplitude":
             computed[m] = {i: float(S.high_frequency_log_amplitude(maps[i])) for i in ok}
         elif m == "attention_entropy":
-            computed[m] = {i: float(S.attention_entropy(cap.layers[i].attn).double().mean()) for i in ok if cap.layers[i].attn is not None}
+            computed[m] = {
+                i: float(S.attention_entropy(cap.layers[i].attn).double().mean()) for i in ok if cap.layers[i].attn is not None
+            }
     for m, vals in computed.items():
         for i, v in vals.items():
             out[m][i] = _clean(v)
@@ -172,8 +181,15 @@ class MonitorHistory(Sequence):
     finite) are None.
     """
 
-    def __init__(self, layers: Sequence[str] = (), metrics: Sequence[str] = DEFAULT_METRICS, records: Sequence[Mapping[str, Any]] = (),
-                 kinds: Optional[Sequence[str]] = None, model: str = "", settings: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        layers: Sequence[str] = (),
+        metrics: Sequence[str] = DEFAULT_METRICS,
+        records: Sequence[Mapping[str, Any]] = (),
+        kinds: Optional[Sequence[str]] = None,
+        model: str = "",
+        settings: Optional[Mapping[str, Any]] = None,
+    ) -> None:
         self.layers = list(layers)
         self.kinds = list(kinds) if kinds is not None else ["tokens"] * len(self.layers)
         self.metrics = list(metrics)
@@ -208,8 +224,15 @@ class MonitorHistory(Sequence):
 
     def header(self) -> dict[str, Any]:
         """Everything but the records (the first line of a history file)."""
-        return {"schema": SCHEMA, "version": SCHEMA_VERSION, "model": self.model, "layers": self.layers, "kinds": self.kinds,
-                "metrics": self.metrics, "settings": self.settings}
+        return {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "model": self.model,
+            "layers": self.layers,
+            "kinds": self.kinds,
+            "metrics": self.metrics,
+            "settings": self.settings,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready ``{"schema", "version", "model", "layers", "kinds", "metrics", "settings", "records"}``."""
@@ -230,9 +253,17 @@ class MonitorHistory(Sequence):
         if d.get("schema") != SCHEMA:
             raise FreqkitError(f"not a freqkit monitor history (schema {d.get('schema')!r}); pass a file SpectralMonitor wrote")
         if int(d.get("version", 0)) > SCHEMA_VERSION:
-            raise FreqkitError(f"monitor history version {d.get('version')} is newer than this freqkit reads ({SCHEMA_VERSION}); upgrade freqkit")
-        return cls(layers=d["layers"], metrics=d["metrics"], records=d.get("records", ()), kinds=d.get("kinds"), model=d.get("model", ""),
-                   settings=d.get("settings"))
+            raise FreqkitError(
+                f"monitor history version {d.get('version')} is newer than this freqkit reads ({SCHEMA_VERSION}); upgrade freqkit"
+            )
+        return cls(
+            layers=d["layers"],
+            metrics=d["metrics"],
+            records=d.get("records", ()),
+            kinds=d.get("kinds"),
+            model=d.get("model", ""),
+            settings=d.get("settings"),
+        )
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "MonitorHistory":
@@ -247,8 +278,13 @@ class MonitorHistory(Sequence):
     def _repr_html_(self) -> str:
         from freqkit.render import escape, figure_png, figure_tag, kv_table
 
-        facts = {"model": self.model, "layers": len(self.layers), "records": len(self.records),
-                 "steps": f"{self.steps[0]}..{self.steps[-1]}" if self.records else "-", **self.settings}
+        facts = {
+            "model": self.model,
+            "layers": len(self.layers),
+            "records": len(self.records),
+            "steps": f"{self.steps[0]}..{self.steps[-1]}" if self.records else "-",
+            **self.settings,
+        }
         parts = [f"<h3>Spectral monitor: {escape(self.model)}</h3>", kv_table(facts)]
         if self.records:
             for name, fig in self.plot().items():
@@ -351,7 +387,9 @@ class SpectralMonitor:
             probe = probe[0]  # an (images, targets) batch
         if not isinstance(probe, torch.Tensor) or probe.ndim != 4 or not probe.is_floating_point():
             shape = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
-            raise ParameterError("probe", f"must be a float image batch (B, 3, H, W), got {shape}; add a batch dimension with x[None]")
+            raise ParameterError(
+                "probe", f"must be a float image batch (B, 3, H, W), got {shape}; add a batch dimension with x[None]"
+            )
         if not bool(torch.isfinite(probe).all()):
             raise ParameterError("probe", "holds NaN or inf; pass finite images")
         if isinstance(every, bool) or int(every) != every or int(every) < 1:
@@ -362,9 +400,13 @@ class SpectralMonitor:
         if unknown or not metrics:
             raise ParameterError("metrics", f"{unknown or list(metrics)} unknown or empty; use some of {', '.join(METRICS)}")
         if not 0.0 <= float(cutoff) <= 1.5:
-            raise ParameterError("cutoff", f"{cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5")
+            raise ParameterError(
+                "cutoff", f"{cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5"
+            )
         if writer is not None and not callable(getattr(writer, "add_scalar", None)):
-            raise ParameterError("writer", f"{type(writer).__name__} has no add_scalar(tag, value, step); pass a TensorBoard SummaryWriter")
+            raise ParameterError(
+                "writer", f"{type(writer).__name__} has no add_scalar(tag, value, step); pass a TensorBoard SummaryWriter"
+            )
         if int(figure_every) < 0:
             raise ParameterError("figure_every", f"must be >= 0 (0: no figures), got {figure_every!r}")
         self.model = model
@@ -387,7 +429,9 @@ class SpectralMonitor:
             if self.path.is_file() and self.path.stat().st_size > 0:
                 old, clean = _read(self.path)
                 if old.metrics != self.metrics or (self.layers is not None and old.layers != self.layers):
-                    raise ParameterError("path", f"{str(self.path)!r} holds a history of other metrics or layers; pass a new path or delete it")
+                    raise ParameterError(
+                        "path", f"{str(self.path)!r} holds a history of other metrics or layers; pass a new path or delete it"
+                    )
                 self._history = old
                 if not clean:
                     _write_jsonl(self.path, old)  # a torn last line would merge with the next record
@@ -396,7 +440,9 @@ class SpectralMonitor:
     def history(self) -> MonitorHistory:
         """The records so far (a :class:`MonitorHistory`; empty before the first measurement)."""
         if self._history is None:
-            return MonitorHistory(layers=self.layers or (), metrics=self.metrics, model=self._model_name(), settings=self._settings())
+            return MonitorHistory(
+                layers=self.layers or (), metrics=self.metrics, model=self._model_name(), settings=self._settings()
+            )
         return self._history
 
     def _model_name(self) -> str:
@@ -407,8 +453,13 @@ class SpectralMonitor:
         return model_name(self.net)
 
     def _settings(self) -> dict[str, Any]:
-        return {"every": self.every, "cutoff": self.cutoff, "probe_images": int(self.probe.shape[0]),
-                "image_size": [int(self.probe.shape[-2]), int(self.probe.shape[-1])], "tokens": "spatial (prefix tokens dropped)"}
+        return {
+            "every": self.every,
+            "cutoff": self.cutoff,
+            "probe_images": int(self.probe.shape[0]),
+            "image_size": [int(self.probe.shape[-2]), int(self.probe.shape[-1])],
+            "tokens": "spatial (prefix tokens dropped)",
+        }
 
     def step(self, step: int, force: bool = False) -> Optional[dict[str, Any]]:
         """Call after optimizer step ``step``: measures when ``step`` is a multiple of ``every`` (or ``force``) and
@@ -440,7 +491,9 @@ class SpectralMonitor:
         record: dict[str, Any] = {"step": int(step), **values}
         if self._history is None:
             kinds = ["tokens" if layer.is_tokens else "map" for layer in cap.layers]
-            self._history = MonitorHistory(layers=cap.names, metrics=self.metrics, kinds=kinds, model=self._model_name(), settings=self._settings())
+            self._history = MonitorHistory(
+                layers=cap.names, metrics=self.metrics, kinds=kinds, model=self._model_name(), settings=self._settings()
+            )
         del cap
         self._append(record)
         self._last_step = int(step)
@@ -467,7 +520,9 @@ class SpectralMonitor:
     def scalars(self, record: Mapping[str, Any]) -> dict[str, float]:
         """TensorBoard-style scalars of one record: ``{"spectral/<metric>/<label>": value}`` (None values left out)."""
         labels = self.history.labels
-        return {f"{TAG_PREFIX}/{m}/{label}": float(v) for m in self.metrics for label, v in zip(labels, record[m]) if v is not None}
+        return {
+            f"{TAG_PREFIX}/{m}/{label}": float(v) for m in self.metrics for label, v in zip(labels, record[m]) if v is not None
+        }
 
     def _log(self, record: Mapping[str, Any]) -> None:
         if self.writer is None:
@@ -475,7 +530,11 @@ class SpectralMonitor:
         step = int(record["step"])
         for tag, value in self.scalars(record).items():
             self.writer.add_scalar(tag, value, step)
-        if self.figure_every and callable(getattr(self.writer, "add_figure", None)) and (len(self.history) - 1) % self.figure_every == 0:
+        if (
+            self.figure_every
+            and callable(getattr(self.writer, "add_figure", None))
+            and (len(self.history) - 1) % self.figure_every == 0
+        ):
             self.writer.add_figure(f"{TAG_PREFIX}/by_layer", _plot_by_layer(self.history, None), step)
 
     def plot(self, metrics: Optional[Sequence[str]] = None) -> dict[str, "Figure"]:
@@ -620,5 +679,7 @@ def over_training_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Opt
     for ax in axes[-1]:
         ax.set_xlabel("step")
     seeds = max(len(cs) for cs in models.values())
-    fig.suptitle(f"over training: each layer on the fixed probe images (mean over {seeds} seed{'s' if seeds > 1 else ''})", fontsize=10)
+    fig.suptitle(
+        f"over training: each layer on the fixed probe images (mean over {seeds} seed{'s' if seeds > 1 else ''})", fontsize=10
+    )
     return fig

@@ -21,6 +21,7 @@ eager attention path, restored after).
 
 Hooks are removed when the pass ends, also when it raises.
 """
+
 from __future__ import annotations
 
 import re
@@ -75,7 +76,7 @@ class LayerCapture:
         """The layer's spatial features as tokens (B, H*W, C); prefix tokens dropped."""
         if self.map is not None:
             return self.map.flatten(2).transpose(1, 2)
-        return self.tokens[:, self.num_prefix_tokens:]
+        return self.tokens[:, self.num_prefix_tokens :]
 
     def v_map(self) -> torch.Tensor:
         """The value map V (B, heads * d, H, W) of the attention layer (spatial tokens only)."""
@@ -116,7 +117,10 @@ class Capture:
 
 def _hf_layers(model: nn.Module) -> Optional[list[str]]:
     """Encoder layer names of a Hugging Face ViT-family model (``*.layers.i`` or ``*encoder.layer.i``), else None."""
-    if not type(model).__module__.startswith("transformers.") or getattr(getattr(model, "config", None), "patch_size", None) is None:
+    if (
+        not type(model).__module__.startswith("transformers.")
+        or getattr(getattr(model, "config", None), "patch_size", None) is None
+    ):
         return None
     for name, mod in model.named_modules():
         if isinstance(mod, nn.ModuleList) and (name == "layers" or name.endswith((".layers", "encoder.layer"))) and len(mod) > 0:
@@ -347,8 +351,9 @@ def capture(
     return Capture(layers=captured, output=output)
 
 
-
-def _capture_hf(model: nn.Module, images: torch.Tensor, names: list[str], modules: dict[str, nn.Module], attention: bool) -> Capture:
+def _capture_hf(
+    model: nn.Module, images: torch.Tensor, names: list[str], modules: dict[str, nn.Module], attention: bool
+) -> Capture:
     """:func:`capture` for a Hugging Face ViT-family model (see the module docs)."""
     layers = _hf_layers(model) or []
     outputs: dict[str, torch.Tensor] = {}
@@ -368,7 +373,14 @@ def _capture_hf(model: nn.Module, images: torch.Tensor, names: list[str], module
         handles.append(modules[name].register_forward_hook(layer_hook(name)))
         if attention and name in layers:
             # the value projection (``v_proj``, or ``attention.value`` in older transformers) gives V for the global response
-            proj = next((m for n, m in modules[name].named_modules() if n.endswith(("v_proj", "attention.value")) and isinstance(m, nn.Linear)), None)
+            proj = next(
+                (
+                    m
+                    for n, m in modules[name].named_modules()
+                    if n.endswith(("v_proj", "attention.value")) and isinstance(m, nn.Linear)
+                ),
+                None,
+            )
             if proj is not None:
                 handles.append(proj.register_forward_hook(value_hook(name)))
     setter = getattr(model, "set_attn_implementation", None)
@@ -391,15 +403,21 @@ def _capture_hf(model: nn.Module, images: torch.Tensor, names: list[str], module
                 model.config._attn_implementation = before
     attns = list(getattr(output, "attentions", None) or []) if attention else []
     if attention and len(attns) != len(layers):
-        raise FreqkitError(f"capture(attention=True): {type(model).__name__} returned {len(attns)} attention maps for {len(layers)} layers; capture without attention")
+        raise FreqkitError(
+            f"capture(attention=True): {type(model).__name__} returned {len(attns)} attention maps for {len(layers)} layers; capture without attention"
+        )
     image_hw = (int(images.shape[-2]), int(images.shape[-1]))
     captured = []
     for name in names:
         if name not in outputs:
-            raise FreqkitError(f"capture: layers {[name]} did not run in the forward pass; pick layers on the model's forward path")
+            raise FreqkitError(
+                f"capture: layers {[name]} did not run in the forward pass; pick layers on the model's forward path"
+            )
         out = outputs[name]
         if out.ndim != 3:
-            raise FreqkitError(f"capture: layer {name!r} returned shape {tuple(out.shape)}; pick encoder layers (tokens (B, N, C))")
+            raise FreqkitError(
+                f"capture: layer {name!r} returned shape {tuple(out.shape)}; pick encoder layers (tokens (B, N, C))"
+            )
         grid, prefix = _hf_geometry(model, image_hw, out.shape[1])
         layer = LayerCapture(name=name, grid_size=grid, num_prefix_tokens=prefix, tokens=out)
         if attention and name in layers:
@@ -427,7 +445,9 @@ def _center_unit(out: torch.Tensor, name: str, grid: Optional[tuple[int, int]], 
     raise FreqkitError(f"effective_receptive_field: layer {name!r} returned shape {tuple(out.shape)}; pick token or map layers")
 
 
-def effective_receptive_field(model: nn.Module, images: torch.Tensor, layers: Optional[Sequence[str]] = None) -> dict[str, torch.Tensor]:
+def effective_receptive_field(
+    model: nn.Module, images: torch.Tensor, layers: Optional[Sequence[str]] = None
+) -> dict[str, torch.Tensor]:
     """Effective receptive field (Luo et al. 2016) of each layer on images (B, 3, H, W) -> {name: (H, W)}.
 
     The map is |d y_c / d x| summed over the input channels and averaged over the images, where y_c
@@ -442,7 +462,9 @@ def effective_receptive_field(model: nn.Module, images: torch.Tensor, layers: Op
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]
     if unknown or not names:
-        raise FreqkitError(f"effective_receptive_field: model {type(model).__name__} has no module named {unknown}; use names from model.named_modules()")
+        raise FreqkitError(
+            f"effective_receptive_field: model {type(model).__name__} has no module named {unknown}; use names from model.named_modules()"
+        )
     is_hf = _hf_layers(model) is not None
     is_vit = token_layout(model) and not is_hf
     num_prefix = int(getattr(model, "num_prefix_tokens", 0)) if is_vit else 0

@@ -11,6 +11,7 @@ Two tools, for two shapes of work:
 
 :func:`shutdown` ends a process group without waiting on a peer that may be gone (no barrier after a failure).
 """
+
 from __future__ import annotations
 
 import datetime

@@ -19,7 +19,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = [
-    "DPI", "check_distinct_folders", "curve_figure", "escape", "figure_png", "figure_tag", "fragment", "kv_table", "page", "slug", "table",
+    "DPI",
+    "check_distinct_folders",
+    "curve_figure",
+    "escape",
+    "figure_png",
+    "figure_tag",
+    "fragment",
+    "kv_table",
+    "page",
+    "slug",
+    "table",
     "write_pngs",
 ]
 
@@ -111,8 +121,12 @@ def fragment(title: str, body: str, figures: Mapping[str, Figure] | None = None)
     return f"<div><h3>{escape(title)}</h3>{body}{figs}</div>"
 
 
-def curve_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
-                 size: tuple[float, float] = (5.5, 3.6)) -> Figure:
+def curve_figure(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    size: tuple[float, float] = (5.5, 3.6),
+) -> Figure:
     """One line per name from (x values, y values), labelled and gridded."""
     from matplotlib.figure import Figure
 

@@ -1,4 +1,5 @@
 """freqkit.analyze -> Report: values, batch invariance, closed forms, JSON / PNG / HTML export."""
+
 from __future__ import annotations
 
 import base64
@@ -75,7 +76,9 @@ def test_batch_size_does_not_change_the_numbers(images):
         assert [r for row in a.spectrum for r in row] == pytest.approx([r for row in b.spectrum for r in row], abs=1e-5)
         assert a.global_response == pytest.approx(b.global_response, abs=1e-5)
         assert a.local_response["dc"] == pytest.approx(b.local_response["dc"], abs=1e-6)
-    torch.testing.assert_close(torch.tensor(whole.cross_layer_similarity), torch.tensor(split.cross_layer_similarity), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(whole.cross_layer_similarity), torch.tensor(split.cross_layer_similarity), rtol=0, atol=1e-5
+    )
 
 
 def test_uniform_attention_closed_form(images):
@@ -168,13 +171,22 @@ def test_names_build_the_same_random_weights_without_touching_the_callers_rng(im
     torch.manual_seed(123)  # a different global state must not change what the name builds
     b = analyze(["deit_tiny_patch16_224"], images[:2], img_size=32, cka=False, methods=False)
     assert a.models == b.models
-    assert a.models[0].info["weights"].startswith("random init") and a.settings["weights"] == {"deit_tiny_patch16_224": a.models[0].info["weights"]}
+    assert a.models[0].info["weights"].startswith("random init") and a.settings["weights"] == {
+        "deit_tiny_patch16_224": a.models[0].info["weights"]
+    }
     ref = timm.create_model("deit_tiny_patch16_224", img_size=32)
     torch.nn.init.constant_(ref.head.bias, 0.5)
     from safetensors.torch import save_file
 
     save_file(ref.state_dict(), tmp_path / "w.safetensors")
-    c = analyze({"mine": "deit_tiny_patch16_224"}, images[:2], img_size=32, checkpoint={"mine": tmp_path / "w.safetensors"}, cka=False, methods=False)
+    c = analyze(
+        {"mine": "deit_tiny_patch16_224"},
+        images[:2],
+        img_size=32,
+        checkpoint={"mine": tmp_path / "w.safetensors"},
+        cka=False,
+        methods=False,
+    )
     d = analyze(ref.eval(), images[:2], cka=False, methods=False)
     assert c.models[0].layers == d.models[0].layers and c.models[0].info["weights"] == f"checkpoint {tmp_path / 'w.safetensors'}"
     with pytest.raises(ParameterError, match="lists 1 files for 2 models"):

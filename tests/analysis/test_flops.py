@@ -1,4 +1,5 @@
 """freqkit.flops against closed-form MAC counts of single layers and of whole converted models."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ from torch import nn
 import freqkit
 from freqkit.analysis.flops import KINDS, fft_macs
 from freqkit.errors import FreqkitError
-from freqkit.layers import Attention, AttnScale, FeatScale, GFSA
+from freqkit.layers import GFSA, Attention, AttnScale, FeatScale
 
 B, N, C, H = 2, 17, 48, 4
 D = C // H

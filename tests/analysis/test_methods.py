@@ -1,4 +1,5 @@
 """Method-visualization data checked against direct computations from the layers' parameters and inputs."""
+
 import json
 
 import pytest
@@ -9,8 +10,8 @@ import torch.nn.functional as F
 import freqkit.models  # noqa: F401  (registers the models with timm)
 from freqkit import convert
 from freqkit.analysis import methods as M
-from freqkit.layers import Attention, AttInv, FreqScale
 from freqkit.analysis.methods.attinv import _synthetic_stacks
+from freqkit.layers import Attention, AttInv, FreqScale
 from freqkit.spectral import full_plane, local_response
 
 

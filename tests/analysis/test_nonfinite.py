@@ -1,4 +1,5 @@
 """NaN / inf in images or weights, and meta-device models, give analyze one line naming the model and layer."""
+
 from __future__ import annotations
 
 import pytest

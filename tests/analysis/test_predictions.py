@@ -1,4 +1,5 @@
 """Prediction-panel data: label maps are the argmax of the model's logits; boundary errors follow boundary F1."""
+
 import json
 
 import pytest
@@ -88,7 +89,9 @@ def test_bad_input_names_the_parameter():
     with pytest.raises(FreqkitError, match="task"):
         prediction_panel_data({"a": nn.Linear(1, 1)}, torch.rand(1, 3, 4, 4), torch.zeros(1), "detection", MEAN, STD)
     with pytest.raises(FreqkitError, match="mean"):
-        prediction_panel_data({"a": nn.Conv2d(3, 2, 1)}, torch.rand(1, 3, 4, 4), torch.zeros(1, 4, 4), "segmentation", (0.5,), STD)
+        prediction_panel_data(
+            {"a": nn.Conv2d(3, 2, 1)}, torch.rand(1, 3, 4, 4), torch.zeros(1, 4, 4), "segmentation", (0.5,), STD
+        )
 
 
 def test_palette_is_distinct():

@@ -1,5 +1,6 @@
 """Streaming analyze: every data source gives the statistics of one tensor pass; resume; CKA, per-head
 maps and receptive fields against the spectral / probe functions and closed forms."""
+
 from __future__ import annotations
 
 import math
@@ -179,11 +180,18 @@ def test_folder_layouts_and_timm_data_config(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    layout = ["imagenet/val/n01/a.JPEG", "imagenet/val/n02/b.jpg", "ade/images/validation/c.jpg", "ade/annotations/validation/c.png"]
+    layout = [
+        "imagenet/val/n01/a.JPEG",
+        "imagenet/val/n02/b.jpg",
+        "ade/images/validation/c.jpg",
+        "ade/annotations/validation/c.png",
+    ]
     for rel in layout:
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (30, 41, 3), dtype=np.uint8)).save(path, format="JPEG" if rel.lower().endswith(("jpg", "jpeg")) else "PNG")
+        Image.fromarray(rng.integers(0, 255, (30, 41, 3), dtype=np.uint8)).save(
+            path, format="JPEG" if rel.lower().endswith(("jpg", "jpeg")) else "PNG"
+        )
     assert [p.name for p in list_images(tmp_path)] == ["c.jpg", "a.JPEG", "b.jpg"]  # label maps under annotations/ skipped
     model = timm.create_model("deit_tiny_patch16_224")
     ds = image_folder(tmp_path / "imagenet", model)

@@ -1,4 +1,5 @@
 """``freqkit analyze`` end to end on built-in images, and one clear line (exit 2) for each bad input."""
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,9 @@ def test_end_to_end_builtin_images(tmp_path, capsys):
     html = (out / "report.html").read_text()
     names = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert html.count("data:image/png;base64,") == len(names) == 12  # 11 diagnostics + the feature maps
-    assert "cka.png" in names and "heads_deit_tiny_patch16_224.png" in names and "erf_deit_tiny_distilled_patch16_224.png" in names
+    assert (
+        "cka.png" in names and "heads_deit_tiny_patch16_224.png" in names and "erf_deit_tiny_distilled_patch16_224.png" in names
+    )
 
 
 def test_image_folder_and_checkpoint(tmp_path, capsys):
@@ -66,7 +69,16 @@ def test_image_folder_and_checkpoint(tmp_path, capsys):
     model = timm.create_model("deit_tiny_patch16_224", img_size=32)
     torch.nn.init.constant_(model.head.bias, 0.25)
     save_file(model.state_dict(), tmp_path / "w.safetensors")
-    argv = ["analyze", "--images", str(tmp_path / "imgs"), "--checkpoint", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "o"), *SMALL]
+    argv = [
+        "analyze",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--checkpoint",
+        str(tmp_path / "w.safetensors"),
+        "--out",
+        str(tmp_path / "o"),
+        *SMALL,
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "3 images" in out and "checkpoint" in out and "RANDOM" not in out
@@ -97,12 +109,26 @@ def test_checkpoint_errors(tmp_path, capsys):
     sd.pop("head.bias")
     sd["extra.weight"] = torch.zeros(2)
     save_file(sd, tmp_path / "bad.safetensors")
-    _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "bad.safetensors"), *SMALL], "missing keys (1): head.bias", "unexpected keys (1): extra.weight")
+    _fails(
+        capsys,
+        ["analyze", "--checkpoint", str(tmp_path / "bad.safetensors"), *SMALL],
+        "missing keys (1): head.bias",
+        "unexpected keys (1): extra.weight",
+    )
     torch.save({"args": argparse.Namespace(lr=0.1)}, tmp_path / "pickled.pth")
     _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "pickled.pth"), *SMALL], "neither safetensors nor a weights-only")
-    _fails(capsys, ["analyze", "a", "b", "--checkpoint", str(tmp_path / "bad.safetensors")], "--checkpoint lists 1 files for 2 models")
+    _fails(
+        capsys,
+        ["analyze", "a", "b", "--checkpoint", str(tmp_path / "bad.safetensors")],
+        "--checkpoint lists 1 files for 2 models",
+    )
     _fails(capsys, ["analyze", "--checkpoint", str(tmp_path / "missing.safetensors")], "--checkpoint", "does not exist")
-    _fails(capsys, ["analyze", "--pretrained", "--checkpoint", str(tmp_path / "bad.safetensors")], "--pretrained and --checkpoint", "both give weights")
+    _fails(
+        capsys,
+        ["analyze", "--pretrained", "--checkpoint", str(tmp_path / "bad.safetensors")],
+        "--pretrained and --checkpoint",
+        "both give weights",
+    )
 
 
 def test_pretrained_offline(monkeypatch, tmp_path, capsys):
@@ -135,8 +161,25 @@ def test_folder_with_workers_max_images_and_resume(tmp_path, capsys):
     (tmp_path / "imgs").mkdir()
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
-    argv = ["analyze", "deit_tiny_patch16_224", "--images", str(tmp_path / "imgs"), "--img-size", "32", "--batch-size", "2",
-            "--workers", "1", "--max-images", "3", "--no-figures", "--save-every", "1", "--out", str(tmp_path / "o")]
+    argv = [
+        "analyze",
+        "deit_tiny_patch16_224",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--img-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--max-images",
+        "3",
+        "--no-figures",
+        "--save-every",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert cli.main(argv) == 0
     assert "analysed 3 images" in capsys.readouterr().out
     first = json.loads((tmp_path / "o" / "report.json").read_text())
@@ -163,7 +206,19 @@ def test_models_create_names_python_parameters(tmp_path):
 
 
 def test_model_specs_are_analysed(tmp_path, capsys):
-    argv = ["analyze", "vit_mini+fdam", "--img-size", "64", "--no-figures", "--out", str(tmp_path / "o"), "--workers", "0", "--max-images", "2"]
+    argv = [
+        "analyze",
+        "vit_mini+fdam",
+        "--img-size",
+        "64",
+        "--no-figures",
+        "--out",
+        str(tmp_path / "o"),
+        "--workers",
+        "0",
+        "--max-images",
+        "2",
+    ]
     assert cli.main(argv) == 0
     data = json.loads((tmp_path / "o" / "report.json").read_text())
     assert data["models"][0]["name"] == "vit_mini+fdam" and data["settings"]["image_size"] == [64, 64]

@@ -1,4 +1,5 @@
 """torchrun -m freqkit analyze with 2 gloo processes on CPU gives the report of one process."""
+
 from __future__ import annotations
 
 import json
@@ -48,21 +49,61 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         sub = tmp_path / "imgs" / ("a" if i % 2 else "b")
         sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)).save(sub / f"{i}.png")
-    args = ["deit_tiny_patch16_224", "--images", str(tmp_path / "imgs"), "--img-size", "32", "--batch-size", "2",
-            "--workers", "0", "--attention", "--erf", "--no-figures", "--quiet", "--device", "cpu"]
+    args = [
+        "deit_tiny_patch16_224",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--img-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--attention",
+        "--erf",
+        "--no-figures",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     assert cli.main(["analyze", *args, "--out", str(tmp_path / "one")]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "freqkit", "analyze", *args, "--out", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "freqkit",
+        "analyze",
+        *args,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     two = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert two.returncode == 0, two.stderr[-3000:]
     a = json.loads((tmp_path / "one" / "report.json").read_text())
     b = json.loads((tmp_path / "two" / "report.json").read_text())
     assert a["settings"]["num_images"] == b["settings"]["num_images"] == 7  # none dropped, none twice
     assert a["settings"]["processes"] == 1 and b["settings"]["processes"] == 2
-    assert sorted(p.name for p in (tmp_path / "two" / "state").iterdir()) == ["analyze-state-rank0of2.pt", "analyze-state-rank1of2.pt"]
+    assert sorted(p.name for p in (tmp_path / "two" / "state").iterdir()) == [
+        "analyze-state-rank0of2.pt",
+        "analyze-state-rank1of2.pt",
+    ]
     la, lb = dict(_numbers(a["models"])), dict(_numbers(b["models"]))
-    assert la.keys() == lb.keys() and any(".heads." in k for k in la) and any(".erf." in k for k in la) and any(".cka" in k for k in la)
+    assert (
+        la.keys() == lb.keys()
+        and any(".heads." in k for k in la)
+        and any(".erf." in k for k in la)
+        and any(".cka" in k for k in la)
+    )
     for key, xs in la.items():
         ys = lb[key]
         scale = max(1e-12, max(abs(v) for v in xs))

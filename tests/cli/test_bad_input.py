@@ -1,4 +1,5 @@
 """Every bad input through the CLI: exit code 2 and one line on stderr, naming the flag."""
+
 from __future__ import annotations
 
 import json
@@ -30,16 +31,46 @@ def _one_error_line(capsys) -> str:
     ],
 )
 def test_train_settings(tmp_path, capsys, argv, message):
-    code = main(["train", "--model", "vit_micro", "--data", TINY, "--steps", "1", "--batch-size", "2", "--no-progress",
-                 "--out", str(tmp_path / "o"), *argv])
+    code = main(
+        [
+            "train",
+            "--model",
+            "vit_micro",
+            "--data",
+            TINY,
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "o"),
+            *argv,
+        ]
+    )
     assert code == 2
     line = _one_error_line(capsys)
     assert line.startswith("freqkit train: error:") and message in line
 
 
 def _train(tmp_path: Path, *extra: str) -> int:
-    return main(["train", "--model", "vit_micro", "--data", TINY, "--steps", "2", "--batch-size", "4", "--no-progress",
-                 "--out", str(tmp_path / "run"), *extra])
+    return main(
+        [
+            "train",
+            "--model",
+            "vit_micro",
+            "--data",
+            TINY,
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "run"),
+            *extra,
+        ]
+    )
 
 
 def test_train_out_is_a_file(tmp_path, capsys):

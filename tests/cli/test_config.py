@@ -1,4 +1,5 @@
 """Flags generated from ``TrainConfig``: one default and one help text per setting, errors shown as flags."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,9 +26,17 @@ def test_every_config_field_is_a_train_flag_with_the_dataclass_default():
 
 
 def test_flags_parse_to_config_values():
-    args = build_parser().parse_args(["train", "--steps", "7", "--clip-grad", "0", "--no-amp", "--workers", "2",
-                                      "--warmup-steps", "none", "--no-progress"])
-    assert (args.steps, args.clip_grad, args.amp, args.num_workers, args.warmup_steps, args.progress) == (7, None, False, 2, None, False)
+    args = build_parser().parse_args(
+        ["train", "--steps", "7", "--clip-grad", "0", "--no-amp", "--workers", "2", "--warmup-steps", "none", "--no-progress"]
+    )
+    assert (args.steps, args.clip_grad, args.amp, args.num_workers, args.warmup_steps, args.progress) == (
+        7,
+        None,
+        False,
+        2,
+        None,
+        False,
+    )
 
 
 def test_library_error_names_the_parameter_and_cli_names_the_flag(tmp_path, capsys):

@@ -1,4 +1,5 @@
 """``freqkit simulate`` end to end on a tiny grid: figures, JSON curves, errors."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,24 @@ from freqkit.cli import main
 
 def test_simulate_writes_figures_and_curves(tmp_path, capsys):
     out = tmp_path / "sim"
-    rc = main(["simulate", "--size", "5", "6", "--windows", "1,3,full", "--stencils", "box3,laplacian",
-               "--attention", "--periodic", "--bins", "4", "--out", str(out)])
+    rc = main(
+        [
+            "simulate",
+            "--size",
+            "5",
+            "6",
+            "--windows",
+            "1,3,full",
+            "--stencils",
+            "box3,laplacian",
+            "--attention",
+            "--periodic",
+            "--bins",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     for name in ("windows.png", "stencils.png", "attention.png", "curves.json"):
         assert (out / name).stat().st_size > 0

@@ -1,4 +1,5 @@
 """``freqkit train`` and ``freqkit eval``: a tiny run end to end, and one clear line for every bad input."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,23 @@ TINY = "shapes:size=32,train=8,val=4"
 
 
 def _train(tmp_path: Path, *extra: str) -> int:
-    return main(["train", "--model", "vit_micro", "--data", TINY, "--steps", "2", "--batch-size", "4", "--no-progress",
-                 "--out", str(tmp_path / "run"), *extra])
+    return main(
+        [
+            "train",
+            "--model",
+            "vit_micro",
+            "--data",
+            TINY,
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "run"),
+            *extra,
+        ]
+    )
 
 
 def _one_error_line(capsys) -> str:
@@ -88,10 +104,20 @@ def test_eval_on_data_with_a_different_class_count(tmp_path, capsys):
     assert _train(tmp_path) == 0
     capsys.readouterr()
     _pairs(tmp_path / "p", top=7)
-    assert main(["eval", str(tmp_path / "run"), "--data", f"pairs:{tmp_path / 'p' / 'img'}:{tmp_path / 'p' / 'ann'}", "--no-progress"]) == 2
+    assert (
+        main(
+            ["eval", str(tmp_path / "run"), "--data", f"pairs:{tmp_path / 'p' / 'img'}:{tmp_path / 'p' / 'ann'}", "--no-progress"]
+        )
+        == 2
+    )
     assert "class index 7 but the dataset has 5 classes" in _one_error_line(capsys)
     _pairs(tmp_path / "q", top=3)  # labels fit the model's 5 classes: evaluation runs
-    assert main(["eval", str(tmp_path / "run"), "--data", f"pairs:{tmp_path / 'q' / 'img'}:{tmp_path / 'q' / 'ann'}", "--no-progress"]) == 0
+    assert (
+        main(
+            ["eval", str(tmp_path / "run"), "--data", f"pairs:{tmp_path / 'q' / 'img'}:{tmp_path / 'q' / 'ann'}", "--no-progress"]
+        )
+        == 0
+    )
     capsys.readouterr()
     (tmp_path / "cls" / "train" / "a").mkdir(parents=True)
     assert main(["eval", str(tmp_path / "run"), "--data", f"imagefolder:{tmp_path / 'cls'}"]) == 2

@@ -1,4 +1,5 @@
 """Released-code conformance fixtures: shipped in ``fixtures/``, more in ``FREQKIT_CONFORMANCE_DIR`` (folders joined by ``os.pathsep``)."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ GFSA wK); block-level ``lamb1`` / ``lamb2`` -> ``feat_scale.lamb1`` / ``feat_sca
 other key (``qkv``, ``proj``, ``attn.*``, ``norm1``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``) keeps
 its name because freqkit uses timm's names, as the released code does.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from freqkit.layers import Attention, AttnScale, FeatScale, FreqBlock, GFSA
+from freqkit.layers import GFSA, Attention, AttnScale, FeatScale, FreqBlock
 
 
 def _load(module: nn.Module, state: dict[str, torch.Tensor], renames: dict[str, str]) -> None:

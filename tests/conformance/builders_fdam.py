@@ -1,6 +1,7 @@
 """Builders for the FDAM fixtures (released ``mmcv_custom/deit_fdam.py``): each builds the freqkit
 module from the fixture metadata, loads the released state dict through the released-key mapping
 (``freqkit.models.fdam_vit.remap_released_keys`` / ``load_fdam_checkpoint``) and runs the inputs."""
+
 from __future__ import annotations
 
 import re
@@ -50,7 +51,11 @@ def freqscale(meta: dict, state: dict, inputs: dict) -> dict:
 def block(meta: dict, state: dict, inputs: dict) -> dict:
     a = meta["args"]
     m = build_fdam_block(
-        a["dim"], a["num_heads"], qkv_bias=a.get("qkv_bias", False), init_values=a.get("init_values", 1e-4), norm_layer=_layer_norm(a["norm"])
+        a["dim"],
+        a["num_heads"],
+        qkv_bias=a.get("qkv_bias", False),
+        init_values=a.get("init_values", 1e-4),
+        norm_layer=_layer_norm(a["norm"]),
     )
     _load(m, state)
     set_grid(m, (meta["H"], meta["W"]), 0)

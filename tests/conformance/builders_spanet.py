@@ -4,6 +4,7 @@ Every builder loads the released state dict through the path users take: the lay
 released keys directly (SPAM checks and drops the fixed masks ``sps.<i>.filter``), the models go
 through their ``checkpoint_filter_fn`` and a strict :func:`freqkit.load_checkpoint`.
 """
+
 from __future__ import annotations
 
 import re

@@ -7,6 +7,7 @@ whole-model ones. Each ``*.safetensors`` fixture holds the released module's sta
 from released class names to freqkit builders covers every fixture, so a new file of a known class
 is picked up without a code change.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Image decoding: 16-bit and float files keep their intensities (no clipping), bad ones and decompression bombs are one line."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """On-disk formats, built as tiny PIL files in tmp_path: image folder, ADE20K layout, image + mask pairs."""
+
 from __future__ import annotations
 
 from pathlib import Path

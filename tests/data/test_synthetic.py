@@ -1,4 +1,5 @@
 """Built-in synthetic sets: determinism, shapes and class semantics checked from the images themselves."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,11 @@ def test_shapes_is_a_pure_function_of_seed_split_index():
     a = shapes_sample(3, "train", 5, (32, 32))
     b = shapes_sample(3, "train", 5, (32, 32))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    for other in (shapes_sample(4, "train", 5, (32, 32)), shapes_sample(3, "val", 5, (32, 32)), shapes_sample(3, "train", 6, (32, 32))):
+    for other in (
+        shapes_sample(4, "train", 5, (32, 32)),
+        shapes_sample(3, "val", 5, (32, 32)),
+        shapes_sample(3, "train", 6, (32, 32)),
+    ):
         assert not torch.equal(a[0], other[0])
     ds = ShapesDataset("train", size=32, length=10, seed=3)
     assert torch.equal(ds[5][0], a[0]) and torch.equal(ds[5][1], a[1])

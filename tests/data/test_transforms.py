@@ -1,4 +1,5 @@
 """The paper segmentation pipeline on tiny generated ADE20K folders: crop size, ignore padding, cat_max_ratio, determinism."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,8 @@ def make_ade(root: Path, sizes=SIZES, seed: int = 0) -> Path:
         for i, (w, h) in enumerate(sizes):
             Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "images" / sub / f"ADE_{i:03d}.jpg")
             lab = np.ones((h, w), np.uint8)
-            lab[:, w // 3:] = 2
-            lab[h // 2:, : w // 2] = 3
+            lab[:, w // 3 :] = 2
+            lab[h // 2 :, : w // 2] = 3
             Image.fromarray(lab).save(root / "annotations" / sub / f"ADE_{i:03d}.png")
     return root
 

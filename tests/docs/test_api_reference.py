@@ -1,4 +1,5 @@
 """Every public name of freqkit has an entry on the API reference pages, and each entry resolves to that name's object."""
+
 from __future__ import annotations
 
 import importlib
@@ -63,4 +64,6 @@ def test_the_hook_drops_sphinx_roles_only_before_code():
     hook = _hook()
     assert hook.on_page_content("see :class:<code>Report</code> and :class: text") == "see <code>Report</code> and :class: text"
     assert hook.on_page_markdown("::: freqkit.analyze\n::: freqkit.spectral\n").splitlines() == [
-        f"::: {hook.resolve('freqkit.analyze')}", "::: freqkit.spectral"]
+        f"::: {hook.resolve('freqkit.analyze')}",
+        "::: freqkit.spectral",
+    ]

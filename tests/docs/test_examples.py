@@ -1,5 +1,6 @@
 """Every Python example on the documentation pages runs as written (each block in a fresh namespace, in a
 scratch folder), except blocks marked ``<!-- no-test: reason -->`` on the line before, which are counted."""
+
 from __future__ import annotations
 
 import re

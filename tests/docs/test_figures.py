@@ -1,4 +1,5 @@
 """The documentation's figures come from docs/scripts/make_figures.py: each one a page shows is written by the script."""
+
 from __future__ import annotations
 
 import importlib.util

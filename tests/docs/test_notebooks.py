@@ -1,4 +1,5 @@
 """The example notebooks execute offline from a clean kernel, and are stored without outputs."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -49,4 +50,6 @@ def test_notebooks_are_what_the_generator_writes():
     spec.loader.exec_module(module)
     assert sorted(module.NOTEBOOKS) == [p.name for p in NOTEBOOKS]
     for path in NOTEBOOKS:
-        assert path.read_text() == module.render(module.NOTEBOOKS[path.name]), f"run python docs/scripts/make_notebooks.py ({path.name})"
+        assert path.read_text() == module.render(module.NOTEBOOKS[path.name]), (
+            f"run python docs/scripts/make_notebooks.py ({path.name})"
+        )

@@ -1,4 +1,5 @@
 """``freqkit.compare`` and ``freqkit compare``, shrunk (2 steps, 32 x 32 images, 2 seeds): the report, its numbers, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,24 @@ from freqkit.experiment import Comparison, compare, parse_seeds
 
 def test_compare_writes_a_consistent_report(tmp_path, capsys):
     out = tmp_path / "cmp"
-    argv = ["compare", "--models", "vit_micro,vit_micro+fdam", "--data", "shapes:size=32,train=8,val=4", "--steps", "2",
-            "--batch-size", "4", "--seeds", "2", "--analyze-images", "3", "--no-progress", "--out", str(out)]
+    argv = [
+        "compare",
+        "--models",
+        "vit_micro,vit_micro+fdam",
+        "--data",
+        "shapes:size=32,train=8,val=4",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--seeds",
+        "2",
+        "--analyze-images",
+        "3",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert "vit_micro+fdam" in stdout and "report.html" in stdout
@@ -105,17 +122,40 @@ def test_compare_from_python_with_objects(tmp_path):
     from freqkit.data import build_datasets
     from freqkit.models.spec import build_model
 
-    res = compare(["vit_micro", "vit_micro+fdam"], steps=3, seeds=(0,), out=tmp_path / "a",
-                  data="shapes:size=32,train=8,val=4", batch_size=4, progress=False, analyze_images=2)
+    res = compare(
+        ["vit_micro", "vit_micro+fdam"],
+        steps=3,
+        seeds=(0,),
+        out=tmp_path / "a",
+        data="shapes:size=32,train=8,val=4",
+        batch_size=4,
+        progress=False,
+        analyze_images=2,
+    )
     assert set(res.summary) == {"vit_micro", "vit_micro+fdam"} and "miou" in res.table()
     assert (tmp_path / "a" / "report.html").is_file() and "<html" in res.to_html()
     again = Comparison.from_json(res.to_json())
-    assert again.summary == json.loads(res.to_json())["summary"] and set(res.plot()) == {"spectral", "loss", "over_training", "predictions"}
+    assert again.summary == json.loads(res.to_json())["summary"] and set(res.plot()) == {
+        "spectral",
+        "loss",
+        "over_training",
+        "predictions",
+    }
 
     splits, info = build_datasets("shapes:size=32,train=8,val=4")
     factory = lambda: build_model("vit_micro", info.task, info.num_classes, info.img_size)  # noqa: E731
-    mine = compare({"mine": factory}, data=splits, steps=3, seeds=(0,), out=None, batch_size=4, progress=False,
-                   task=info.task, num_classes=info.num_classes, analyze_images=2)
+    mine = compare(
+        {"mine": factory},
+        data=splits,
+        steps=3,
+        seeds=(0,),
+        out=None,
+        batch_size=4,
+        progress=False,
+        task=info.task,
+        num_classes=info.num_classes,
+        analyze_images=2,
+    )
     # the factory is called after seeding, so it trains exactly like the spec it builds
     assert mine.summary["mine"]["miou"]["values"] == pytest.approx(res.summary["vit_micro"]["miou"]["values"])
     assert torch.isfinite(torch.tensor(mine.summary["mine"]["hf_ratio"])).all()
@@ -123,8 +163,17 @@ def test_compare_from_python_with_objects(tmp_path):
 
 def test_bad_spec_fails_before_any_training(tmp_path, capsys):
     # the second spec is wrong: nothing may train (no run folder of the first model) before the error
-    argv = ["compare", "--models", "vit_micro,vit_micro+fdam+gfsa", "--data", "shapes:size=32,train=8,val=4", "--steps", "1",
-            "--out", str(tmp_path / "c")]
+    argv = [
+        "compare",
+        "--models",
+        "vit_micro,vit_micro+fdam+gfsa",
+        "--data",
+        "shapes:size=32,train=8,val=4",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "c"),
+    ]
     assert main(argv) == 2
     assert not list((tmp_path / "c").rglob("*.safetensors")) and not list((tmp_path / "c").rglob("log.jsonl"))
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
@@ -147,8 +196,17 @@ def test_prediction_panel_is_the_argmax_of_each_trained_model(tmp_path):
     from freqkit.experiment import open_run
     from freqkit.train.evaluate import input_stats, normalize
 
-    res = compare(["vit_micro"], steps=2, seeds=(0,), out=tmp_path, data="shapes:size=32,train=8,val=6", batch_size=4,
-                  progress=False, analyze_images=2, keep_checkpoints=False)
+    res = compare(
+        ["vit_micro"],
+        steps=2,
+        seeds=(0,),
+        out=tmp_path,
+        data="shapes:size=32,train=8,val=6",
+        batch_size=4,
+        progress=False,
+        analyze_images=2,
+        keep_checkpoints=False,
+    )
     net = open_run(tmp_path / "runs" / "vit_micro" / "seed0").model()
     splits, _ = build_datasets("shapes:size=32,train=8,val=6", splits=("val",))
     x = torch.stack([splits["val"][i][0] for i in range(4)])

@@ -1,4 +1,5 @@
 """How often ``compare`` goes back to the data and model layers: the datasets are built once per call."""
+
 import json
 
 import freqkit.data
@@ -29,8 +30,16 @@ def test_compare_builds_the_datasets_once_and_each_model_per_run(tmp_path, monke
     monkeypatch.setattr(ShapesDataset, "__init__", counting_init)
     monkeypatch.setattr(model_spec, "build_model", counting_model)
     specs, seeds = ["vit_micro", "vit_micro+fdam"], (0, 1)
-    res = compare(specs, data="shapes:size=32,train=8,val=4", steps=1, seeds=seeds, batch_size=4, analyze_images=2,
-                  out=str(tmp_path / "cmp"), progress=False)
+    res = compare(
+        specs,
+        data="shapes:size=32,train=8,val=4",
+        steps=1,
+        seeds=seeds,
+        batch_size=4,
+        analyze_images=2,
+        out=str(tmp_path / "cmp"),
+        progress=False,
+    )
     assert set(res.summary) == set(specs)
     # one build of (train, val) for the whole comparison: preflight and every train call reuse it
     assert builds == [("train", "val")] and sorted(datasets) == ["train", "val"]

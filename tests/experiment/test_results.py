@@ -1,4 +1,5 @@
 """Every result object follows one convention: to_dict, to_json(path=None), save and a loader, table, plot, _repr_html_."""
+
 import json
 
 import pytest
@@ -29,8 +30,9 @@ def test_simulation_round_trips_and_renders(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r"
-    cfg = TrainConfig(model="vit_micro", data="shapes:size=32,train=8,val=4", steps=2, batch_size=4, log_every=1,
-                      out=str(out), progress=False)
+    cfg = TrainConfig(
+        model="vit_micro", data="shapes:size=32,train=8,val=4", steps=2, batch_size=4, log_every=1, out=str(out), progress=False
+    )
     return freqkit.train(cfg)
 
 
@@ -42,7 +44,9 @@ def test_train_result_round_trips_through_its_run_folder(trained, tmp_path):
     assert back.metrics == trained.metrics and back.config == trained.config
     sa, sb = back.model.state_dict(), trained.model.state_dict()
     assert all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sb)
-    assert [h["loss"] for h in back.history if h["split"] == "train"] == [h["loss"] for h in trained.history if h["split"] == "train"]
+    assert [h["loss"] for h in back.history if h["split"] == "train"] == [
+        h["loss"] for h in trained.history if h["split"] == "train"
+    ]
     assert "miou" in trained.table() and _inline_figures(trained._repr_html_()) == 1
 
 

@@ -1,4 +1,5 @@
 """``freqkit.train`` with your own model and data, ``open_run`` and ``evaluate_run`` on what it wrote."""
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,19 @@ def test_train_with_your_own_model_and_datasets(tmp_path):
 
     torch.manual_seed(0)
     net = Tiny()
-    res = freqkit.train(freqkit.TrainConfig(task="segmentation", num_classes=info.num_classes, steps=3, batch_size=4,
-                                            out=str(tmp_path / "t"), progress=False, model="tiny"),
-                        model=net, datasets=splits)
+    res = freqkit.train(
+        freqkit.TrainConfig(
+            task="segmentation",
+            num_classes=info.num_classes,
+            steps=3,
+            batch_size=4,
+            out=str(tmp_path / "t"),
+            progress=False,
+            model="tiny",
+        ),
+        model=net,
+        datasets=splits,
+    )
     assert res.model is net and res.steps_done == 3 and 0.0 <= res.metrics["miou"] <= 1.0
     with pytest.raises(ParameterError, match="task and num_classes"):
         freqkit.train(model=Tiny(), datasets=splits, steps=1, out=str(tmp_path / "u"))

@@ -1,4 +1,5 @@
 """``freqkit.simulate``: closed-form responses on small grids, figures and saving."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Lightning: a tiny CPU fit with SpectralMonitorCallback writes hf_ratio scalars that TensorBoard reads back."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,8 +35,17 @@ def test_lightning_fit_logs_hf_ratio_to_tensorboard(tmp_path):
     cb = SpectralMonitorCallback(x[:2], every=2, path=tmp_path / "monitor.jsonl")
     logger = L.loggers.TensorBoardLogger(str(tmp_path), name="tb", version=0)
     model = _Classifier()
-    trainer = L.Trainer(max_steps=4, accelerator="cpu", devices=1, logger=logger, callbacks=[cb], enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
+    trainer = L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        devices=1,
+        logger=logger,
+        callbacks=[cb],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
     trainer.fit(model, loader)
     assert cb.monitor.history.steps == [0, 2, 4]
     # the last record is analyze of the trained backbone (the monitor found it inside the LightningModule)

@@ -1,4 +1,5 @@
 """Hugging Face Trainer: a tiny CPU fit with SpectralMonitorCallback writes hf_ratio scalars that TensorBoard reads back."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,14 +28,29 @@ class _Images(torch.utils.data.Dataset):
 
 def test_trainer_fit_logs_hf_ratio_to_tensorboard(tmp_path):
     torch.manual_seed(0)
-    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=64, num_labels=3)
+    cfg = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+    )
     model = transformers.ViTForImageClassification(cfg)
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(8, 3, 32, 32, generator=g), torch.randint(0, 3, (8,), generator=g)
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=2, learning_rate=1e-2, use_cpu=True,
-        report_to=["tensorboard"], logging_steps=2, save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(tmp_path / "out"),
+        max_steps=4,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        use_cpu=True,
+        report_to=["tensorboard"],
+        logging_steps=2,
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
     cb = SpectralMonitorCallback(x[:2], every=2)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=_Images(x, y), callbacks=[cb])

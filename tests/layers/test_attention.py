@@ -1,5 +1,6 @@
 """The shared Attention: fused (SDPA) path == explicit-matrix path == timm == a hand-written softmax,
 with and without masks; the filter context (attend, uniform) computes what it says."""
+
 from __future__ import annotations
 
 import math

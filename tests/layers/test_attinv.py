@@ -1,5 +1,6 @@
 """AttInv against the seed's explicit-matrix formula (eq. 32), at init, with prefix tokens, masks,
 half precision, and the released parameter names and counts."""
+
 from __future__ import annotations
 
 import math
@@ -119,8 +120,20 @@ def test_parameter_count_deit_small_and_released_keys():
     assert sum(p.numel() for p in f.parameters()) == 2 * (384 * 6 + 6) + 2 * 384 + 2 == 5390
     attn = Attention(192, 3, qkv_bias=True, filter=AttInv(192, 3))
     keys = set(attn.state_dict())
-    released = {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias", "dy_freq.weight", "dy_freq.bias", "dy_freq_2.weight",
-                "dy_freq_2.bias", "lf_gamma", "hf_gamma", "dy_freq_starrelu.scale", "dy_freq_starrelu.bias"}
+    released = {
+        "qkv.weight",
+        "qkv.bias",
+        "proj.weight",
+        "proj.bias",
+        "dy_freq.weight",
+        "dy_freq.bias",
+        "dy_freq_2.weight",
+        "dy_freq_2.bias",
+        "lf_gamma",
+        "hf_gamma",
+        "dy_freq_starrelu.scale",
+        "dy_freq_starrelu.bias",
+    }
     sd = {k: torch.randn_like(attn.state_dict()[("filter." + k) if ("filter." + k) in keys else k]) for k in released}
     mapped = remap_released_keys(sd)
     assert set(mapped) == keys

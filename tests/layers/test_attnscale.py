@@ -1,4 +1,5 @@
 """AttnScale: fused (1 + w) A V - w U V against the explicit A' = U + (1 + w)(A - U), masks, prefix tokens."""
+
 from __future__ import annotations
 
 import pytest

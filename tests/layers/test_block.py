@@ -1,4 +1,5 @@
 """FreqBlock takes the token grid explicitly; the stored grid is only the fallback for converted timm ViTs."""
+
 from __future__ import annotations
 
 import pytest

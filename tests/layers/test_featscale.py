@@ -1,14 +1,15 @@
 """FeatScale: the per-channel DC / high-frequency re-weighting, applied once (double_add only for conformance)."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from conformance import find_fixture
 from timm.layers import Mlp
 from torch import nn
 
-from conformance import find_fixture
 from freqkit.errors import FreqkitError
 from freqkit.layers import Attention, FeatScale, FreqBlock
 
@@ -91,7 +92,7 @@ def test_double_add_reproduces_the_released_block_and_default_does_not():
         meta = json.loads(f.metadata()["json"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     dim, heads = meta["args"]["dim"], meta["args"]["num_heads"]
-    state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
+    state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
     state = {{"lamb1": "feat_scale.lamb1", "lamb2": "feat_scale.lamb2"}.get(k, k): v for k, v in state.items()}
     errors = {}
     for double in (False, True):

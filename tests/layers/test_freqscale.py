@@ -1,14 +1,15 @@
 """FreqScale against a brute-force per-channel filter in the frequency domain (explicit DFT sums in
 numpy), the FFT and matrix-DFT paths against each other, bank resizing and its cache, token
 layout with prefix tokens, parameter counts (the released DeiT-S configuration), half precision and errors."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from closeness import assert_scaled_close
+
 from freqkit.errors import FreqkitError
 from freqkit.layers import FreqScale
 from freqkit.layers.freqscale import bicubic_matrix
@@ -192,7 +193,9 @@ def test_bfloat16_autocast_and_weights():
         torch.testing.assert_close(y.float(), ref, atol=0.1, rtol=0.05)
         fs16 = fs.to(torch.bfloat16)
         y16 = fs16.apply_tokens(t.bfloat16(), (5, 7), 1)
-        assert y16.dtype == torch.bfloat16 and fs16(t[:, 1:].bfloat16().transpose(1, 2).reshape(2, 16, 5, 7)).dtype == torch.bfloat16
+        assert (
+            y16.dtype == torch.bfloat16 and fs16(t[:, 1:].bfloat16().transpose(1, 2).reshape(2, 16, 5, 7)).dtype == torch.bfloat16
+        )
         torch.testing.assert_close(y16.float(), ref, atol=0.1, rtol=0.05)
 
 

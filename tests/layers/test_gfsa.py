@@ -1,11 +1,12 @@
 """GFSA: two fused passes A (A V) against H = w0 I + w1 A + wK (A + (K-1)(A^2 - A)) built with matrix_power."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from freqkit.errors import FreqkitError
-from freqkit.layers import Attention, GFSA
+from freqkit.layers import GFSA, Attention
 
 B, N, C, H = 2, 10, 24, 3
 

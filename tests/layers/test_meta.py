@@ -1,4 +1,5 @@
 """Shape-only runs on the meta device (FLOP counters, sharded init): the frequency layers give the CPU shapes."""
+
 from __future__ import annotations
 
 import pytest

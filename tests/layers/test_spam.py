@@ -1,14 +1,14 @@
 """SPAM (SPANet v1): masks, the three exact paths, released-mask loading, dtypes and errors."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from closeness import assert_scaled_close
 from conformance import find_fixture
+from torch import nn
+
 from freqkit.errors import FreqkitError
 from freqkit.layers import SPAM
 from freqkit.layers.spam import signed_frequencies, spf_mask
@@ -92,17 +92,19 @@ def test_reference_spf_equals_the_bruteforce_dft(size, radius):
         m.conv[0].weight[:, 0, 0, 3] = 1
         m.conv[1].weight[:, 0, 3, 0] = 1
         for i, pw in enumerate(m.pws):
-            pw.weight[2 * i: 2 * i + 2, :, 0, 0] = torch.eye(2)
+            pw.weight[2 * i : 2 * i + 2, :, 0, 0] = torch.eye(2)
     x = torch.rand(1, dim, *size, dtype=torch.float32) + 0.5
     with torch.no_grad():
         spf = (m(x) / x)[0].numpy()
     for i, lam in enumerate((0.7, 0.8, 0.9)):
-        want = _spf_bruteforce(x[0, 2 * i: 2 * i + 2].double().numpy(), radius, lam)
-        np.testing.assert_allclose(spf[2 * i: 2 * i + 2], want, atol=2e-5)
+        want = _spf_bruteforce(x[0, 2 * i : 2 * i + 2].double().numpy(), radius, lam)
+        np.testing.assert_allclose(spf[2 * i : 2 * i + 2], want, atol=2e-5)
 
 
 @pytest.mark.parametrize("transform", ["bins", "rfft"])
-@pytest.mark.parametrize("size,radius", [((14, 14), 2), ((7, 7), 1), ((9, 12), 2), ((5, 3), 3), ((2, 2), 1), ((1, 6), 2), ((8, 5), 0.5)])
+@pytest.mark.parametrize(
+    "size,radius", [((14, 14), 2), ((7, 7), 1), ((9, 12), 2), ((5, 3), 3), ((2, 2), 1), ((1, 6), 2), ((8, 5), 0.5)]
+)
 def test_fast_paths_equal_the_reference_path(transform, size, radius):
     ref = _randomize(SPAM(12, radius=radius, fused=False)).eval()
     fast = SPAM(12, radius=radius, transform=transform).eval()

@@ -1,12 +1,13 @@
 """SPAM v2 (SPANetV2's ExSPAM): fused vs reference path, layouts, gains, the gain cache, keys, dtypes."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from closeness import assert_scaled_close
 from torch import nn
 
-from closeness import assert_scaled_close
 from freqkit.errors import FreqkitError
 from freqkit.layers import SPAMv2
 from freqkit.layers.spam_v2 import checkpoint_layout
@@ -42,7 +43,7 @@ def _bruteforce(m: SPAMv2, x: torch.Tensor) -> torch.Tensor:
         if theta.shape[-2:] != (h, w // 2 + 1):
             theta = F.interpolate(theta[None], size=(h, w // 2 + 1), mode="bicubic", align_corners=True)[0]
         gain = torch.sigmoid(m.alpha * theta) if m.gain == "scaled_sigmoid" else torch.sigmoid(theta)
-        out = torch.fft.irfft2(torch.fft.rfft2(conv(ctx[:, i * g:(i + 1) * g]), norm="ortho") * gain, s=(h, w), norm="ortho")
+        out = torch.fft.irfft2(torch.fft.rfft2(conv(ctx[:, i * g : (i + 1) * g]), norm="ortho") * gain, s=(h, w), norm="ortho")
         for ch in range(g):
             dst = n * ch + i if m.layout == "interleave" else i * g + ch
             z[:, dst] = out[:, ch]

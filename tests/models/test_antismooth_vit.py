@@ -1,4 +1,5 @@
 """Registered DeiT-S models with AttnScale / FeatScale / GFSA: build, load timm and released weights, features."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import freqkit.models  # noqa: F401  (registers the models)
-from freqkit.layers import AttnScale, FeatScale, FreqBlock, GFSA
+from freqkit.layers import GFSA, AttnScale, FeatScale, FreqBlock
 from freqkit.models import load_checkpoint
 from freqkit.models.antismooth_vit import checkpoint_filter_fn, released_key
 

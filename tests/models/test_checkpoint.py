@@ -1,4 +1,5 @@
 """Checkpoint reading is safe (safetensors / weights-only) and mismatches are reported by key."""
+
 from __future__ import annotations
 
 import pickle

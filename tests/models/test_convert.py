@@ -1,5 +1,6 @@
 """freqkit.convert with the FDAM methods (fdam, attinv, freqscale) on the timm ViT families: every
 weight kept, the output preserved at init, options, prefix tokens, dynamic image sizes, copies."""
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,6 @@ from timm.models.vision_transformer import VisionTransformer
 from freqkit.errors import FreqkitError
 from freqkit.layers import AttInv, FreqBlock, FreqScale
 from freqkit.models import convert
-
 
 # small configurations of each family: (name, kwargs, input size)
 FAMILIES = [
@@ -95,8 +95,11 @@ def test_options_select_blocks_and_layers():
 def test_copies_and_pickles_pass_the_grid_and_store_none():
     """A deep copy (EMA) and a pickled model compute what the original does at a new size; no forward writes a grid on a block."""
     torch.manual_seed(0)
-    model = convert(_model("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=1, dynamic_img_size=True)), "fdam",
-                    freqscale_init_std=0.02).eval()  # non-identity filters: the grid shapes the output
+    model = convert(
+        _model("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=1, dynamic_img_size=True)),
+        "fdam",
+        freqscale_init_std=0.02,
+    ).eval()  # non-identity filters: the grid shapes the output
     x = torch.randn(1, 3, 16, 24)
     with torch.no_grad():
         want = model(x)
@@ -114,8 +117,12 @@ def test_copies_and_pickles_pass_the_grid_and_store_none():
 def test_unconverted_blocks_and_intermediates_at_a_new_size():
     """forward_intermediates of a partly converted dynamic-size ViT equals the blocks run by hand with the grid passed."""
     torch.manual_seed(1)
-    model = convert(_model("deit_tiny_distilled_patch16_224", dict(img_size=32, patch_size=8, depth=3, dynamic_img_size=True)),
-                    "freqscale", blocks=[1], freqscale_init_std=0.02).eval()
+    model = convert(
+        _model("deit_tiny_distilled_patch16_224", dict(img_size=32, patch_size=8, depth=3, dynamic_img_size=True)),
+        "freqscale",
+        blocks=[1],
+        freqscale_init_std=0.02,
+    ).eval()
     x = torch.randn(2, 3, 24, 40)
     with torch.no_grad():
         final, feats = model.forward_intermediates(x, indices=[0, 1, 2], output_fmt="NLC")

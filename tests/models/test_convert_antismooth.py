@@ -1,6 +1,6 @@
 """freqkit.convert with attnscale / featscale / gfsa: weights kept, exact identity at init, composition."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import timm
@@ -8,7 +8,7 @@ import torch
 
 import freqkit
 from freqkit.errors import FreqkitError
-from freqkit.layers import AttnScale, FeatScale, FreqBlock, GFSA
+from freqkit.layers import GFSA, AttnScale, FeatScale, FreqBlock
 
 DEPTH, DIM, HEADS = 2, 192, 3
 

@@ -1,5 +1,6 @@
 """FDAM models: timm registration, DeiT weights as a starting point, the dense backbone (position
 embedding, feature levels and strides, released checkpoints), deployment (torch.compile, ONNX)."""
+
 from __future__ import annotations
 
 import warnings
@@ -8,16 +9,20 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from closeness import assert_scaled_close
 from safetensors.torch import save_file
 
 import freqkit
-from closeness import assert_scaled_close
 from freqkit.errors import FreqkitError
 from freqkit.models.fdam_vit import FdamViTDense, load_fdam_checkpoint
 
 NAMES = {
-    "deit_tiny_fdam_patch16_224", "deit_small_fdam_patch16_224", "deit_base_fdam_patch16_224",
-    "fdam_vit_tiny_dense", "fdam_vit_small_dense", "fdam_vit_base_dense",
+    "deit_tiny_fdam_patch16_224",
+    "deit_small_fdam_patch16_224",
+    "deit_base_fdam_patch16_224",
+    "fdam_vit_tiny_dense",
+    "fdam_vit_small_dense",
+    "fdam_vit_base_dense",
 }
 TINY = dict(embed_dim=32, depth=2, num_heads=2)
 
@@ -56,8 +61,14 @@ def test_deit_fdam_starts_from_timm_deit_weights(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(exact(x), deit(x), atol=1e-6, rtol=1e-6)
-    released_init = timm.create_model("deit_tiny_fdam_patch16_224", pretrained=True, pretrained_cfg_overlay=overlay,
-                                      attinv_init_value=1e-5, freqscale_init_std=1e-5, **kw)
+    released_init = timm.create_model(
+        "deit_tiny_fdam_patch16_224",
+        pretrained=True,
+        pretrained_cfg_overlay=overlay,
+        attinv_init_value=1e-5,
+        freqscale_init_std=1e-5,
+        **kw,
+    )
     own = released_init.state_dict()
     assert all(torch.equal(own[k], v) for k, v in deit.state_dict().items())
     assert torch.all(released_init.blocks[0].attn.filter.lf_gamma == 1e-5)  # FDAM kept at init
@@ -127,7 +138,9 @@ def test_load_released_checkpoint(tmp_path, fmt):
     assert missing == [] and unexpected == []
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
-        for a, b in zip(dst.forward_intermediates(x, intermediates_only=True), src.forward_intermediates(x, intermediates_only=True)):
+        for a, b in zip(
+            dst.forward_intermediates(x, intermediates_only=True), src.forward_intermediates(x, intermediates_only=True)
+        ):
             torch.testing.assert_close(a, b)
     assert freqkit.load_fdam_checkpoint is load_fdam_checkpoint
 
@@ -143,19 +156,25 @@ def test_load_reports_missing_keys_and_resizes_position_embedding():
     dst = _dense(neck=True)  # 14 x 14 position grid
     missing, unexpected = load_fdam_checkpoint(dst, sd, strict=False)
     assert missing == ["up1.0.weight"] and unexpected == []
-    ref = F.interpolate(src.pos_embed.reshape(1, 4, 4, -1).permute(0, 3, 1, 2), size=(14, 14), mode="bicubic", align_corners=False)
+    ref = F.interpolate(
+        src.pos_embed.reshape(1, 4, 4, -1).permute(0, 3, 1, 2), size=(14, 14), mode="bicubic", align_corners=False
+    )
     torch.testing.assert_close(dst.pos_embed.data, ref.flatten(2).transpose(1, 2))
 
 
 def test_dense_accepts_timm_deit_and_pretrained_overlay(tmp_path):
     deit = timm.create_model("deit_tiny_patch16_224", **TINY)  # CLS token, head, final norm, 197 positions
     save_file(deit.state_dict(), tmp_path / "deit.safetensors")
-    dense = timm.create_model("fdam_vit_tiny_dense", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "deit.safetensors")), **TINY)
+    dense = timm.create_model(
+        "fdam_vit_tiny_dense", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "deit.safetensors")), **TINY
+    )
     torch.testing.assert_close(dense.blocks[1].attn.qkv.weight, deit.blocks[1].attn.qkv.weight)
     torch.testing.assert_close(dense.pos_embed.data, deit.pos_embed.data[:, 1:])
     released = _checkpoint_source(_dense())
     save_file(released, tmp_path / "fdam.safetensors")
-    again = timm.create_model("fdam_vit_tiny_dense", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "fdam.safetensors")), **TINY)
+    again = timm.create_model(
+        "fdam_vit_tiny_dense", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "fdam.safetensors")), **TINY
+    )
     torch.testing.assert_close(again.blocks[0].attn.filter.hf_gamma, released["backbone.blocks.0.attn.hf_gamma"])
 
 
@@ -210,7 +229,10 @@ def test_bfloat16_autocast_and_weights():
 
 
 def test_compile_traces_without_graph_breaks():
-    for model, x in ((_dense(), torch.randn(1, 3, 48, 80)), (timm.create_model("deit_tiny_fdam_patch16_224", img_size=32, patch_size=8, **TINY).eval(), torch.randn(2, 3, 32, 32))):
+    for model, x in (
+        (_dense(), torch.randn(1, 3, 48, 80)),
+        (timm.create_model("deit_tiny_fdam_patch16_224", img_size=32, patch_size=8, **TINY).eval(), torch.randn(2, 3, 32, 32)),
+    ):
         _randomize_fdam(model)
         with torch.no_grad():
             torch.testing.assert_close(torch.compile(model, backend="eager", fullgraph=True)(x), model(x))

@@ -1,12 +1,13 @@
 """SPANet backbones: spec parameter counts, any input size, features, released checkpoints, timm API."""
+
 from __future__ import annotations
 
 import pytest
 import timm
 import torch
+from closeness import assert_scaled_close
 
 import freqkit.models  # noqa: F401  (registers the models)
-from closeness import assert_scaled_close
 from freqkit.errors import FreqkitError
 from freqkit.layers import SPAM
 from freqkit.models import load_checkpoint
@@ -33,7 +34,7 @@ def _perturb(model: torch.nn.Module) -> torch.nn.Module:
     """Give norms, scales and biases non-trivial values (as the fixtures do) so that nothing hides."""
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for _, p in model.named_parameters():
             if p.ndim == 1:
                 p.add_(0.2 * torch.randn(p.shape, generator=g))
     return model
@@ -117,12 +118,12 @@ def _released_state_dict(model: SPANet) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in model.state_dict().items():
         if k.startswith("downsample_layers.0."):
-            k = "patch_embed." + k[len("downsample_layers.0."):]
+            k = "patch_embed." + k[len("downsample_layers.0.") :]
         elif k.startswith("downsample_layers."):
-            i, rest = k[len("downsample_layers."):].split(".", 1)
+            i, rest = k[len("downsample_layers.") :].split(".", 1)
             k = f"network.{2 * int(i) - 1}.{rest}"
         elif k.startswith("stages."):
-            i, rest = k[len("stages."):].split(".", 1)
+            i, rest = k[len("stages.") :].split(".", 1)
             k = f"network.{2 * int(i)}.{rest}"
         out[k] = v
     for name, mod in model.named_modules():
@@ -149,7 +150,9 @@ def test_released_checkpoint_round_trip_and_mask_check(tmp_path):
 
     path = tmp_path / "spanet-tiny.safetensors"
     save_file({k: v.contiguous() for k, v in released.items()}, str(path))
-    via_timm = timm.create_model("spanet_small", pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10), **TINY).eval()
+    via_timm = timm.create_model(
+        "spanet_small", pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10), **TINY
+    ).eval()
     with torch.no_grad():
         assert torch.equal(via_timm(x), src(x))
     # a checkpoint whose masks belong to another radius is refused

@@ -1,12 +1,13 @@
 """SPANetV2 backbones: spec parameter counts, hybrid attention, features, released keys, timm API."""
+
 from __future__ import annotations
 
 import pytest
 import timm
 import torch
+from closeness import assert_scaled_close
 
 import freqkit.models  # noqa: F401  (registers the models)
-from closeness import assert_scaled_close
 from freqkit.errors import FreqkitError
 from freqkit.models import load_checkpoint
 from freqkit.models.spanetv2 import GridAttention, SPANetV2, checkpoint_filter_fn
@@ -128,9 +129,16 @@ def test_forward_intermediates_head_and_reset():
 def test_released_keys_load_unchanged_and_layout_is_checked(tmp_path):
     src = _perturb(_tiny(mixers=HYBRID))
     sd = src.state_dict()
-    for key in ("downsample_layers.0.post_norm.weight", "downsample_layers.1.pre_norm.weight",
-                "stages.0.0.token_mixer.filter_1", "stages.2.0.token_mixer.local_conv.weight",
-                "stages.3.0.res_scale1.scale", "stages.0.0.mlp.act.scale", "head.fc1.weight", "head.norm.bias"):
+    for key in (
+        "downsample_layers.0.post_norm.weight",
+        "downsample_layers.1.pre_norm.weight",
+        "stages.0.0.token_mixer.filter_1",
+        "stages.2.0.token_mixer.local_conv.weight",
+        "stages.3.0.res_scale1.scale",
+        "stages.0.0.mlp.act.scale",
+        "head.fc1.weight",
+        "head.norm.bias",
+    ):
         assert key in sd
     dst = _tiny(mixers=HYBRID)
     load_checkpoint(dst, dict(sd), filter_fn=checkpoint_filter_fn)

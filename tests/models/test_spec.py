@@ -1,4 +1,5 @@
 """The model vocabulary: ``freqkit.models.create`` builds every spec ``train`` takes, as train builds it."""
+
 import pytest
 import torch
 
@@ -48,11 +49,14 @@ def test_create_spec_num_classes_and_checkpoint(tmp_path):
     assert _same_weights(loaded, trained)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("vit_mini+nope", "unknown method 'nope'"),
-    ("vit_mini+fdam+fdam", "repeats a method"),
-    ("resnet18+fdam", "retrofit timm ViT-family"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("vit_mini+nope", "unknown method 'nope'"),
+        ("vit_mini+fdam+fdam", "repeats a method"),
+        ("resnet18+fdam", "retrofit timm ViT-family"),
+    ],
+)
 def test_bad_specs_are_one_line(spec, message):
     with pytest.raises(FreqkitError, match=message) as err:
         create(spec)

@@ -8,6 +8,7 @@ Every registered freqkit model is checked. The runtime checks build each one wit
 per stage (widths, heads, mixers, stems and heads as registered) and small inputs, so the whole
 file stays fast; the pretrained_cfg checks build the registered model itself, on the meta device.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -27,8 +28,14 @@ FAMILY = {"spanet": "spanet", "spanetv2": "spanetv2", "fdam_vit": "fdam", "antis
 # the smallest model of each architecture runs in the default suite; the wider / deeper variants
 # of the same code run with -m slow
 FAST = {
-    "spanet_small", "spanetv2_s18_pure", "spanetv2_s18_hybrid", "deit_tiny_fdam_patch16_224", "fdam_vit_tiny_dense",
-    "deit_small_attnscale_patch16_224", "deit_small_featscale_patch16_224", "deit_small_gfsa_patch16_224",
+    "spanet_small",
+    "spanetv2_s18_pure",
+    "spanetv2_s18_hybrid",
+    "deit_tiny_fdam_patch16_224",
+    "fdam_vit_tiny_dense",
+    "deit_small_attnscale_patch16_224",
+    "deit_small_featscale_patch16_224",
+    "deit_small_gfsa_patch16_224",
 }
 ALL = [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in MODELS]
 
@@ -86,7 +93,9 @@ def _fx_model(model: torch.nn.Module) -> torch.nn.Module:
     """A torchvision FX feature extractor returning the model's output, traced as timm's tests trace."""
     kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(), param_shapes_constant=True)
     train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=kwargs)
-    return create_feature_extractor(model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]], tracer_kwargs=kwargs)
+    return create_feature_extractor(
+        model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]], tracer_kwargs=kwargs
+    )
 
 
 def test_every_family_is_registered():
@@ -239,7 +248,9 @@ def test_torch_export_default_size(name):
 
 def test_torchscript_exclusions_cover_every_model():
     for name in MODELS:
-        assert any(fnmatch.fnmatch(name, p) for p in TORCHSCRIPT_EXCLUDED), f"{name}: scriptable or add an exclusion with a reason"
+        assert any(fnmatch.fnmatch(name, p) for p in TORCHSCRIPT_EXCLUDED), (
+            f"{name}: scriptable or add an exclusion with a reason"
+        )
     for pattern in TORCHSCRIPT_EXCLUDED:
         assert fnmatch.filter(MODELS, pattern), f"exclusion {pattern!r} matches no registered model"
 
@@ -248,5 +259,5 @@ def test_torchscript_exclusions_cover_every_model():
 def test_torchscript_exclusions_are_current(name):
     """If one of these becomes scriptable, drop its exclusion (and script it in this file instead)."""
     model = _create(name).eval()
-    with timm.layers.set_layer_config(scriptable=True), pytest.raises(Exception):
+    with timm.layers.set_layer_config(scriptable=True), pytest.raises(Exception):  # noqa: B017  (TorchScript raises many error types)
         torch.jit.script(model)

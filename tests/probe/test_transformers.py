@@ -1,4 +1,5 @@
 """Hugging Face ViT-family models (optional ``transformers``): capture and analyze on tiny random configurations."""
+
 from __future__ import annotations
 
 import pytest

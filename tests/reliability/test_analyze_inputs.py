@@ -1,4 +1,5 @@
 """analyze reads images as training does, checks them (and its output folder) before the work, and resumes only the same work."""
+
 from __future__ import annotations
 
 import os
@@ -127,8 +128,21 @@ def test_cli_out_is_checked_before_any_work(tmp_path, kind, capsys):
         out.chmod(0o500)
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "0.png").write_bytes(b"broken")  # reading it would fail with another message
-    code = cli.main(["analyze", "deit_tiny_patch16_224", "--images", str(tmp_path / "imgs"), "--img-size", "32", "--quiet",
-                     "--device", "cpu", "--out", str(out)])
+    code = cli.main(
+        [
+            "analyze",
+            "deit_tiny_patch16_224",
+            "--images",
+            str(tmp_path / "imgs"),
+            "--img-size",
+            "32",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--out" in err[0] and "0.png" not in err[0], err
 

@@ -1,4 +1,5 @@
 """compare owns its output folder: one lock for the whole comparison, safe run folder names, full histories on resume."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,17 @@ def test_resume_rebuilds_a_resumed_runs_history_from_its_log(tmp_path):
     out = tmp_path / "cmp"
     opts = dict(TINY, steps=4)
     # what a kill after step 2 of the first run leaves: its checkpoint and a log of steps 1-2
-    cfg = TrainConfig(model="vit_micro", data=opts["data"], steps=4, batch_size=4, seed=0, log_every=1, stop_at=2, progress=False,
-                      out=str(out / "runs" / "vit_micro" / "seed0"))
+    cfg = TrainConfig(
+        model="vit_micro",
+        data=opts["data"],
+        steps=4,
+        batch_size=4,
+        seed=0,
+        log_every=1,
+        stop_at=2,
+        progress=False,
+        out=str(out / "runs" / "vit_micro" / "seed0"),
+    )
     train(cfg)
     result = compare(["vit_micro"], out=out, resume=True, log_every=1, **opts)
     history = result.runs["vit_micro"][0]["history"]

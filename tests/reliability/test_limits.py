@@ -1,4 +1,5 @@
 """Every size is bounded before the work it guards: one line naming the bound and how to raise it, never gigabytes."""
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,9 @@ def test_a_deeply_nested_json_is_one_line_not_a_recursion_error():
     from freqkit.limits import loads_json
 
     text = _nested(100_000)
-    with pytest.raises(FreqkitError, match=r"config.json nests 100000 levels deep, above freqkit's limit of 64; .*FREQKIT_MAX_JSON_DEPTH"):
+    with pytest.raises(
+        FreqkitError, match=r"config.json nests 100000 levels deep, above freqkit's limit of 64; .*FREQKIT_MAX_JSON_DEPTH"
+    ):
         loads_json(text, "config.json")
 
 
@@ -134,7 +137,10 @@ def test_a_thin_image_is_refused_before_analyze_resizes_it(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
     # timm's evaluation resize (crop fraction 0.875) takes the 1-pixel side to 224 / 0.875 = 256 px: 256 x 15,360,000 pixels (11.8 GB as bytes)
     for headers in (True, False):
-        with pytest.raises(FreqkitError, match=r"thin.png \(1x60000\) would be resized to 256x15360000 = \d+ pixels, above .*FREQKIT_MAX_RESIZED_PIXELS"):
+        with pytest.raises(
+            FreqkitError,
+            match=r"thin.png \(1x60000\) would be resized to 256x15360000 = \d+ pixels, above .*FREQKIT_MAX_RESIZED_PIXELS",
+        ):
             analyze(model, str(tmp_path / "imgs"), img_size=224, check_headers=headers, methods=False)
 
 
@@ -146,9 +152,18 @@ def test_a_thin_validation_image_fails_the_pre_training_check(tmp_path):
         for c in ("a", "b"):
             (tmp_path / "data" / split / c).mkdir(parents=True)
             for i in range(2):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "data" / split / c / f"{i}.png")
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png"
+                )
     _thin_png(tmp_path / "data" / "val" / "a" / "thin.png")
-    cfg = TrainConfig(model="vit_micro", data=f"imagefolder:{tmp_path / 'data'}", img_size=32, steps=1, batch_size=2,
-                      out=str(tmp_path / "run"), progress=False)
+    cfg = TrainConfig(
+        model="vit_micro",
+        data=f"imagefolder:{tmp_path / 'data'}",
+        img_size=32,
+        steps=1,
+        batch_size=2,
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
     with pytest.raises(FreqkitError, match=r"thin.png \(1x60000\) would be resized to"):
         preflight([cfg])

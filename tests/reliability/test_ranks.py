@@ -1,4 +1,5 @@
 """A failure on one torchrun rank ends every rank, with one line naming the rank and the cause (2 gloo processes)."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,22 @@ def _free_port() -> int:
 
 def _torchrun(args: list[str], timeout: float = 120, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", **(extra_env or {}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "freqkit", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "freqkit",
+        *args,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -77,8 +92,26 @@ def _truncate(path: Path) -> None:
 def test_analyze_a_bad_image_on_rank_1_ends_both_ranks(tmp_path):
     paths = _pngs(tmp_path / "imgs", 6)
     _truncate(paths[5])  # sorted order 0..5: rank 1 reads 1, 3, 5; the header is fine, so it fails mid-pass
-    run = _torchrun(["analyze", "deit_tiny_patch16_224", "--images", str(tmp_path / "imgs"), "--img-size", "32", "--batch-size", "1",
-                     "--workers", "0", "--no-figures", "--quiet", "--device", "cpu", "--out", str(tmp_path / "out")])
+    run = _torchrun(
+        [
+            "analyze",
+            "deit_tiny_patch16_224",
+            "--images",
+            str(tmp_path / "imgs"),
+            "--img-size",
+            "32",
+            "--batch-size",
+            "1",
+            "--workers",
+            "0",
+            "--no-figures",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert run.returncode != 0
     err = run.stderr + run.stdout
     assert "rank 1" in err and "5.png" in err, err[-3000:]
@@ -105,8 +138,26 @@ def test_train_a_truncated_training_image_on_rank_1_ends_both_ranks(tmp_path):
     first = list(DistributedSampler(range(len(train_images)), num_replicas=2, rank=1, shuffle=True, seed=0, drop_last=True))[:2]
     victim = train_images[first[0]]
     _truncate(victim)
-    run = _torchrun(["train", "--model", "vit_micro", "--data", f"imagefolder:{tmp_path / 'data'}", "--img-size", "32", "--steps", "3",
-                     "--batch-size", "2", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "out")])
+    run = _torchrun(
+        [
+            "train",
+            "--model",
+            "vit_micro",
+            "--data",
+            f"imagefolder:{tmp_path / 'data'}",
+            "--img-size",
+            "32",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert run.returncode != 0
     err = run.stderr + run.stdout
     assert f"rank 1: cannot read image {victim}" in err, err[-3000:]

@@ -1,4 +1,5 @@
 """train fails early and loudly: divergence stops (or skips), bad data fails before step 1, finished runs are kept."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,28 @@ def test_a_diverging_run_stops_naming_the_step_and_saves_no_nan(tmp_path):
 
 
 def test_cli_a_nan_loss_does_not_exit_0(tmp_path, capsys):
-    code = cli.main(["train", "--model", "vit_micro", "--data", TINY, "--steps", "3", "--batch-size", "2", "--lr", "1e30",
-                     "--clip-grad", "0", "--log-every", "100", "--no-progress", "--out", str(tmp_path / "run")])
+    code = cli.main(
+        [
+            "train",
+            "--model",
+            "vit_micro",
+            "--data",
+            TINY,
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e30",
+            "--clip-grad",
+            "0",
+            "--log-every",
+            "100",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "diverged" in err[0], err
 
@@ -85,7 +106,9 @@ def test_a_one_class_image_folder_fails_before_training(tmp_path):
     for split in ("train", "val"):
         (tmp_path / "data" / split / "only").mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "data" / split / "only" / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / split / "only" / f"{i}.png"
+            )
     with pytest.raises(FreqkitError, match=r"classification needs at least 2 classes"):
         train(_cfg(tmp_path, data=f"imagefolder:{tmp_path / 'data'}", img_size=32, log_every=1))
     assert _records(tmp_path / "run") == []  # not one step trained

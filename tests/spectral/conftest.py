@@ -1,4 +1,5 @@
 """Brute-force references shared by the spectral tests (written from the formulas, not from freqkit)."""
+
 import cmath
 import math
 from types import SimpleNamespace

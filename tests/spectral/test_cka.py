@@ -1,5 +1,6 @@
 """Linear CKA against its closed formula, the unbiased HSIC against its U-statistic definition, and
 the mini-batch CKA's invariances."""
+
 from itertools import permutations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Edge cases (1x1 grid, all-zero map, single token, rank-0 matrix) never give NaN/inf, and dtypes
 follow the convention: half inputs are computed in float32 and come back in their own dtype."""
+
 import pytest
 import torch
 

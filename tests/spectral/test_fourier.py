@@ -1,4 +1,5 @@
 """freqkit.spectral.fourier against brute-force DFT sums (FDAM supplementary, eq. 1) and closed forms."""
+
 import math
 from fractions import Fraction
 

@@ -1,4 +1,5 @@
 """Graph-spectral simulation: grid Laplacian, window mixers, stencils, responses (SPANetV2's graph-spectral analysis)."""
+
 from __future__ import annotations
 
 import math
@@ -71,9 +72,11 @@ def test_full_window_is_global_averaging():
 
 def test_negative_tap_stencils_are_high_pass_and_averages_low_pass():
     freqs, basis = g.graph_fourier_basis(g.grid_laplacian(10, 10))
+
     def bands(stencil):
         f, r, _ = g.eigenspace_response(g.stencil_matrix(stencil, 10, 10), freqs, basis)
         return r[f < 0.5].mean().item(), r[f > 1.5].mean().item()
+
     for s in (g.laplacian_stencil(), g.sharpen_stencil()):
         low, high = bands(s)
         assert high > 2 * low and high > 1
@@ -87,7 +90,9 @@ def test_stencil_matrix_is_cross_correlation_with_zero_padding():
     x = torch.randn(5, 6, dtype=torch.float64)
     want = torch.nn.functional.conv2d(x[None, None], s[None, None], padding=1)[0, 0]  # conv2d is cross-correlation
     assert torch.allclose((g.stencil_matrix(s, 5, 6) @ x.reshape(-1)).reshape(5, 6), want)
-    wrapped = torch.nn.functional.conv2d(torch.nn.functional.pad(x[None, None], (1, 1, 1, 1), mode="circular"), s[None, None])[0, 0]
+    wrapped = torch.nn.functional.conv2d(torch.nn.functional.pad(x[None, None], (1, 1, 1, 1), mode="circular"), s[None, None])[
+        0, 0
+    ]
     assert torch.allclose((g.stencil_matrix(s, 5, 6, periodic=True) @ x.reshape(-1)).reshape(5, 6), wrapped)
 
 

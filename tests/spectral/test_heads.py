@@ -1,4 +1,5 @@
 """Per-head attention summaries against closed forms and brute force."""
+
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Token operators as matrices: circulant stencils, AttInv's layer operator, stacked local responses, and full_plane."""
+
 import math
 
 import torch

@@ -1,4 +1,5 @@
 """Effective rank, stable rank and rank-collapse residual against closed forms and numpy."""
+
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Attention frequency responses (FDAM supplementary, Secs. A and B) against brute-force DFTs and the low-pass theorem."""
+
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Token cosine similarity (FDAM supplementary, eq. 36) and cross-layer similarity against brute-force loops."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """Splitting timm token sequences into prefix tokens and spatial maps."""
+
 import pytest
 import torch
 

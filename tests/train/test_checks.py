@@ -1,4 +1,5 @@
 """Bad settings and bad data fail before training with one line naming the parameter; a failing final evaluation loses nothing."""
+
 from __future__ import annotations
 
 import json
@@ -121,7 +122,9 @@ def test_a_16_bit_mask_with_a_stray_id_is_not_60001_classes(tmp_path):
     root = tmp_path / "p"
     data = _pairs(root)
     Image.fromarray(stray).save(root / "ann" / "train" / "0.png")
-    with pytest.raises(FreqkitError, match=r"label 60000, which would mean 60001 classes .*declare the class count with num_classes"):
+    with pytest.raises(
+        FreqkitError, match=r"label 60000, which would mean 60001 classes .*declare the class count with num_classes"
+    ):
         train(_cfg(tmp_path, data=data))
     with pytest.raises(FreqkitError, match=r"num_classes=60001 is more than 4096 segmentation classes"):
         build_metrics("segmentation", 60001)

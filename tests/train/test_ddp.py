@@ -1,4 +1,5 @@
 """torchrun -m freqkit train with 2 gloo processes reaches the weights of 1 process on the same global batch."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
+from freqkit.models.spec import build_model
 from freqkit.train import TrainConfig, train
 from freqkit.train.setup import seed_everything
-from freqkit.models.spec import build_model
 
 DATA = "shapes:size=32,train=8,val=4"
 
@@ -30,10 +31,37 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        "-m", "freqkit", "train", "--model", common["model"], "--data", DATA, "--steps", "3", "--batch-size", "2",
-        "--lr", "3e-3", "--seed", "0", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "two"),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "freqkit",
+        "train",
+        "--model",
+        common["model"],
+        "--data",
+        DATA,
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--lr",
+        "3e-3",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "two"),
     ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]

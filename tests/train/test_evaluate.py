@@ -1,4 +1,5 @@
 """Dense evaluation at the original size: whole vs slide, flip and multi-scale, saved predictions."""
+
 from __future__ import annotations
 
 import sys
@@ -10,9 +11,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from freqkit.errors import FreqkitError
 from freqkit.train.config import parse_scales
 from freqkit.train.evaluate import dense_logits, evaluate_dense
-from freqkit.errors import FreqkitError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from test_transforms import SIZES, make_ade  # noqa: E402

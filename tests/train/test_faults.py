@@ -5,6 +5,7 @@ Each case forks a child that trains to step 2 (a complete checkpoint), then resu
 of the step-4 save, of the final model files, or of the log repair at resume. This process then
 resumes the run to its end and compares the weights with those of a run that was never killed.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,19 @@ def _one_thread():
 
 
 def _cfg(out: Path, **kw) -> TrainConfig:
-    base = dict(model="vit_micro", data=TINY, steps=4, batch_size=2, lr=3e-3, out=str(out), progress=False,
-                log_every=1, ckpt_every=2, eval_every=2, drop_path=0.1)
+    base = dict(
+        model="vit_micro",
+        data=TINY,
+        steps=4,
+        batch_size=2,
+        lr=3e-3,
+        out=str(out),
+        progress=False,
+        log_every=1,
+        ckpt_every=2,
+        eval_every=2,
+        drop_path=0.1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -126,8 +138,10 @@ def test_the_issue_state_old_and_tmp_only_resumes_from_the_newest(tmp_path, refe
     "damage, message",
     [
         (lambda c: (c / "state.json").write_text('{"step": 2, "conf'), r"state\.json is damaged"),
-        (lambda c: (c / "optimizer.safetensors").write_bytes((c / "optimizer.safetensors").read_bytes()[:-100]),
-         r"optimizer\.safetensors is damaged"),
+        (
+            lambda c: (c / "optimizer.safetensors").write_bytes((c / "optimizer.safetensors").read_bytes()[:-100]),
+            r"optimizer\.safetensors is damaged",
+        ),
         (lambda c: (c / "model.safetensors").unlink(), r"lacks model\.safetensors"),
     ],
 )
@@ -150,8 +164,26 @@ def test_cli_process_killed_between_the_two_renames_resumes_bitwise_equal(tmp_pa
 
     def run(out: Path, *extra: str, fault: str = "") -> int:
         env = {**os.environ, "FREQKIT_FAULT_AT": fault, "PYTHONPATH": os.pathsep.join(sys.path)}
-        argv = [sys.executable, "-m", "freqkit", "train", "--model", "vit_micro", "--data", TINY, "--steps", "4",
-                "--batch-size", "2", "--ckpt-every", "1", "--no-progress", "--out", str(out), *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "freqkit",
+            "train",
+            "--model",
+            "vit_micro",
+            "--data",
+            TINY,
+            "--steps",
+            "4",
+            "--batch-size",
+            "2",
+            "--ckpt-every",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+            *extra,
+        ]
         return subprocess.run(argv, env=env, capture_output=True, timeout=600).returncode
 
     assert run(tmp_path / "full") == 0

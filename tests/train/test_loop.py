@@ -1,4 +1,5 @@
 """The training loop: exact resume, outputs, both tasks, bf16 autocast; the segmentation model's pyramid."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,16 @@ import torch
 from safetensors.torch import load_file
 
 from freqkit.errors import FreqkitError
-from freqkit.train import TrainConfig, train
 from freqkit.models.spec import build_model
+from freqkit.train import TrainConfig, train
 
 TINY = "shapes:size=32,train=8,val=4"
 
 
 def _cfg(tmp_path, name, **kw):
-    base = dict(model="vit_micro", data=TINY, steps=5, batch_size=2, lr=3e-3, out=str(tmp_path / name), progress=False, log_every=1)
+    base = dict(
+        model="vit_micro", data=TINY, steps=5, batch_size=2, lr=3e-3, out=str(tmp_path / name), progress=False, log_every=1
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -36,7 +39,9 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
     assert resumed.metrics == pytest.approx(full.metrics)
     # the log holds every step once
-    steps = [r["step"] for r in map(json.loads, (tmp_path / "split" / "log.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    steps = [
+        r["step"] for r in map(json.loads, (tmp_path / "split" / "log.jsonl").read_text().splitlines()) if r["split"] == "train"
+    ]
     assert steps == list(range(1, 7))
 
 

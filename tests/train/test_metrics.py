@@ -1,4 +1,5 @@
 """Boundary F1 on hand-made masks and against a brute-force reference; the metric collections."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """freqkit train watches itself: monitor.jsonl (bitwise-neutral, exact across resume) and --tensorboard events."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,17 @@ TINY = "shapes:size=32,train=8,val=4"
 
 
 def _cfg(tmp_path, name, **kw):
-    base = {"model": "vit_micro", "data": TINY, "steps": 6, "batch_size": 2, "lr": 3e-3, "out": str(tmp_path / name),
-            "progress": False, "monitor_every": 2, "drop_path": 0.2}
+    base = {
+        "model": "vit_micro",
+        "data": TINY,
+        "steps": 6,
+        "batch_size": 2,
+        "lr": 3e-3,
+        "out": str(tmp_path / name),
+        "progress": False,
+        "monitor_every": 2,
+        "drop_path": 0.2,
+    }
     base.update(kw)
     return TrainConfig(**base)
 
@@ -51,7 +61,9 @@ def test_resumed_run_has_each_record_once_and_equal_to_an_uninterrupted_run(tmp_
     assert load_history(path).steps == [0, 3]
     # the interrupted run went on past its checkpoint (step 4) before it was killed: a record and a torn line
     with open(path, "a") as fh:
-        fh.write(json.dumps({"step": 6, "hf_ratio": [0.0] * 4, "cosine_similarity": [0.0] * 4, "effective_rank": [0.0] * 4}) + "\n")
+        fh.write(
+            json.dumps({"step": 6, "hf_ratio": [0.0] * 4, "cosine_similarity": [0.0] * 4, "effective_rank": [0.0] * 4}) + "\n"
+        )
         fh.write('{"step": 7, "hf_')
     train(_cfg(tmp_path, "split", steps=7, monitor_every=3, resume=True))
     full, split = load_history(tmp_path / "full" / "monitor.jsonl"), load_history(path)
@@ -62,12 +74,44 @@ def test_resumed_run_has_each_record_once_and_equal_to_an_uninterrupted_run(tmp_
 def test_cli_tensorboard_writes_loss_lr_metrics_and_monitor_scalars(tmp_path, capsys):
     ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     tb = tmp_path / "tb"
-    assert main(["train", "--model", "vit_micro", "--data", TINY, "--steps", "4", "--batch-size", "2", "--no-progress", "--log-every", "2",
-                 "--eval-every", "2", "--monitor-every", "2", "--tensorboard", str(tb), "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "vit_micro",
+                "--data",
+                TINY,
+                "--steps",
+                "4",
+                "--batch-size",
+                "2",
+                "--no-progress",
+                "--log-every",
+                "2",
+                "--eval-every",
+                "2",
+                "--monitor-every",
+                "2",
+                "--tensorboard",
+                str(tb),
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     acc = ea.EventAccumulator(str(tb))
     acc.Reload()
     scalars = acc.Tags()["scalars"]
-    assert {"train/loss", "train/lr", "val/miou", "val/loss", "spectral/hf_ratio/block00", "spectral/cosine_similarity/block03"} <= set(scalars)
+    assert {
+        "train/loss",
+        "train/lr",
+        "val/miou",
+        "val/loss",
+        "spectral/hf_ratio/block00",
+        "spectral/cosine_similarity/block03",
+    } <= set(scalars)
     assert [e.step for e in acc.Scalars("train/loss")] == [2, 4]
     assert [e.step for e in acc.Scalars("val/miou")] == [2, 4]
     hf = acc.Scalars("spectral/hf_ratio/block02")
@@ -82,7 +126,23 @@ def test_bad_monitor_settings_name_the_flag(tmp_path, capsys):
     assert main(["train", "--data", TINY, "--monitor-every", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "--monitor-every must be >= 0" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
-    assert main(["train", "--data", TINY, "--steps", "1", "--no-progress", "--tensorboard", str(tmp_path / "file"), "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                TINY,
+                "--steps",
+                "1",
+                "--no-progress",
+                "--tensorboard",
+                str(tmp_path / "file"),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "--tensorboard" in capsys.readouterr().err
 
 
@@ -90,13 +150,24 @@ def test_compare_gives_each_run_its_own_tensorboard_folder(tmp_path):
     ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     from freqkit.experiment import compare
 
-    compare(["vit_micro"], data=TINY, steps=2, seeds=2, out=tmp_path / "cmp", batch_size=2, progress=False, analyze_images=2,
-            tensorboard=str(tmp_path / "tb"))
+    compare(
+        ["vit_micro"],
+        data=TINY,
+        steps=2,
+        seeds=2,
+        out=tmp_path / "cmp",
+        batch_size=2,
+        progress=False,
+        analyze_images=2,
+        tensorboard=str(tmp_path / "tb"),
+    )
     for seed in (0, 1):
         acc = ea.EventAccumulator(str(tmp_path / "tb" / "vit_micro" / f"seed{seed}"))
         acc.Reload()
         history = load_history(tmp_path / "cmp" / "runs" / "vit_micro" / f"seed{seed}" / "monitor.jsonl")
-        assert [e.value for e in acc.Scalars("spectral/hf_ratio/block00")] == pytest.approx([r["hf_ratio"][0] for r in history], rel=1e-6)
+        assert [e.value for e in acc.Scalars("spectral/hf_ratio/block00")] == pytest.approx(
+            [r["hf_ratio"][0] for r in history], rel=1e-6
+        )
 
 
 class _Flat(torch.nn.Module):

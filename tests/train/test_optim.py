@@ -1,4 +1,5 @@
 """lr schedules (closed forms) and AdamW parameter groups (layer decay, FreqScale multiplier, no-decay)."""
+
 from __future__ import annotations
 
 import math
@@ -85,7 +86,7 @@ def test_layer_decay_on_spanet_segmenter_follows_its_stages():
     named = dict(model.named_parameters())
     head = [lr[id(p)] for n, p in named.items() if n.startswith("head.")]
     first = [lr[id(p)] for n, p in named.items() if "stages.0." in n or "downsample_layers.0." in n]
-    assert head and set(head) == {1.0} and first and max(first) < 0.5 ** 3
+    assert head and set(head) == {1.0} and first and max(first) < 0.5**3
 
 
 def test_layer_decay_needs_a_group_matcher():

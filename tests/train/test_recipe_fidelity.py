@@ -5,6 +5,7 @@ files) and the release's rules written out here: mmsegmentation's linear drop-pa
 released backbone's uniform one, mmcv's default optimizer constructor and the released layer-decay
 constructor, mmcv's warmup-times-poly schedule, mmsegmentation 0.x's loss averaging.
 """
+
 from __future__ import annotations
 
 import ast
@@ -87,7 +88,10 @@ def test_resolved_settings_are_the_tables(recipe):
 
 def test_every_setting_that_differs_between_recipes_is_in_each_table():
     values = {name: resolve_config(name).to_dict() for name in RECIPES}
-    differing = {k for k in values[next(iter(RECIPES))] if len({json.dumps(v[k]) for v in values.values()}) > 1} - {"recipe", "out"}
+    differing = {k for k in values[next(iter(RECIPES))] if len({json.dumps(v[k]) for v in values.values()}) > 1} - {
+        "recipe",
+        "out",
+    }
     assert {"model", "neck", "drop_path_schedule", "wd_exempt", "layer_decay", "weight_decay"} <= differing
     for name in RECIPES:
         fields = {FIELD_CELL.match(r[3]).group(1) for r in _sections()[name] if FIELD_CELL.match(r[3])}
@@ -115,7 +119,9 @@ def test_print_config_shows_every_table_setting_and_the_release(recipe, capsys):
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_a_recipe_without_init_stops_with_one_line_before_reading_data(recipe, capsys, tmp_path):
-    code = main(["train", "--recipe", recipe, "--data", f"ade20k:{tmp_path / 'missing'}", "--out", str(tmp_path / "run"), "--no-progress"])
+    code = main(
+        ["train", "--recipe", recipe, "--data", f"ade20k:{tmp_path / 'missing'}", "--out", str(tmp_path / "run"), "--no-progress"]
+    )
     err = capsys.readouterr().err.strip()
     w = recipe_release(recipe)["pretrained"]
     assert code == 2 and len(err.splitlines()) == 1, err
@@ -133,10 +139,45 @@ def test_a_recipe_from_scratch_on_purpose_runs_on_tiny_data(recipe, tmp_path, ca
     """The recipe's neck, aux level, drop-path spread, loss averaging and schedule on a micro ViT, two steps."""
     root = make_ade(tmp_path / "ade")
     out = tmp_path / "run"
-    assert main(["train", "--recipe", recipe, "--init", "scratch", "--model", "vit_micro", "--data", f"ade20k:{root}",
-                 "--crop-size", "32", "--img-scale", "128,32", "--steps", "2", "--global-batch", "2", "--head-channels", "16",
-                 "--aux-channels", "8", "--warmup-steps", "1", "--eval-every", "0", "--ckpt-every", "0", "--workers", "0",
-                 "--no-progress", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                recipe,
+                "--init",
+                "scratch",
+                "--model",
+                "vit_micro",
+                "--data",
+                f"ade20k:{root}",
+                "--crop-size",
+                "32",
+                "--img-scale",
+                "128,32",
+                "--steps",
+                "2",
+                "--global-batch",
+                "2",
+                "--head-channels",
+                "16",
+                "--aux-channels",
+                "8",
+                "--warmup-steps",
+                "1",
+                "--eval-every",
+                "0",
+                "--ckpt-every",
+                "0",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     saved = json.loads((out / "config.json").read_text())
     expected = resolve_config(recipe)
     for key in ("neck", "aux_level", "drop_path_schedule", "loss_mean", "warmup_style", "wd_exempt", "amp", "drop_path"):
@@ -264,7 +305,12 @@ def test_simple_neck_is_the_released_simple_multilevel_neck():
     neck = model.features.neck
     assert all(isinstance(n, nn.Identity) for n in neck.norms)
     kinds = [[type(m).__name__ for m in (s if isinstance(s, nn.Sequential) else [s])] for s in neck.stages]
-    assert kinds == [["ConvTranspose2d", "BatchNorm2d", "GELU", "ConvTranspose2d"], ["ConvTranspose2d"], ["Identity"], ["MaxPool2d"]]
+    assert kinds == [
+        ["ConvTranspose2d", "BatchNorm2d", "GELU", "ConvTranspose2d"],
+        ["ConvTranspose2d"],
+        ["Identity"],
+        ["MaxPool2d"],
+    ]
     model.eval()
     feats = model.features(torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)))
     assert [tuple(f.shape[-2:]) for f in feats] == [(16, 24), (8, 12), (4, 6), (2, 3)]
@@ -282,8 +328,15 @@ def test_mmcv_schedule_is_warmup_times_poly_over_the_whole_run():
         return regular * (1 - (1 - t / 1500) * (1 - 1e-6)) if t < 1500 else regular
 
     for t in (0, 1, 700, 1499, 1500, 1501, 80_000, 159_999, 160_000):
-        got = lr_factor(t, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, warmup_start=cfg.warmup_start_ratio,
-                        warmup_style=cfg.warmup_style)
+        got = lr_factor(
+            t,
+            cfg.steps,
+            cfg.warmup,
+            cfg.schedule,
+            cfg.min_lr_ratio,
+            warmup_start=cfg.warmup_start_ratio,
+            warmup_style=cfg.warmup_style,
+        )
         assert got == pytest.approx(mmcv(t), rel=1e-12, abs=1e-15), t
 
 
@@ -300,8 +353,9 @@ def test_loss_mean_all_divides_by_every_pixel():
     nll = -logp.gather(1, target.clamp(max=4).unsqueeze(1)).squeeze(1)[valid]
     assert float(loss_fn(logits, target, "all")) == pytest.approx(float(nll.sum() / target.numel()), rel=1e-6)
     assert float(loss_fn(logits, target, "valid")) == pytest.approx(float(nll.mean()), rel=1e-6)
-    assert math.isclose(float(loss_fn(logits, target, "all")), float(loss_fn(logits, target, "valid")) * float(valid.float().mean()),
-                        rel_tol=1e-6)
+    assert math.isclose(
+        float(loss_fn(logits, target, "all")), float(loss_fn(logits, target, "valid")) * float(valid.float().mean()), rel_tol=1e-6
+    )
 
 
 def test_init_loads_deit3_weights_into_the_dense_backbone(tmp_path):

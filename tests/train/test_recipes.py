@@ -1,6 +1,7 @@
 """Recipes (--recipe, --print-config, flag overrides), the lr schedule, --init key reporting, end to end on tiny ADE20K.
 
 Each recipe's settings against the release: test_recipe_fidelity.py."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,18 @@ def _print_config(capsys, *argv) -> dict:
 
 
 def test_flags_override_the_recipe_and_batch_follows_world_size(capsys, monkeypatch):
-    cfg = _print_config(capsys, "--recipe", "upernet_deit_small_ade20k_160k", "--lr", "0.001", "--no-eval-flip",
-                        "--crop-size", "256", "--schedule", "cosine")
+    cfg = _print_config(
+        capsys,
+        "--recipe",
+        "upernet_deit_small_ade20k_160k",
+        "--lr",
+        "0.001",
+        "--no-eval-flip",
+        "--crop-size",
+        "256",
+        "--schedule",
+        "cosine",
+    )
     assert cfg["lr"] == 0.001 and cfg["crop_size"] == 256 and cfg["schedule"] == "cosine" and cfg["weight_decay"] == 0.01
     monkeypatch.setenv("WORLD_SIZE", "4")
     cfg = _print_config(capsys, "--recipe", "upernet_deit_small_ade20k_160k")
@@ -54,13 +65,44 @@ def test_init_reports_keys_and_tiny_protocol_run_end_to_end(tmp_path, capsys):
 
     root = make_ade(tmp_path / "ade")
     # a timm ViT classifier of the vit_micro shape at another resolution: pos_embed is resampled, head / norm unexpected
-    src = timm.create_model("vit_tiny_patch16_224", embed_dim=32, depth=4, num_heads=2, patch_size=8, mlp_ratio=2.0, img_size=64,
-                            num_classes=7)
+    src = timm.create_model(
+        "vit_tiny_patch16_224", embed_dim=32, depth=4, num_heads=2, patch_size=8, mlp_ratio=2.0, img_size=64, num_classes=7
+    )
     torch.save({"model": src.state_dict()}, tmp_path / "w.pth")
     out = tmp_path / "run"
-    assert main(["train", "--model", "vit_micro+fdam", "--data", f"ade20k:{root}", "--crop-size", "32", "--img-scale", "128,32",
-                 "--steps", "2", "--global-batch", "2", "--head-norm", "batch", "--aux-channels", "8", "--head-channels", "16",
-                 "--init", str(tmp_path / "w.pth"), "--out", str(out), "--no-progress", "--lr", "1e-4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "vit_micro+fdam",
+                "--data",
+                f"ade20k:{root}",
+                "--crop-size",
+                "32",
+                "--img-scale",
+                "128,32",
+                "--steps",
+                "2",
+                "--global-batch",
+                "2",
+                "--head-norm",
+                "batch",
+                "--aux-channels",
+                "8",
+                "--head-channels",
+                "16",
+                "--init",
+                str(tmp_path / "w.pth"),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--lr",
+                "1e-4",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "missing (" in text and "filter" in text and "unexpected (4): head.bias, head.weight, norm.bias, norm.weight" in text
     saved = json.loads((out / "config.json").read_text())
@@ -70,8 +112,22 @@ def test_init_reports_keys_and_tiny_protocol_run_end_to_end(tmp_path, capsys):
     weights = load_state_dict_file(out / "model.safetensors")
     assert "aux_head.classifier.weight" in weights  # the auxiliary head was trained and saved
     pred = tmp_path / "pred"
-    assert main(["eval", str(out), "--data", f"ade20k:{root}", "--save-predictions", str(pred), "--eval-mode", "slide",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(out),
+                "--data",
+                f"ade20k:{root}",
+                "--save-predictions",
+                str(pred),
+                "--eval-mode",
+                "slide",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for i, (w, h) in enumerate(SIZES):
         im = np.array(Image.open(pred / f"ADE_{i:03d}.png"))
         assert im.shape == (h, w) and im.min() >= 1
@@ -97,18 +153,49 @@ def test_aux_head_under_two_gloo_processes_matches_one_process(tmp_path):
     from freqkit.train import TrainConfig, train
 
     data = "shapes:size=32,train=8,val=4"
-    common = dict(model="vit_micro+fdam", data=data, steps=2, lr=3e-3, seed=0, progress=False, aux_channels=8,
-                  global_batch=4)
+    common = dict(model="vit_micro+fdam", data=data, steps=2, lr=3e-3, seed=0, progress=False, aux_channels=8, global_batch=4)
     train(TrainConfig(out=str(tmp_path / "one"), **common))
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "freqkit", "train", "--model", "vit_micro+fdam", "--data", data, "--steps", "2",
-           "--global-batch", "4", "--aux-channels", "8", "--lr", "3e-3", "--seed", "0", "--device", "cpu",
-           "--no-progress", "--out", str(tmp_path / "two")]
-    res = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True,
-                         timeout=240)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "freqkit",
+        "train",
+        "--model",
+        "vit_micro+fdam",
+        "--data",
+        data,
+        "--steps",
+        "2",
+        "--global-batch",
+        "4",
+        "--aux-channels",
+        "8",
+        "--lr",
+        "3e-3",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "two"),
+    ]
+    res = subprocess.run(
+        cmd, env=dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True, timeout=240
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     one, two = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
     assert json.loads((tmp_path / "two" / "config.json").read_text())["batch_size"] == 2

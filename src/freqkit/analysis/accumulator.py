@@ -3,6 +3,7 @@
 Every statistic of a report is a sum over images of a per-image value, so the sums of any split of the
 images (batches, processes, an interrupted and resumed run) add up to those of one pass.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,7 +84,8 @@ def all_reduce(accs: Mapping[str, Accumulator]) -> None:
 
     layout = _gather_layout(accs)
     parts = [
-        torch.tensor([float(accs[name].n)], dtype=torch.float64) if key is None
+        torch.tensor([float(accs[name].n)], dtype=torch.float64)
+        if key is None
         else accs[name].sums.get(key, torch.zeros(shape, dtype=torch.float64)).reshape(-1)
         for name, key, shape in layout
     ]

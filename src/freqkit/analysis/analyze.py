@@ -20,6 +20,7 @@ With images as samples, the estimate would depend on which images share a mini-b
 a finer grid are average-pooled to the coarsest grid first (per model; across models to the
 coarsest grid of all), so tokens at the same position cover the same image region.
 """
+
 from __future__ import annotations
 
 import os
@@ -83,7 +84,9 @@ def _pairs(models: Models) -> list[tuple[str, Union[nn.Module, str]]]:
     elif isinstance(models, Sequence) and not isinstance(models, bytes):
         pairs = [(m if isinstance(m, str) else model_name(m), m) for m in models]
     else:
-        raise ParameterError("models", f"must be a model, a name, a dict name -> model or a list of them, got {type(models).__name__}")
+        raise ParameterError(
+            "models", f"must be a model, a name, a dict name -> model or a list of them, got {type(models).__name__}"
+        )
     if not pairs:
         raise ParameterError("models", "is empty; pass a model, a dict name -> model or a list of models")
     return pairs
@@ -100,7 +103,9 @@ def _checkpoints(checkpoint: Checkpoints, names: list[str]) -> dict[str, Optiona
         return dict(checkpoint)
     paths = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
     if len(paths) != len(names):
-        raise ParameterError("checkpoint", f"lists {len(paths)} files for {len(names)} models given by name; pass one per model, in their order")
+        raise ParameterError(
+            "checkpoint", f"lists {len(paths)} files for {len(names)} models given by name; pass one per model, in their order"
+        )
     return dict(zip(names, paths))
 
 
@@ -110,7 +115,9 @@ def _weights(pretrained: bool, checkpoint: Optional[PathLike]) -> str:
     return f"checkpoint {checkpoint}" if checkpoint is not None else "random init (no pretrained weights)"
 
 
-def _named_models(models: Models, img_size: Any, pretrained: bool, checkpoint: Checkpoints) -> tuple[list[tuple[str, nn.Module]], dict[str, dict[str, str]]]:
+def _named_models(
+    models: Models, img_size: Any, pretrained: bool, checkpoint: Checkpoints
+) -> tuple[list[tuple[str, nn.Module]], dict[str, dict[str, str]]]:
     """(unique name, model) pairs, names built with ``freqkit.models.create``; and {name: {"model", "weights"}} of those built."""
     pairs = _pairs(models)
     keys, seen = [], {}
@@ -150,15 +157,23 @@ def _check_size(img_size: Any) -> None:
 
     sides = [img_size] * 2 if isinstance(img_size, int) else [] if img_size is None else list(img_size) * (3 - len(img_size))
     if any(not 1 <= int(v) <= MAX_IMG_SIZE for v in sides):
-        raise ParameterError("img_size", f"{' '.join(str(v) for v in sides)} must be in 1..{MAX_IMG_SIZE} pixels a side; e.g. img_size=224")
+        raise ParameterError(
+            "img_size", f"{' '.join(str(v) for v in sides)} must be in 1..{MAX_IMG_SIZE} pixels a side; e.g. img_size=224"
+        )
 
 
-def _check_options(pairs: list[tuple[str, nn.Module]], cutoff: float, bins: int, save_every: int, resume: bool, state_dir: Any) -> None:
+def _check_options(
+    pairs: list[tuple[str, nn.Module]], cutoff: float, bins: int, save_every: int, resume: bool, state_dir: Any
+) -> None:
     for name, m in pairs:
         if _device_dtype(m)[0].type == "meta":
-            raise FreqkitError(f"model {name} is on the meta device (shapes only); materialize its weights (to_empty + init, or a checkpoint) to analyze it")
+            raise FreqkitError(
+                f"model {name} is on the meta device (shapes only); materialize its weights (to_empty + init, or a checkpoint) to analyze it"
+            )
     if not 0.0 <= float(cutoff) <= 1.5:
-        raise ParameterError("cutoff", f"{cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5")
+        raise ParameterError(
+            "cutoff", f"{cutoff} is outside [0, 1.5]; the normalized radius is 1 at the Nyquist frequency, default 0.5"
+        )
     if int(bins) != bins or int(bins) < 1:
         raise ParameterError("bins", f"must be a positive int, got {bins!r}")
     check_limit("bins", int(bins), "bins", " rings")
@@ -178,8 +193,14 @@ def _progress_bar(total: Optional[int], initial: int, world: int) -> Any:
     return tqdm(total=total, initial=initial, desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1)
 
 
-def _analyze_batch(pairs: list[tuple[str, nn.Module]], images: torch.Tensor, accs: Mapping[str, Accumulator], joint: Accumulator,
-                   opts: _Options, erf_names: dict[str, list[str]]) -> None:
+def _analyze_batch(
+    pairs: list[tuple[str, nn.Module]],
+    images: torch.Tensor,
+    accs: Mapping[str, Accumulator],
+    joint: Accumulator,
+    opts: _Options,
+    erf_names: dict[str, list[str]],
+) -> None:
     """Every model's statistics of one batch (B, 3, H, W), and the model-by-model HSIC sums."""
     b = int(images.shape[0])
     model_maps: list[Optional[list[torch.Tensor]]] = []
@@ -202,20 +223,30 @@ def _analyze_batch(pairs: list[tuple[str, nn.Module]], images: torch.Tensor, acc
         add_joint_cka(joint, model_maps, b)
 
 
-def _stream(pairs: list[tuple[str, nn.Module]], source: Source, accs: Mapping[str, Accumulator], joint: Accumulator,
-            resume: ResumeState, position: int, opts: _Options, bar: bool) -> Optional[torch.Tensor]:
-    """Read ``source`` from ``position`` into the accumulators (models in eval mode, restored after), saving the
+def _stream(
+    pairs: list[tuple[str, nn.Module]],
+    source: Source,
+    accs: Mapping[str, Accumulator],
+    joint: Accumulator,
+    resume: ResumeState,
+    start: int,
+    opts: _Options,
+    bar: bool,
+) -> Optional[torch.Tensor]:
+    """Read ``source`` from ``start`` into the accumulators (models in eval mode, restored after), saving the
     state every ``save_every`` batches and at the end; returns the first images (at most 4) for the method figures
     (those of the interrupted run when it had read them: a resume with nothing left to read still has its figures)."""
     modes = [m.training for _, m in pairs]
     erf_names: dict[str, list[str]] = {}
-    progress, batches = None, 0
+    progress, batches, position = None, 0, start
     try:
         for _, m in pairs:
             m.eval()
-        for images, position in source.batches(position):
+        for images, position in source.batches(start):  # noqa: B020  (position: where a resume continues)
             if images.device.type == "meta" or not bool(torch.isfinite(images).all()):
-                raise FreqkitError("analyze: the images hold NaN or inf (or are on the meta device); pass finite real-valued images")
+                raise FreqkitError(
+                    "analyze: the images hold NaN or inf (or are on the meta device); pass finite real-valued images"
+                )
             if resume.first_images is None and opts.methods:
                 resume.first_images = images[:4].detach().cpu()
             if progress is None and bar:  # after the first batch arrived: a source that fails at once prints one line
@@ -309,32 +340,83 @@ def analyze(
     dist_info = _start(device, pairs)
     failed = True
     try:
-        report = _analyze(pairs, built, data, device=None if device is None else str(dist_info.device), options=_Options(
-            attention=bool(attention), layers=layers, cutoff=float(cutoff), bins=int(bins), chunk_size=int(chunk_size), cka=bool(cka),
-            erf=erf, methods=bool(methods), save_every=int(save_every),
-        ), batch_size=batch_size, num_workers=num_workers, max_images=max_images, img_size=img_size, progress=progress,
-            state_dir=state_dir, resume=resume, info=info, settings=settings, check_headers=check_headers)
+        report = _analyze(
+            pairs,
+            built,
+            data,
+            device=None if device is None else str(dist_info.device),
+            options=_Options(
+                attention=bool(attention),
+                layers=layers,
+                cutoff=float(cutoff),
+                bins=int(bins),
+                chunk_size=int(chunk_size),
+                cka=bool(cka),
+                erf=erf,
+                methods=bool(methods),
+                save_every=int(save_every),
+            ),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            max_images=max_images,
+            img_size=img_size,
+            progress=progress,
+            state_dir=state_dir,
+            resume=resume,
+            info=info,
+            settings=settings,
+            check_headers=check_headers,
+        )
         failed = False
         return report
     finally:
         cleanup_distributed(dist_info, failed)  # after a failure, without waiting on peers that may be gone
 
 
-def _analyze(pairs: list[tuple[str, nn.Module]], built: dict[str, dict[str, str]], data: Any, *, device: Optional[str], options: _Options,
-             batch_size: Optional[int], num_workers: int, max_images: Optional[int], img_size: Any, progress: bool,
-             state_dir: Any, resume: bool, info: Optional[Mapping[str, Mapping[str, Any]]], settings: Optional[Mapping[str, Any]],
-             check_headers: bool) -> Report:
+def _analyze(
+    pairs: list[tuple[str, nn.Module]],
+    built: dict[str, dict[str, str]],
+    data: Any,
+    *,
+    device: Optional[str],
+    options: _Options,
+    batch_size: Optional[int],
+    num_workers: int,
+    max_images: Optional[int],
+    img_size: Any,
+    progress: bool,
+    state_dir: Any,
+    resume: bool,
+    info: Optional[Mapping[str, Mapping[str, Any]]],
+    settings: Optional[Mapping[str, Any]],
+    check_headers: bool,
+) -> Report:
     """:func:`analyze` once the models are built and the process group (if any) is up."""
     rank, world = rank_world()
     accs = {name: Accumulator() for name, _ in pairs}
     joint = Accumulator()
     call = {
-        "cutoff": options.cutoff, "bins": options.bins, "attention": options.attention, "layers": None if options.layers is None else list(options.layers),
-        "cka": options.cka, "erf": options.erf if isinstance(options.erf, bool) else list(options.erf), "max_images": max_images, "img_size": img_size,
+        "cutoff": options.cutoff,
+        "bins": options.bins,
+        "attention": options.attention,
+        "layers": None if options.layers is None else list(options.layers),
+        "cka": options.cka,
+        "erf": options.erf if isinstance(options.erf, bool) else list(options.erf),
+        "max_images": max_images,
+        "img_size": img_size,
     }
     with together("analyze"):  # a rank that fails stops every rank, before the statistics are summed
-        source = make_source(data, batch_size=batch_size, num_workers=num_workers, max_images=max_images, model=pairs[0][1],
-                             img_size=img_size, rank=rank, world=world, check_headers=check_headers)
+        source = make_source(
+            data,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            max_images=max_images,
+            model=pairs[0][1],
+            img_size=img_size,
+            rank=rank,
+            world=world,
+            check_headers=check_headers,
+        )
         state = ResumeState(None if state_dir is None else Path(state_dir), rank, world, source.fingerprint, call, dict(pairs))
         position = state.load(accs, joint) if resume else 0
         first_images = _stream(pairs, source, accs, joint, state, position, options, bar=progress and rank == 0)
@@ -345,9 +427,18 @@ def _analyze(pairs: list[tuple[str, nn.Module]], built: dict[str, dict[str, str]
         raise FreqkitError("analyze got no images; pass a non-empty tensor, Dataset, DataLoader or folder")
     image_size = accs[pairs[0][0]].image_size
     extra = {name: {**built.get(name, {}), **dict((info or {}).get(name, {}))} for name, _ in pairs}
-    reports = [model_report(name, accs[name], options.bins, model_info(m, accs[name], image_size, options.attention, extra[name])) for name, m in pairs]
-    all_settings = run_settings({**call, "batch_size": batch_size}, image_size=image_size, num_images=total, images=source.describe,
-                                processes=world, models=[n for n, _ in pairs])
+    reports = [
+        model_report(name, accs[name], options.bins, model_info(m, accs[name], image_size, options.attention, extra[name]))
+        for name, m in pairs
+    ]
+    all_settings = run_settings(
+        {**call, "batch_size": batch_size},
+        image_size=image_size,
+        num_images=total,
+        images=source.describe,
+        processes=world,
+        models=[n for n, _ in pairs],
+    )
     if device is not None:
         all_settings["device"] = device
     if built:
@@ -360,4 +451,6 @@ def _analyze(pairs: list[tuple[str, nn.Module]], built: dict[str, dict[str, str]
         dev, dtype = _device_dtype(pairs[0][1])
         x = first_images.to(device=dev, dtype=dtype or first_images.dtype)
         method_data = method_figures_data(dict(pairs), x, num_images=int(x.shape[0]))
-    return Report(models=reports, settings=all_settings, model_cka=joint_cka(joint, accs, [n for n, _ in pairs]), methods=method_data)
+    return Report(
+        models=reports, settings=all_settings, model_cka=joint_cka(joint, accs, [n for n, _ in pairs]), methods=method_data
+    )

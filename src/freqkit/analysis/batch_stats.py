@@ -4,6 +4,7 @@ Per layer (spatial tokens only): high-frequency ratio, 2-D log-amplitude spectru
 effective rank, token cosine similarity, rank-collapse residual; with attention the local / global
 responses and the per-head maps; the HSIC sums of the CKA matrices; the effective receptive fields.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,7 +19,18 @@ from freqkit.analysis.accumulator import Accumulator
 from freqkit.errors import FreqkitError
 from freqkit.probe import Capture, effective_receptive_field
 
-__all__ = ["layer_meta", "check_finite", "coarsest", "pool", "hsic_sum", "fourier_stats", "add_batch", "add_joint_cka", "add_erf", "erf_layers"]
+__all__ = [
+    "layer_meta",
+    "check_finite",
+    "coarsest",
+    "pool",
+    "hsic_sum",
+    "fourier_stats",
+    "add_batch",
+    "add_joint_cka",
+    "add_erf",
+    "erf_layers",
+]
 
 _HSIC_BYTES = 1 << 27  # Gram matrices of one HSIC chunk stay under ~128 MB
 
@@ -75,7 +87,9 @@ def hsic_sum(maps: Sequence[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def fourier_stats(maps: torch.Tensor, cutoff: float, layers: int, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fourier_stats(
+    maps: torch.Tensor, cutoff: float, layers: int, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One FFT for three statistics of maps (L * B, C, H, W): the high-frequency ratio (L, B), the
     centred log-amplitude spectrum (L, H, W) and the relative log amplitude (L, K), each as
     `high_frequency_ratio`, `spectrum` and `relative_log_amplitude` define them, per layer."""
@@ -91,7 +105,9 @@ def fourier_stats(maps: torch.Tensor, cutoff: float, layers: int, eps: float = 1
     high = (S.frequency_radius(h, w, centered=False, device=x.device, dtype=torch.float64) > cutoff).to(power.dtype)
     total = power.sum(dim=(-2, -1))
     above = (power * high).sum(dim=(-2, -1))
-    hf = torch.where(total > 0, above / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(total)).mean(dim=1)
+    hf = torch.where(total > 0, above / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(total)).mean(
+        dim=1
+    )
     logs = torch.log(amp + eps).view(layers, lb // layers, c, h, w).mean(dim=(1, 2))
     spec = torch.fft.fftshift(logs, dim=(-2, -1))
     rows, cols = _half_diagonal(h, w, spec.device)
@@ -99,7 +115,9 @@ def fourier_stats(maps: torch.Tensor, cutoff: float, layers: int, eps: float = 1
     return hf.view(layers, lb // layers), spec, line - line[:, :1]
 
 
-def add_batch(cap: Capture, acc: Accumulator, cutoff: float, bins: int, chunk_size: int, cka: bool) -> Optional[list[torch.Tensor]]:
+def add_batch(
+    cap: Capture, acc: Accumulator, cutoff: float, bins: int, chunk_size: int, cka: bool
+) -> Optional[list[torch.Tensor]]:
     """Add one batch's statistics (sums over its images) to ``acc``; returns the model-grid maps for CKA."""
     b = int(cap.layers[0].spatial_map().shape[0])
     if not acc.meta:
@@ -126,7 +144,7 @@ def add_batch(cap: Capture, acc: Accumulator, cutoff: float, bins: int, chunk_si
         spec = [x[1][0] for x in per_layer]
         rla = [x[2][0] for x in per_layer]
         acc.cross_ok = False
-    for i, (layer, m) in enumerate(zip(cap.layers, maps)):
+    for i, (layer, _) in enumerate(zip(cap.layers, maps)):
         acc.add(i, "effective_rank", erank[i].sum())
         acc.add(i, "cosine_similarity", cos[i].sum())
         acc.add(i, "rank_collapse_residual", resid[i].sum())
@@ -178,7 +196,9 @@ def erf_layers(erf: Union[bool, Sequence[str]], meta: list[dict[str, Any]]) -> l
     chosen = [str(e) for e in erf]
     unknown = [e for e in chosen if e not in names]
     if unknown:
-        raise FreqkitError(f"erf layers {unknown} are not among the analysed layers {names[:4]}...; pass names from layers=, or erf=True")
+        raise FreqkitError(
+            f"erf layers {unknown} are not among the analysed layers {names[:4]}...; pass names from layers=, or erf=True"
+        )
     return chosen
 
 

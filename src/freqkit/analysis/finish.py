@@ -1,4 +1,5 @@
 """The final pass of :func:`freqkit.analyze`: summed statistics -> per-model reports, model-by-model CKA, run settings."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -37,7 +38,11 @@ def model_report(name: str, acc: Accumulator, bins: int, info: dict[str, Any]) -
         erf_map = acc.mean(i, "erf")
         if erf_map is not None:
             h, w = erf_map.shape
-            stored = erf_map if max(h, w) <= _ERF_STORED else F.adaptive_avg_pool2d(erf_map[None, None], (min(h, _ERF_STORED), min(w, _ERF_STORED)))[0, 0]
+            stored = (
+                erf_map
+                if max(h, w) <= _ERF_STORED
+                else F.adaptive_avg_pool2d(erf_map[None, None], (min(h, _ERF_STORED), min(w, _ERF_STORED)))[0, 0]
+            )
             erf = {
                 "map": stored.tolist(),
                 "image_size": [int(h), int(w)],
@@ -106,8 +111,9 @@ def joint_cka(joint: Accumulator, accs: Mapping[str, Accumulator], names: Sequen
     return out
 
 
-def run_settings(options: Mapping[str, Any], *, image_size: Any, num_images: int, images: str, processes: int,
-                 models: Sequence[str]) -> dict[str, Any]:
+def run_settings(
+    options: Mapping[str, Any], *, image_size: Any, num_images: int, images: str, processes: int, models: Sequence[str]
+) -> dict[str, Any]:
     """The report's settings: the metric conventions, the options of the call and what was analysed."""
     cka, erf, layers = options["cka"], options["erf"], options["layers"]
     return {

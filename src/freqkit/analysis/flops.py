@@ -24,6 +24,7 @@ and pointwise work. Conventions (one multiply plus one add = 1 MAC):
 Module rows are inclusive and exist for modules entered through ``module(...)``; work done through
 another method (``FreqBlock`` calls ``FreqScale.apply_tokens``) counts in the caller's row.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,28 +45,108 @@ aten = torch.ops.aten
 
 KINDS = ("matmul", "attention", "fft", "pointwise")
 
-_MATMUL = ("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "convolution", "_convolution", "cudnn_convolution",
-           "convolution_overrideable", "_slow_conv2d_forward")
-_ATTENTION_BUILTIN = ("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
-                      "_scaled_dot_product_cudnn_attention", "_flash_attention_forward", "_efficient_attention_forward")
+_MATMUL = (
+    "mm",
+    "addmm",
+    "bmm",
+    "baddbmm",
+    "_scaled_mm",
+    "convolution",
+    "_convolution",
+    "cudnn_convolution",
+    "convolution_overrideable",
+    "_slow_conv2d_forward",
+)
+_ATTENTION_BUILTIN = (
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_flash_attention_forward",
+    "_efficient_attention_forward",
+)
 _FFT = ("_fft_r2c", "_fft_c2r", "_fft_c2c")
 _POINTWISE = (
     # arithmetic and elementwise math
-    "add", "sub", "rsub", "mul", "div", "addcmul", "addcdiv", "neg", "reciprocal", "abs", "sign", "square", "pow",
-    "exp", "exp2", "expm1", "log", "log1p", "log2", "sqrt", "rsqrt", "sin", "cos", "atan2", "erf", "lerp",
-    "clamp", "clamp_min", "clamp_max", "maximum", "minimum", "where", "masked_fill", "threshold",
+    "add",
+    "sub",
+    "rsub",
+    "mul",
+    "div",
+    "addcmul",
+    "addcdiv",
+    "neg",
+    "reciprocal",
+    "abs",
+    "sign",
+    "square",
+    "pow",
+    "exp",
+    "exp2",
+    "expm1",
+    "log",
+    "log1p",
+    "log2",
+    "sqrt",
+    "rsqrt",
+    "sin",
+    "cos",
+    "atan2",
+    "erf",
+    "lerp",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "maximum",
+    "minimum",
+    "where",
+    "masked_fill",
+    "threshold",
     # activations
-    "relu", "gelu", "silu", "mish", "sigmoid", "tanh", "softplus", "hardswish", "hardsigmoid", "hardtanh",
-    "leaky_relu", "elu",
+    "relu",
+    "gelu",
+    "silu",
+    "mish",
+    "sigmoid",
+    "tanh",
+    "softplus",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "leaky_relu",
+    "elu",
     # reductions
-    "mean", "sum", "prod", "amax", "amin", "max", "min", "var", "var_mean", "std", "std_mean",
-    "linalg_vector_norm", "norm", "logsumexp", "cumsum",
+    "mean",
+    "sum",
+    "prod",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "var",
+    "var_mean",
+    "std",
+    "std_mean",
+    "linalg_vector_norm",
+    "norm",
+    "logsumexp",
+    "cumsum",
     # normalization and softmax
-    "native_layer_norm", "native_group_norm", "native_batch_norm", "_native_batch_norm_legit",
-    "_native_batch_norm_legit_no_training", "_softmax", "_log_softmax",
+    "native_layer_norm",
+    "native_group_norm",
+    "native_batch_norm",
+    "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training",
+    "_softmax",
+    "_log_softmax",
     # pooling and resampling
-    "avg_pool2d", "max_pool2d_with_indices", "_adaptive_avg_pool2d", "adaptive_max_pool2d",
-    "upsample_nearest2d", "upsample_bilinear2d", "upsample_bicubic2d", "_upsample_bilinear2d_aa",
+    "avg_pool2d",
+    "max_pool2d_with_indices",
+    "_adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "upsample_nearest2d",
+    "upsample_bilinear2d",
+    "upsample_bicubic2d",
+    "_upsample_bilinear2d_aa",
     "_upsample_bicubic2d_aa",
 )
 _COMPLEX_PRODUCTS = ("mul", "div", "addcmul", "addcdiv")
@@ -106,7 +187,9 @@ def _pointwise(complex_products: bool) -> Callable[..., int]:
 
 
 @_raw
-def _sdpa_macs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, out_val: Any = None, **kwargs: Any) -> int:
+def _sdpa_macs(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, out_val: Any = None, **kwargs: Any
+) -> int:
     """B h Nq Nk (d_qk + d_v): the QK^T and A V products of one fused pass."""
     *batch, nq, d = query.shape
     nk, dv = key.shape[-2], value.shape[-1]
@@ -203,10 +286,18 @@ class FlopReport:
                 continue
             kinds = self.by_module_kind[name]
             share = f"{100.0 * self.by_module[name] / self.total:.1f}%" if self.total else "0%"
-            rows.append(["  " * level + name, *(_fmt(kinds.get(k, 0), scale, suffix) for k in KINDS),
-                         _fmt(self.by_module[name], scale, suffix), share])
+            rows.append(
+                [
+                    "  " * level + name,
+                    *(_fmt(kinds.get(k, 0), scale, suffix) for k in KINDS),
+                    _fmt(self.by_module[name], scale, suffix),
+                    share,
+                ]
+            )
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *rows]]
+        lines = [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *rows]
+        ]
         lines.insert(1, "-" * len(lines[0]))
         return "\n".join(lines) + f"\n(MACs of one forward at input {tuple(self.input_size)})"
 
@@ -231,7 +322,7 @@ def count_macs(fn: Callable[[], Any], root: Optional[nn.Module] = None, input_si
         if name == "Global" or name == root_name:
             continue
         if root_name is not None and name.startswith(root_name + "."):
-            name = name[len(root_name) + 1:]
+            name = name[len(root_name) + 1 :]
         per_kind: dict[str, int] = {}
         for op, n in ops.items():
             per_kind[kind[op]] = per_kind.get(kind[op], 0) + int(n)
@@ -256,7 +347,9 @@ def flops(
     else:
         shape = tuple(int(s) for s in input_size)
         if not shape or min(shape) < 1:
-            raise FreqkitError(f"flops: input_size {tuple(input_size)} must be a full shape of positive sizes, batch included, e.g. (1, 3, 224, 224)")
+            raise FreqkitError(
+                f"flops: input_size {tuple(input_size)} must be a full shape of positive sizes, batch included, e.g. (1, 3, 224, 224)"
+            )
         dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
         x = torch.randn(shape, dtype=dtype, device=ref.device if ref is not None else "cpu")
     was_training = model.training

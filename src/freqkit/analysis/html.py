@@ -3,6 +3,7 @@
 The page references nothing outside itself (no scripts, stylesheets or images by URL), so it can be
 mailed or archived as a single file.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
@@ -52,7 +53,8 @@ def _layer_table(model: "ModelReport") -> str:
     attn = model.has_attention
     head = ["layer", "grid", "C", "prefix"] + layer_columns(attn)
     rows = [
-        [layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}", str(layer.channels), str(layer.num_prefix_tokens)] + layer_cells(layer, attn)
+        [layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}", str(layer.channels), str(layer.num_prefix_tokens)]
+        + layer_cells(layer, attn)
         for layer in model.layers
     ]
     return table(head, rows)
@@ -86,7 +88,8 @@ def render_body(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None
         skipped = [k for k in METHOD_FIGURES if k not in applies]
         parts.append(
             f"<p class=note>Method figures that apply to these models: {escape(', '.join(applies) or 'none')}"
-            + (f"; not applicable (no such modules): {escape(', '.join(skipped))}" if skipped else "") + ".</p>"
+            + (f"; not applicable (no such modules): {escape(', '.join(skipped))}" if skipped else "")
+            + ".</p>"
         )
     parts += [figure_tag(name, data, _caption(name)) for name, data in pngs]
     return "\n".join(parts)

@@ -3,6 +3,7 @@
 Its own module so that the report object and its renderers (text table, figures, HTML) share one definition
 without importing each other.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,10 @@ METRICS: dict[str, tuple[str, str]] = {
 HEAD_METRICS: dict[str, tuple[str, str]] = {
     "hf_share": ("local-response HF share", "share of each query kernel's spectral energy above the cutoff radius"),
     "entropy": ("attention entropy (nats)", "mean over queries of the entropy of the attention row"),
-    "distance": ("mean attention distance (patches)", "expected grid distance to the attended spatial keys (Dosovitskiy et al. 2021, Fig. 7)"),
+    "distance": (
+        "mean attention distance (patches)",
+        "expected grid distance to the attended spatial keys (Dosovitskiy et al. 2021, Fig. 7)",
+    ),
     "effective_rank": ("attention effective rank", "effective rank of the (N, N) attention map"),
 }
 

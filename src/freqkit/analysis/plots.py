@@ -13,6 +13,7 @@
 - ``erf_<model>.png`` (receptive fields computed): the effective receptive field of each selected
   layer and the radial profiles of their log-amplitude spectra.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from freqkit.analysis.report import Report
 
 __all__ = ["figures", "rendered"]
-
 
 
 def _depth_colors(n: int):
@@ -84,7 +84,9 @@ def _cross_layer(report: "Report") -> Figure | None:
         if size <= 14:
             for i in range(size):
                 for j in range(size):
-                    ax.text(j, i, f"{mat[i][j]:.2f}", ha="center", va="center", fontsize=5.5, color="w" if mat[i][j] < 0.6 else "k")
+                    ax.text(
+                        j, i, f"{mat[i][j]:.2f}", ha="center", va="center", fontsize=5.5, color="w" if mat[i][j] < 0.6 else "k"
+                    )
         ax.set_title(m.name, fontsize=10)
         ax.set_xlabel("layer")
         ax.set_ylabel("layer")
@@ -204,13 +206,23 @@ def _heatmap(ax, mat, xlabels, ylabels, cmap="magma", vmin=None, vmax=None, anno
         mid = lo + 0.6 * (hi - lo)
         for i, row in enumerate(mat):
             for j, v in enumerate(row):
-                ax.text(j, i, f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}", ha="center", va="center", fontsize=5.5, color="w" if v < mid else "k")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=5.5,
+                    color="w" if v < mid else "k",
+                )
     return im
 
 
 def _cka(report: "Report") -> Figure | None:
     panels = [(m.name, m.cka, len(m.cka), len(m.cka)) for m in report.models if m.cka is not None]
-    panels += [(f"{p['a']} vs {p['b']}", p["matrix"], len(p["matrix"]), len(p["matrix"][0])) for p in report.model_cka if p["matrix"]]
+    panels += [
+        (f"{p['a']} vs {p['b']}", p["matrix"], len(p["matrix"]), len(p["matrix"][0])) for p in report.model_cka if p["matrix"]
+    ]
     if not panels:
         return None
     n = len(panels)

@@ -7,6 +7,7 @@ ground-truth boundary pixels with no predicted boundary within the tolerance, "s
 boundary pixels (at valid ground-truth positions) with no true boundary within it. Classification: a
 confusion matrix per model over all the given images.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -46,11 +47,15 @@ def _stats_for(stats: Stats, name: str, what: str) -> torch.Tensor:
     value = stats[name] if isinstance(stats, Mapping) else stats
     t = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
     if t.numel() != 3:
-        raise FreqkitError(f"prediction_panel_data: {what} must hold 3 values (one per RGB channel), got {t.numel()} for {name!r}")
+        raise FreqkitError(
+            f"prediction_panel_data: {what} must hold 3 values (one per RGB channel), got {t.numel()} for {name!r}"
+        )
     return t[:, None, None]
 
 
-def _boundary_errors(pred: torch.Tensor, target: torch.Tensor, tolerance: Optional[int], ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _boundary_errors(
+    pred: torch.Tensor, target: torch.Tensor, tolerance: Optional[int], ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(missed, spurious) bool (B, H, W) boundary pixels and the tolerance used (boundary F1's definitions)."""
     from freqkit.train.metrics import boundary_map, default_tolerance, dilate
 
@@ -73,7 +78,9 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     finally:
         model.train(was)
     if not isinstance(out, torch.Tensor):
-        raise FreqkitError(f"prediction_panel_data: {type(model).__name__} returned {type(out).__name__}, expected a logits tensor")
+        raise FreqkitError(
+            f"prediction_panel_data: {type(model).__name__} returned {type(out).__name__}, expected a logits tensor"
+        )
     return out.float().cpu()
 
 
@@ -105,7 +112,9 @@ def prediction_panel_data(
     if not isinstance(models, Mapping) or not models:
         raise FreqkitError("prediction_panel_data: models must be a non-empty dict name -> nn.Module")
     if not isinstance(images01, torch.Tensor) or images01.ndim != 4 or images01.shape[1] != 3:
-        raise FreqkitError(f"prediction_panel_data: images01 must be (B, 3, H, W) in [0, 1], got {getattr(images01, 'shape', type(images01))}")
+        raise FreqkitError(
+            f"prediction_panel_data: images01 must be (B, 3, H, W) in [0, 1], got {getattr(images01, 'shape', type(images01))}"
+        )
     targets = torch.as_tensor(targets).long().cpu()
     b = images01.shape[0]
     if targets.shape[0] != b:
@@ -123,11 +132,15 @@ def prediction_panel_data(
     out["palette"] = palette(k)
     if task == "classification":
         if targets.ndim != 1:
-            raise FreqkitError(f"prediction_panel_data: classification targets must be (B,) class indices, got {tuple(targets.shape)}")
+            raise FreqkitError(
+                f"prediction_panel_data: classification targets must be (B,) class indices, got {tuple(targets.shape)}"
+            )
         out["confusion"], out["accuracy"] = {}, {}
         for name, lg in logits.items():
             if lg.ndim != 2:
-                raise FreqkitError(f"prediction_panel_data: {name} gave logits {tuple(lg.shape)}, expected (B, K) for classification")
+                raise FreqkitError(
+                    f"prediction_panel_data: {name} gave logits {tuple(lg.shape)}, expected (B, K) for classification"
+                )
             pred = lg.argmax(dim=1)
             keep = (targets >= 0) & (targets < k)
             cm = torch.bincount(targets[keep] * k + pred[keep], minlength=k * k).reshape(k, k)
@@ -136,13 +149,17 @@ def prediction_panel_data(
         return out
     t = targets[:n]
     if t.ndim != 3:
-        raise FreqkitError(f"prediction_panel_data: segmentation targets must be (B, H, W) label maps, got {tuple(targets.shape)}")
+        raise FreqkitError(
+            f"prediction_panel_data: segmentation targets must be (B, H, W) label maps, got {tuple(targets.shape)}"
+        )
     out["image"] = (x01.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).tolist()
     out["target"] = t.tolist()
     out["labels"], out["missed"], out["spurious"], out["pixel_accuracy"] = {}, {}, {}, {}
     for name, lg in logits.items():
         if lg.ndim != 4:
-            raise FreqkitError(f"prediction_panel_data: {name} gave logits {tuple(lg.shape)}, expected (B, K, H, W) for segmentation")
+            raise FreqkitError(
+                f"prediction_panel_data: {name} gave logits {tuple(lg.shape)}, expected (B, K, H, W) for segmentation"
+            )
         if lg.shape[-2:] != t.shape[-2:]:
             lg = F.interpolate(lg, size=t.shape[-2:], mode="bilinear", align_corners=False)
         pred = lg.argmax(dim=1)
@@ -185,7 +202,15 @@ def plot_predictions(data: dict[str, Any]):
             if k <= 12:
                 for i in range(k):
                     for j in range(k):
-                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color="white" if frac[i, j] > 0.5 else "black")
+                        ax.text(
+                            j,
+                            i,
+                            int(cm[i, j]),
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if frac[i, j] > 0.5 else "black",
+                        )
                 ax.set_xticks(range(k), names, fontsize=7, rotation=90)
                 ax.set_yticks(range(k), names, fontsize=7)
             ax.set_xlabel("predicted", fontsize=8)
@@ -219,9 +244,18 @@ def plot_predictions(data: dict[str, Any]):
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=8)
-    fig.legend(handles=[Patch(facecolor="white", edgecolor="k", label="missed boundary"),
-                        Patch(facecolor="black", edgecolor="k", label="spurious boundary")],
-               loc="outside lower center", ncol=2, fontsize=8)
-    fig.suptitle(f"predictions on {n} fixed validation images; grey = unlabeled\n"
-                 f"boundary errors: boundary pixels unmatched within {data.get('tolerance')} px (as boundary F1)", fontsize=10)
+    fig.legend(
+        handles=[
+            Patch(facecolor="white", edgecolor="k", label="missed boundary"),
+            Patch(facecolor="black", edgecolor="k", label="spurious boundary"),
+        ],
+        loc="outside lower center",
+        ncol=2,
+        fontsize=8,
+    )
+    fig.suptitle(
+        f"predictions on {n} fixed validation images; grey = unlabeled\n"
+        f"boundary errors: boundary pixels unmatched within {data.get('tolerance')} px (as boundary F1)",
+        fontsize=10,
+    )
     return {"predictions.png": fig}

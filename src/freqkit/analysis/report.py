@@ -6,6 +6,7 @@ schema version), PNG figures (``plot``), one self-contained HTML page (``to_html
 through ``_repr_html_``) and a text table (``table``); ``save(folder)`` writes all of them and ``Report.load(folder)``
 reads the report back. All numbers are plain Python floats and lists, so a report needs no torch to load.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ from typing import Any, Optional, Union
 from freqkit.analysis.metrics import HEAD_METRICS, METRICS, layer_cells, layer_columns
 from freqkit.errors import FreqkitError
 from freqkit.io import atomic_write_text
-from freqkit.render import write_pngs
 from freqkit.limits import loads_json
+from freqkit.render import write_pngs
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "LayerStats", "ModelReport", "Report", "METRICS", "HEAD_METRICS"]
 
@@ -26,6 +27,7 @@ SCHEMA_VERSION = 2  # 2 adds per-head maps, effective receptive fields and CKA m
 
 # settings that define the numbers: reports can only be merged when these agree
 _METRIC_SETTINGS = ("cutoff", "bins", "global_response_mode", "spectrum_eps", "effective_rank_center", "cosine_absolute")
+
 
 @dataclass
 class LayerStats:
@@ -165,7 +167,9 @@ class Report:
     def from_dict(cls, d: dict[str, Any]) -> "Report":
         """Inverse of :meth:`to_dict`; refuses other schemas and newer versions."""
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
-            raise FreqkitError("this JSON is not a freqkit report (no 'schema': 'freqkit.report'); pass a file written by Report.to_json")
+            raise FreqkitError(
+                "this JSON is not a freqkit report (no 'schema': 'freqkit.report'); pass a file written by Report.to_json"
+            )
         version = int(d.get("schema_version", -1))
         if version < 1 or version > SCHEMA_VERSION:
             raise FreqkitError(
@@ -198,10 +202,14 @@ class Report:
             except FileNotFoundError:
                 raise FreqkitError(f"report {str(p)!r} does not exist; check the path") from None
         try:
-            data = loads_json(text, "this text" if isinstance(source, str) and source.lstrip().startswith("{") else f"report {str(source)!r}")
+            data = loads_json(
+                text, "this text" if isinstance(source, str) and source.lstrip().startswith("{") else f"report {str(source)!r}"
+            )
         except json.JSONDecodeError as err:
             where = "this text" if isinstance(source, str) and source.lstrip().startswith("{") else f"report {str(source)!r}"
-            raise FreqkitError(f"{where} is not valid JSON ({err.msg} at line {err.lineno}); pass a file written by Report.to_json") from None
+            raise FreqkitError(
+                f"{where} is not valid JSON ({err.msg} at line {err.lineno}); pass a file written by Report.to_json"
+            ) from None
         return cls.from_dict(data)
 
     @classmethod
@@ -239,7 +247,11 @@ class Report:
                     seen[name] += 1
                     name = f"{name}-{seen[m.name]}"
                 seen.setdefault(name, 1)
-                models.append(ModelReport(name=name, layers=m.layers, cross_layer_similarity=m.cross_layer_similarity, info=dict(m.info), cka=m.cka))
+                models.append(
+                    ModelReport(
+                        name=name, layers=m.layers, cross_layer_similarity=m.cross_layer_similarity, info=dict(m.info), cka=m.cka
+                    )
+                )
         settings = dict(base)
         settings["models"] = [m.name for m in models]
         model_cka = list(reports[0].model_cka) if len(reports) == 1 else []
@@ -254,7 +266,10 @@ class Report:
             lines.append(f"{m.name}" + (f"  [{weights}]" if weights else ""))
             attn = m.has_attention
             cols = ["layer", "grid"] + layer_columns(attn)
-            rows = [[layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}"] + layer_cells(layer, attn) for layer in m.layers[: max_rows or None]]
+            rows = [
+                [layer.name, f"{layer.grid_size[0]}x{layer.grid_size[1]}"] + layer_cells(layer, attn)
+                for layer in m.layers[: max_rows or None]
+            ]
             widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
             lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths))))
             for r in rows:
@@ -315,7 +330,9 @@ def _merge_methods(parts: list[Optional[dict[str, Any]]]) -> Optional[dict[str, 
             if kind == "features":
                 f = p["features"]
                 if "features" not in out:
-                    out["features"] = {k: (dict(v) if isinstance(v, dict) else list(v) if k == "models" else v) for k, v in f.items()}
+                    out["features"] = {
+                        k: (dict(v) if isinstance(v, dict) else list(v) if k == "models" else v) for k, v in f.items()
+                    }
                 elif out["features"].get("images") == f.get("images"):  # side by side only on the same images
                     out["features"]["models"] += [m for m in f["models"] if m not in out["features"]["models"]]
                     for k, v in f.items():
@@ -341,4 +358,3 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
-

@@ -1,4 +1,5 @@
 """Resume state of :func:`freqkit.analyze`: the running sums of every model saved per rank, refused when the run differs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,11 +37,22 @@ class ResumeState:
     figures) are saved with the sums, so a resume with nothing left to read still draws them.
     """
 
-    def __init__(self, state_dir: Optional[Path], rank: int, world: int, data: Any, settings: Mapping[str, Any],
-                 models: Mapping[str, nn.Module]) -> None:
+    def __init__(
+        self,
+        state_dir: Optional[Path],
+        rank: int,
+        world: int,
+        data: Any,
+        settings: Mapping[str, Any],
+        models: Mapping[str, nn.Module],
+    ) -> None:
         self.path = None if state_dir is None else Path(state_dir) / f"analyze-state-rank{rank}of{world}.pt"
         self.fingerprint = {
-            "version": _STATE_VERSION, "world_size": world, "rank": rank, "data": data, "settings": repr(dict(settings)),
+            "version": _STATE_VERSION,
+            "world_size": world,
+            "rank": rank,
+            "data": data,
+            "settings": repr(dict(settings)),
             "models": [[n, type(m).__name__, weights_digest(m)] for n, m in models.items()],
         }
         self.first_images: Optional[torch.Tensor] = None
@@ -67,15 +79,24 @@ class ResumeState:
     def save(self, position: int, accs: Mapping[str, Accumulator], joint: Accumulator) -> None:
         """Write the statistics after ``position`` source items (atomically); nothing without a ``state_dir``."""
         if self.path is not None:
-            state = {"fingerprint": self.fingerprint, "position": position, "models": {k: a.state() for k, a in accs.items()}, "joint": joint.state(),
-                     "first_images": self.first_images}
+            state = {
+                "fingerprint": self.fingerprint,
+                "position": position,
+                "models": {k: a.state() for k, a in accs.items()},
+                "joint": joint.state(),
+                "first_images": self.first_images,
+            }
             atomic_save(state, self.path)
 
 
 def what_changed(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     """What differs between a saved fingerprint and this run's, in words: 'the image files changed', 'batch_size 16 -> 8'."""
-    words = {"world_size": "the number of processes", "models": "the models or their weights", "settings": "the analysis settings",
-             "version": "the freqkit state format"}
+    words = {
+        "world_size": "the number of processes",
+        "models": "the models or their weights",
+        "settings": "the analysis settings",
+        "version": "the freqkit state format",
+    }
     out = []
     for key in now:
         a, b = saved.get(key), now[key]
@@ -85,9 +106,15 @@ def what_changed(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
             for k in b:
                 if a.get(k) == b[k]:
                     continue
-                out.append("the image files changed (a file was renamed, added, removed or resized)" if k == "files" else f"{k} {a.get(k)!r} -> {b[k]!r}")
+                out.append(
+                    "the image files changed (a file was renamed, added, removed or resized)"
+                    if k == "files"
+                    else f"{k} {a.get(k)!r} -> {b[k]!r}"
+                )
         else:
-            out.append(f"{words.get(key, key)} {a!r} -> {b!r}" if key in ("world_size", "version") else f"{words.get(key, key)} changed")
+            out.append(
+                f"{words.get(key, key)} {a!r} -> {b!r}" if key in ("world_size", "version") else f"{words.get(key, key)} changed"
+            )
     return "; ".join(out) or "the saved run's fingerprint"
 
 
@@ -95,7 +122,9 @@ def _check_process_count(state_dir: Path, world: int) -> None:
     """Statistics saved by another number of processes cannot be resumed (each rank's shard would differ): say so."""
     import re
 
-    counts = sorted({int(m.group(1)) for f in state_dir.glob("analyze-state-rank*of*.pt") if (m := re.search(r"of(\d+)\.pt$", f.name))})
+    counts = sorted(
+        {int(m.group(1)) for f in state_dir.glob("analyze-state-rank*of*.pt") if (m := re.search(r"of(\d+)\.pt$", f.name))}
+    )
     if counts and world not in counts:
         raise FreqkitError(
             f"the statistics in {str(state_dir)!r} were saved by {counts[0]} processes, this run has {world}; resume with "

@@ -6,6 +6,7 @@ r, r + W, r + 2W, ... of its (``max_images``-limited) index list, so no image is
 none is dropped. A DataLoader or other iterable is read in full by every rank, which keeps batch k
 when k mod W == r (its workers load every batch, so prefer passing the Dataset).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,14 @@ from freqkit.data.folders import IMG_EXTENSIONS, files_digest
 from freqkit.errors import FreqkitError
 
 __all__ = [
-    "ImageFiles", "image_folder", "list_images", "data_transform", "Source", "make_source", "atomic_save", "load_state",
+    "ImageFiles",
+    "image_folder",
+    "list_images",
+    "data_transform",
+    "Source",
+    "make_source",
+    "atomic_save",
+    "load_state",
     "resized_size",
 ]
 
@@ -40,10 +48,14 @@ def list_images(folder: Union[str, os.PathLike]) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d.lower() not in _SKIP_DIRS)
         # regular files only: a named pipe (or a socket) named like an image would block the reader forever
-        paths += [Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in IMG_EXTENSIONS and (Path(dirpath) / f).is_file()]
+        paths += [
+            Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in IMG_EXTENSIONS and (Path(dirpath) / f).is_file()
+        ]
     paths.sort()
     if not paths:
-        raise FreqkitError(f"image folder {str(root)!r} holds no images ({', '.join(IMG_EXTENSIONS)}); add images or pass another folder")
+        raise FreqkitError(
+            f"image folder {str(root)!r} holds no images ({', '.join(IMG_EXTENSIONS)}); add images or pass another folder"
+        )
     return paths
 
 
@@ -114,7 +126,9 @@ def resized_size(transform: Callable, size: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(w)), max(1, round(h))
 
 
-def image_folder(folder: Union[str, os.PathLike], model: Optional[torch.nn.Module] = None, img_size: Union[int, Sequence[int], None] = None) -> ImageFiles:
+def image_folder(
+    folder: Union[str, os.PathLike], model: Optional[torch.nn.Module] = None, img_size: Union[int, Sequence[int], None] = None
+) -> ImageFiles:
     """A Dataset of every image under ``folder`` (ImageNet class folders, ADE20K images/...), preprocessed with ``data_transform``."""
     return ImageFiles(list_images(folder), data_transform(model, img_size))
 
@@ -147,11 +161,15 @@ def _check_dataset_item(ds: Dataset) -> None:
     except FreqkitError:
         raise
     except Exception as err:  # a dataset that cannot give its first item
-        raise FreqkitError(f"data[0] failed ({type(err).__name__}: {str(err)[:120]}); pass a Dataset of images (3, H, W) or (image, target)") from None
+        raise FreqkitError(
+            f"data[0] failed ({type(err).__name__}: {str(err)[:120]}); pass a Dataset of images (3, H, W) or (image, target)"
+        ) from None
     img = item[0] if isinstance(item, (tuple, list)) and item else item
     if not isinstance(img, torch.Tensor) or img.ndim != 3:
         shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
-        raise FreqkitError(f"data is a Dataset whose items are {shape}; items must be images (3, H, W) or (image, target) pairs (add a ToTensor transform)")
+        raise FreqkitError(
+            f"data is a Dataset whose items are {shape}; items must be images (3, H, W) or (image, target) pairs (add a ToTensor transform)"
+        )
 
 
 def make_source(
@@ -197,7 +215,9 @@ def make_source(
         describe = ""
     if isinstance(data, torch.Tensor):
         if data.ndim != 4 or data.shape[0] < 1 or data.shape[1] != 3:
-            raise FreqkitError(f"analyze expects images of shape (B, 3, H, W) with B >= 1, got {tuple(data.shape)}; add a batch dimension with x[None]")
+            raise FreqkitError(
+                f"analyze expects images of shape (B, 3, H, W) with B >= 1, got {tuple(data.shape)}; add a batch dimension with x[None]"
+            )
         n = data.shape[0] if limit is None else min(limit, data.shape[0])
         idx = list(range(rank, n, world))
         step = len(idx) if batch_size is None else int(batch_size)
@@ -236,7 +256,9 @@ def _sized_total(loader: DataLoader, limit: Optional[int]) -> Optional[int]:
     return n if limit is None else min(n, limit)
 
 
-def _indexed(ds: Dataset, length: int, batch_size: Optional[int], num_workers: int, limit: Optional[int], rank: int, world: int) -> Source:
+def _indexed(
+    ds: Dataset, length: int, batch_size: Optional[int], num_workers: int, limit: Optional[int], rank: int, world: int
+) -> Source:
     n = length if limit is None else min(limit, length)
     idx = list(range(rank, n, world))
     step = int(batch_size or DEFAULT_BATCH)
@@ -245,14 +267,18 @@ def _indexed(ds: Dataset, length: int, batch_size: Optional[int], num_workers: i
         rest = idx[start:]
         if not rest:
             return
-        loader = DataLoader(Subset(ds, rest), batch_size=step, shuffle=False, num_workers=int(num_workers), pin_memory=torch.cuda.is_available())
+        loader = DataLoader(
+            Subset(ds, rest), batch_size=step, shuffle=False, num_workers=int(num_workers), pin_memory=torch.cuda.is_available()
+        )
         pos = start
         for item in _reraise_one_line(loader):
             images = _images_of(item, "the Dataset")
             pos += images.shape[0]
             yield images, pos
 
-    return Source(f"{type(ds).__name__} of {length} images", len(idx), batches, {"kind": type(ds).__name__, "images": n, "batch_size": step})
+    return Source(
+        f"{type(ds).__name__} of {length} images", len(idx), batches, {"kind": type(ds).__name__, "images": n, "batch_size": step}
+    )
 
 
 def _iterable(data: Iterable, limit: Optional[int], rank: int, world: int, what: str, total: Optional[int]) -> Source:
@@ -287,7 +313,7 @@ def _reraise_one_line(loader: Iterable) -> Iterator[Any]:
             last = lines[-1] if lines else str(err)
             for prefix in ("freqkit.errors.FreqkitError: ", "FreqkitError: "):
                 if last.startswith(prefix):
-                    last = last[len(prefix):]
+                    last = last[len(prefix) :]
             raise FreqkitError(last) from None
         yield item
 
@@ -309,4 +335,6 @@ def load_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise FreqkitError(f"saved statistics {str(path)!r} cannot be read ({type(err).__name__}); delete the file or run without resume") from None
+        raise FreqkitError(
+            f"saved statistics {str(path)!r} cannot be read ({type(err).__name__}); delete the file or run without resume"
+        ) from None

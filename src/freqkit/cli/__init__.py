@@ -3,6 +3,7 @@
 Each subcommand module defines ``add_parser(subparsers)`` and ``run(args) -> int`` and imports
 torch / timm only inside ``run``, so that ``freqkit --help`` is instant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,11 @@ def error_line(err: FreqkitError, args: Optional[argparse.Namespace]) -> str:
     if isinstance(err, ParameterError):
         message = f"{flags.get(err.param, '--' + err.param.replace('_', '-'))} {err.detail}"
     for param, flag in flags.items():  # whole names only: min_lr= is not lr=
-        message = re.sub(rf"(?<![\w-]){re.escape(param)}=(True|False)?",
-                         lambda m, flag=flag: {"True": flag, "False": f"no {flag}"}.get(m.group(1) or "", f"{flag} "), message)
+        message = re.sub(
+            rf"(?<![\w-]){re.escape(param)}=(True|False)?",
+            lambda m, flag=flag: {"True": flag, "False": f"no {flag}"}.get(m.group(1) or "", f"{flag} "),
+            message,
+        )
     for pattern, replacement in (getattr(args, "_flag_patterns", None) or []) if args is not None else []:
         message = re.sub(pattern, replacement, message)
     return message

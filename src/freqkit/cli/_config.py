@@ -4,6 +4,7 @@ Each dataclass field or function parameter becomes ``--name-with-dashes`` (or a 
 its type, default and help (a field's ``help`` metadata, or the library's help mapping for a function), so a
 default or a help text is written once, in the library.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,28 +63,54 @@ def _add(parser, flags: dict, name: str, flag: str, hint: Any, default: Any, tex
         shown = "auto" if default is None else ("on" if default else "off")
         parser.add_argument(flag, dest=name, action=_BoolGiven, default=default, help=f"{text} (default: {shown})")
     else:
-        parser.add_argument(flag, dest=name, action=_StoreGiven, type=parser_for(kind, optional, name), default=default,
-                            choices=choices, metavar=None if choices else name.upper(), help=f"{text} (default: {default})")
+        parser.add_argument(
+            flag,
+            dest=name,
+            action=_StoreGiven,
+            type=parser_for(kind, optional, name),
+            default=default,
+            choices=choices,
+            metavar=None if choices else name.upper(),
+            help=f"{text} (default: {default})",
+        )
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (),
-                            defaults: Optional[dict[str, Any]] = None) -> None:
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (), defaults: Optional[dict[str, Any]] = None
+) -> None:
     """Add one flag per field of dataclass ``cls`` (not in ``exclude``; ``defaults`` override the dataclass's)."""
     hints, defaults, flags = typing.get_type_hints(cls), defaults or {}, parser.get_default(_FLAGS) or {}
     for f in dataclasses.fields(cls):
         if f.name not in exclude and f.metadata.get("cli", True) and "help" in f.metadata:
-            _add(parser, flags, f.name, flag_name(f), hints[f.name], defaults.get(f.name, f.default), f.metadata["help"],
-                 f.metadata.get("choices"))
+            _add(
+                parser,
+                flags,
+                f.name,
+                flag_name(f),
+                hints[f.name],
+                defaults.get(f.name, f.default),
+                f.metadata["help"],
+                f.metadata.get("choices"),
+            )
     parser.set_defaults(**{_FLAGS: flags, _GIVEN: frozenset()})
 
 
-def add_signature_arguments(parser: argparse.ArgumentParser, func: Callable, helps: Mapping[str, str],
-                            defaults: Optional[dict[str, Any]] = None) -> None:
+def add_signature_arguments(
+    parser: argparse.ArgumentParser, func: Callable, helps: Mapping[str, str], defaults: Optional[dict[str, Any]] = None
+) -> None:
     """Add one flag per parameter of ``func`` that ``helps`` describes (type and default from the signature; ``defaults`` override)."""
     hints, flags, defaults = typing.get_type_hints(func), parser.get_default(_FLAGS) or {}, defaults or {}
     for name, p in inspect.signature(func).parameters.items():
         if name in helps:
-            _add(parser, flags, name, "--" + name.replace("_", "-"), hints.get(name, str), defaults.get(name, p.default), helps[name])
+            _add(
+                parser,
+                flags,
+                name,
+                "--" + name.replace("_", "-"),
+                hints.get(name, str),
+                defaults.get(name, p.default),
+                helps[name],
+            )
     parser.set_defaults(**{_FLAGS: flags, _GIVEN: frozenset()})
 
 

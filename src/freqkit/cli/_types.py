@@ -1,4 +1,5 @@
 """Argument types of generated flags: an annotation -> its scalar type, and the text -> value parser."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,7 @@ def scalar_type(hint: Any) -> tuple[type, bool]:
 
 def parser_for(kind: type, optional: bool, name: str):
     """The argparse ``type`` of a flag: ``kind(text)``, 'none' / '' -> None when optional, clip_grad 0 -> None."""
+
     def parse(text: str):
         if optional and text.lower() in ("none", ""):
             return None

@@ -7,13 +7,24 @@ Writes OUT/report.html (metrics with mean and spread over seeds next to per-laye
 OUT/results.json (every number), OUT/analysis/ (the full analyze report of the first seed's models)
 and OUT/runs/<model>/seed<k>/ (each run's weights and logs).
 """
+
 from __future__ import annotations
 
 import argparse
 
 from freqkit.cli._config import add_dataclass_arguments, add_signature_arguments, dataclass_kwargs
 
-_OWN = ("model", "data", "steps", "seed", "out", "resume", "overwrite", "global_batch_size", "recipe")  # recipes are for freqkit train
+_OWN = (
+    "model",
+    "data",
+    "steps",
+    "seed",
+    "out",
+    "resume",
+    "overwrite",
+    "global_batch_size",
+    "recipe",
+)  # recipes are for freqkit train
 _CLI_DEFAULTS = {"seeds": "1", "out": "freqkit-compare"}  # one seed; a folder, since the command line keeps its report
 
 

@@ -1,10 +1,11 @@
 """``freqkit eval``: :func:`freqkit.evaluate_run` on the command line (flags generated from its signature).
 
-    freqkit eval freqkit-run                        # the run folder of freqkit train (model.safetensors + config.json)
-    freqkit eval freqkit-run --data pairs:imgs:masks
-    freqkit eval weights.safetensors --model vit_mini+fdam --data shapes
-    freqkit eval upernet-run --data ade20k:/data/ade --save-predictions preds/   # one PNG per image, ADE20K labels
+freqkit eval freqkit-run                        # the run folder of freqkit train (model.safetensors + config.json)
+freqkit eval freqkit-run --data pairs:imgs:masks
+freqkit eval weights.safetensors --model vit_mini+fdam --data shapes
+freqkit eval upernet-run --data ade20k:/data/ade --save-predictions preds/   # one PNG per image, ADE20K labels
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``freqkit simulate``: :func:`freqkit.simulate` on the command line (graph-spectral responses on a token grid)."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,19 @@ def add_parser(subparsers: Any, name: str = "simulate") -> argparse.ArgumentPars
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--size", nargs="+", type=int, default=[14, 14], metavar="N", help="grid H W (or one N for N x N; default 14 14)")
-    p.add_argument("--windows", default="auto", help="comma-separated odd window sizes and/or 'full' (default: 1, 3, ... below the grid side, full)")
-    p.add_argument("--stencils", default=",".join(DEFAULT_STENCILS),
-                   help=f"comma-separated conv stencils: box3, box5, gauss3, gauss5, laplacian, sharpen (default {','.join(DEFAULT_STENCILS)}); 'none' for none")
+    p.add_argument(
+        "--size", nargs="+", type=int, default=[14, 14], metavar="N", help="grid H W (or one N for N x N; default 14 14)"
+    )
+    p.add_argument(
+        "--windows",
+        default="auto",
+        help="comma-separated odd window sizes and/or 'full' (default: 1, 3, ... below the grid side, full)",
+    )
+    p.add_argument(
+        "--stencils",
+        default=",".join(DEFAULT_STENCILS),
+        help=f"comma-separated conv stencils: box3, box5, gauss3, gauss5, laplacian, sharpen (default {','.join(DEFAULT_STENCILS)}); 'none' for none",
+    )
     add_signature_arguments(p, simulate, SIMULATE_HELP)
     p.add_argument("--out", default="freqkit-simulate", metavar="DIR", help="output folder (default freqkit-simulate/)")
     p.set_defaults(run=run)

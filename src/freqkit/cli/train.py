@@ -1,10 +1,11 @@
 """``freqkit train``: :func:`freqkit.train` on the command line (flags generated from :class:`freqkit.TrainConfig`).
 
-    freqkit train --model vit_mini+fdam --data shapes --steps 300
-    freqkit train --recipe upernet_deit3_base_fdam_ade20k_160k --data ade20k:/data/ade --init deit_3_base_224_21k.pth --print-config
-    freqkit train --recipe upernet_deit_small_ade20k_160k --data ade20k:/data/ade --init scratch   # random weights, on purpose
-    torchrun --nproc_per_node 8 -m freqkit train --model deit_small_fdam_patch16_224 --data ade20k:/data/ADE --batch-size 2
+freqkit train --model vit_mini+fdam --data shapes --steps 300
+freqkit train --recipe upernet_deit3_base_fdam_ade20k_160k --data ade20k:/data/ade --init deit_3_base_224_21k.pth --print-config
+freqkit train --recipe upernet_deit_small_ade20k_160k --data ade20k:/data/ade --init scratch   # random weights, on purpose
+torchrun --nproc_per_node 8 -m freqkit train --model deit_small_fdam_patch16_224 --data ade20k:/data/ADE --batch-size 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,12 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     )
     # recipe < typed flags: the generated flags record which fields were typed (given_fields)
     add_dataclass_arguments(p, TrainConfig, exclude=("global_batch_size",))
-    p.add_argument("--print-config", action="store_true", help="print the fully resolved configuration as JSON and exit (with "
-                   "--recipe: also the release config it follows, the weights it starts from and the paper's mIoU)")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the fully resolved configuration as JSON and exit (with "
+        "--recipe: also the release config it follows, the weights it starts from and the paper's mIoU)",
+    )
     p.set_defaults(run=run)
     return p
 
@@ -50,8 +55,8 @@ def resolve(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Train and print the final metrics (rank 0 only)."""
     from freqkit.experiment.reporting import format_metrics
-    from freqkit.train.loop import train
     from freqkit.models.spec import parse_model_spec
+    from freqkit.train.loop import train
 
     cfg = resolve(args)
     parse_model_spec(cfg.model)  # bad names fail before any data is read

@@ -4,6 +4,7 @@
 the train / val splits and a :class:`DataInfo`. Images are (3, H, W) float in [0, 1]; segmentation
 masks are (H, W) int64 with 255 = ignore.
 """
+
 from freqkit.data.builtin import builtin_images
 from freqkit.data.folders import ImageFolderDataset, SegmentationFolderDataset, ade20k_dataset, pairs_dataset
 from freqkit.data.spec import DATA_HELP, DataInfo, DataSpec, build_datasets, parse_data_spec

@@ -4,6 +4,7 @@ Nothing is bundled with freqkit: the photographs are the ones scikit-image ships
 (no download). Images come back resized (shorter side to fit, antialiased) and centre-cropped to
 (H, W), normalized with the ImageNet mean / std that timm classifiers expect.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -21,6 +22,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # scikit-image photographs that live in its installed data folder (checked: no pooch download)
 BUILTIN_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "coins")
+
 
 def _size(size: int | Sequence[int]) -> tuple[int, int]:
     h, w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -46,7 +48,9 @@ def _to_chw(array: np.ndarray) -> torch.Tensor:
     return t.contiguous()
 
 
-def prepare_images(images: Sequence[torch.Tensor], size: int | Sequence[int] = (224, 224), normalize: bool = True) -> torch.Tensor:
+def prepare_images(
+    images: Sequence[torch.Tensor], size: int | Sequence[int] = (224, 224), normalize: bool = True
+) -> torch.Tensor:
     """Resize (shorter side, antialiased) and centre-crop images (3, h, w) in [0, 1] to (B, 3, H, W), ImageNet-normalized."""
     h, w = _size(size)
     out = []

@@ -10,6 +10,7 @@ centre-cropped (classification), without randomness. Segmentation datasets given
 paper pipeline of :mod:`freqkit.data.transforms`, the default of :func:`ade20k_dataset`) instead yield
 training crops from it and evaluation items at their original size.
 """
+
 from __future__ import annotations
 
 import math
@@ -198,7 +199,9 @@ class ImageFolderDataset(_Augmented):
 
     task = "classification"
 
-    def __init__(self, root: str | Path, size: int = 224, train: bool = False, seed: int = 0, classes: Optional[Sequence[str]] = None) -> None:
+    def __init__(
+        self, root: str | Path, size: int = 224, train: bool = False, seed: int = 0, classes: Optional[Sequence[str]] = None
+    ) -> None:
         super().__init__(train, seed)
         self.root, self.size = Path(root), int(size)
         if not self.root.is_dir():
@@ -215,9 +218,7 @@ class ImageFolderDataset(_Augmented):
         for label, name in enumerate(self.classes):
             self.samples += [(p, label) for p in _list_images(self.root / name, IMG_EXTENSIONS)]
         if not self.samples:
-            raise FreqkitError(
-                f"no images found in {self.root} (expected {self.root}/<class>/*.jpg|png); the split is empty"
-            )
+            raise FreqkitError(f"no images found in {self.root} (expected {self.root}/<class>/*.jpg|png); the split is empty")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -408,7 +409,9 @@ def match_pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
                     f"mask {other[0]} of image {img} is a {other[0].suffix} file; masks must be lossless label images "
                     f"({', '.join(MASK_EXTENSIONS)}): a JPEG's compression changes class indices, so save it as PNG"
                 )
-            raise FreqkitError(f"image {img} has no mask {masks}/{img.stem}.png; every image needs a mask with the same file name stem")
+            raise FreqkitError(
+                f"image {img} has no mask {masks}/{img.stem}.png; every image needs a mask with the same file name stem"
+            )
         pairs.append((img, mask))
     return pairs
 
@@ -445,9 +448,19 @@ def ade20k_dataset(
             f"{root} is not an ADE20K folder: expected images/{sub}/*.jpg and annotations/{sub}/*.png "
             "(the ADEChallengeData2016 layout); pass ade20k:PATH pointing at ADEChallengeData2016 or its parent"
         )
-    transform = None if size is not None else SegTrainTransform(int(crop_size), tuple(scale), tuple(ratio_range), float(cat_max_ratio))
-    return SegmentationFolderDataset(images, masks, num_classes=150, size=size if size is not None else crop_size, train=train,
-                                     seed=seed, label_map="ade20k", transform=transform)
+    transform = (
+        None if size is not None else SegTrainTransform(int(crop_size), tuple(scale), tuple(ratio_range), float(cat_max_ratio))
+    )
+    return SegmentationFolderDataset(
+        images,
+        masks,
+        num_classes=150,
+        size=size if size is not None else crop_size,
+        train=train,
+        seed=seed,
+        label_map="ade20k",
+        transform=transform,
+    )
 
 
 def pairs_dataset(
@@ -480,4 +493,6 @@ def pairs_dataset(
             f"{images} has {len(pairs)} image/mask pairs: too few to hold out a {split} split (every {k}th pair); "
             "add images or give train/ and val/ sub-folders"
         )
-    return SegmentationFolderDataset(images, masks, num_classes, size=size, train=train, seed=seed, files=chosen, transform=transform)
+    return SegmentationFolderDataset(
+        images, masks, num_classes, size=size, train=train, seed=seed, files=chosen, transform=transform
+    )

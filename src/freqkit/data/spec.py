@@ -12,6 +12,7 @@ Grammar (documented in ``freqkit train --help``)::
 The data ``seed`` of a built-in set is independent of the training seed, so runs with different
 training seeds see the same images.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -79,7 +80,9 @@ def parse_data_spec(spec: str) -> DataSpec:
         for item in filter(None, (s.strip() for s in rest.split(","))):
             key, eq, value = item.partition("=")
             if not eq or key not in _BUILTIN_KEYS[kind]:
-                raise ParameterError("data", f"{spec!r}: bad option {item!r}; {kind} takes key=value among {sorted(_BUILTIN_KEYS[kind])}")
+                raise ParameterError(
+                    "data", f"{spec!r}: bad option {item!r}; {kind} takes key=value among {sorted(_BUILTIN_KEYS[kind])}"
+                )
             try:
                 options[key] = int(value)
             except ValueError:
@@ -153,7 +156,9 @@ def build_datasets(
     ds_spec = spec if isinstance(spec, DataSpec) else parse_data_spec(spec)
     name = spec if isinstance(spec, str) else ds_spec.kind
     if task is not None and task != ds_spec.task:
-        raise ParameterError("data", f"{name} is a {ds_spec.task} dataset but the task is {task}; drop task or pick a {task} dataset")
+        raise ParameterError(
+            "data", f"{name} is a {ds_spec.task} dataset but the task is {task}; drop task or pick a {task} dataset"
+        )
     if crop_size is not None:
         if ds_spec.kind not in ("ade20k", "pairs"):
             raise FreqkitError(f"crop_size applies to ade20k and pairs data, not {ds_spec.kind}; drop crop_size")
@@ -203,8 +208,9 @@ def build_datasets(
     elif ds_spec.kind == "ade20k":
         for split in splits:
             if transform is not None:
-                out[split] = ade20k_dataset(ds_spec.paths[0], split, train=split == "train", seed=seed, crop_size=size,
-                                            scale=transform.scale)
+                out[split] = ade20k_dataset(
+                    ds_spec.paths[0], split, train=split == "train", seed=seed, crop_size=size, scale=transform.scale
+                )
             else:
                 out[split] = ade20k_dataset(ds_spec.paths[0], split, size=size, train=split == "train", seed=seed)
         found, classes = 150, tuple(str(i) for i in range(150))
@@ -215,12 +221,14 @@ def build_datasets(
             probe = pairs_dataset(images, masks, "train", num_classes=256, size=size)
             k = _infer_num_classes(probe)
         for split in splits:
-            out[split] = pairs_dataset(images, masks, split, num_classes=k, size=size, train=split == "train", seed=seed,
-                                       transform=transform)
+            out[split] = pairs_dataset(
+                images, masks, split, num_classes=k, size=size, train=split == "train", seed=seed, transform=transform
+            )
         found, classes = k, tuple(str(i) for i in range(k))
     if num_classes is not None and int(num_classes) != found:
         raise ParameterError(
-            "data", f"{name} has {found} classes but {num_classes} were asked for (num_classes or the checkpoint's head); "
-            "make them match"
+            "data",
+            f"{name} has {found} classes but {num_classes} were asked for (num_classes or the checkpoint's head); "
+            "make them match",
         )
     return out, DataInfo(name=name, task=ds_spec.task, num_classes=found, img_size=size, classes=classes)

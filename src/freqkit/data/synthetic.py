@@ -15,6 +15,7 @@ Sample ``i`` of a split depends only on (seed, split, i, size): any subset, any 
 DataLoader workers or processes gives the same tensors. Texture periods and line widths are in
 pixels (high frequencies stay high at every image size); shape sizes scale with the image.
 """
+
 from __future__ import annotations
 
 import math
@@ -192,7 +193,9 @@ class ShapesDataset(Dataset):
     classes = SHAPES_CLASSES
     task = "segmentation"
 
-    def __init__(self, split: str = "train", size: int | tuple[int, int] = 64, length: Optional[int] = None, seed: int = 0) -> None:
+    def __init__(
+        self, split: str = "train", size: int | tuple[int, int] = 64, length: Optional[int] = None, seed: int = 0
+    ) -> None:
         self.split, self.size, self.seed = split, _check_size(size), int(seed)
         self.length = int(length if length is not None else (2000 if split == "train" else 128))
         if self.length < 1:

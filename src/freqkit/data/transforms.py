@@ -12,9 +12,11 @@ those units) and masks as ``tv_tensors.Mask`` int64 class indices (255 = ignore)
 cropping use ``torchvision.transforms.v2.functional``. Every random draw comes from an explicit
 ``torch.Generator`` (the dataset seeds one per (seed, epoch, index)), never from the global RNG.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
@@ -22,8 +24,14 @@ from torchvision.transforms.v2 import functional as TF
 from freqkit.errors import FreqkitError
 
 __all__ = [
-    "SegTrainTransform", "random_rescale", "rescale_size", "random_crop", "photometric_distortion", "pad_to",
-    "IGNORE_INDEX", "PAD_IMAGE_MEAN",
+    "SegTrainTransform",
+    "random_rescale",
+    "rescale_size",
+    "random_crop",
+    "photometric_distortion",
+    "pad_to",
+    "IGNORE_INDEX",
+    "PAD_IMAGE_MEAN",
 ]
 
 IGNORE_INDEX = 255
@@ -47,8 +55,9 @@ def rescale_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, 
     return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
-def random_rescale(image: torch.Tensor, mask: torch.Tensor, scale: tuple[int, int], ratio_range: tuple[float, float],
-                   g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_rescale(
+    image: torch.Tensor, mask: torch.Tensor, scale: tuple[int, int], ratio_range: tuple[float, float], g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rescale (3, H, W) image (bilinear) and (H, W) mask (nearest) to ``scale`` x U(ratio_range), aspect ratio kept."""
     r = _uniform(g, *ratio_range)
     h, w = rescale_size(image.shape[-2], image.shape[-1], (int(scale[0] * r), int(scale[1] * r)))
@@ -64,15 +73,16 @@ def _crop_box(h: int, w: int, crop: int, g: torch.Generator) -> tuple[int, int]:
     return top, left
 
 
-def random_crop(image: torch.Tensor, mask: torch.Tensor, crop: int, g: torch.Generator, cat_max_ratio: float = 1.0,
-                tries: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+def random_crop(
+    image: torch.Tensor, mask: torch.Tensor, crop: int, g: torch.Generator, cat_max_ratio: float = 1.0, tries: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A random ``crop`` x ``crop`` window (smaller where the image is); with ``cat_max_ratio`` < 1 the window is redrawn
     (up to ``tries`` times, the last draw kept) until it holds >= 2 classes and none over that share of its labelled pixels."""
     h, w = mask.shape[-2:]
     top, left = _crop_box(h, w, crop, g)
     if cat_max_ratio < 1.0:
         for _ in range(tries):
-            window = mask[..., top:top + crop, left:left + crop]
+            window = mask[..., top : top + crop, left : left + crop]
             _, counts = torch.unique(window[window != IGNORE_INDEX], return_counts=True)
             if counts.numel() > 1 and float(counts.max()) / float(counts.sum()) < cat_max_ratio:
                 break
@@ -81,9 +91,14 @@ def random_crop(image: torch.Tensor, mask: torch.Tensor, crop: int, g: torch.Gen
     return TF.crop(image, top, left, ch, cw), TF.crop(mask, top, left, ch, cw)
 
 
-def photometric_distortion(image: torch.Tensor, g: torch.Generator, brightness: float = 32.0,
-                           contrast: tuple[float, float] = (0.5, 1.5), saturation: tuple[float, float] = (0.5, 1.5),
-                           hue: float = 18.0) -> torch.Tensor:
+def photometric_distortion(
+    image: torch.Tensor,
+    g: torch.Generator,
+    brightness: float = 32.0,
+    contrast: tuple[float, float] = (0.5, 1.5),
+    saturation: tuple[float, float] = (0.5, 1.5),
+    hue: float = 18.0,
+) -> torch.Tensor:
     """Random brightness (+-``brightness``), contrast (x U(contrast)), saturation and hue (+-``hue`` of 180), each with p=0.5,
     on a (3, H, W) float image in 0..255; contrast comes first or last at random (as in the reference pipeline).
 
@@ -105,7 +120,9 @@ def photometric_distortion(image: torch.Tensor, g: torch.Generator, brightness: 
     return x
 
 
-def pad_to(image: torch.Tensor, mask: torch.Tensor, size: int, fill: tuple[float, ...] = (0.0, 0.0, 0.0)) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_to(
+    image: torch.Tensor, mask: torch.Tensor, size: int, fill: tuple[float, ...] = (0.0, 0.0, 0.0)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad (3, h, w) image (per-channel ``fill``) and (h, w) mask (255) at the bottom and right to ``size`` x ``size``."""
     h, w = mask.shape[-2:]
     if h >= size and w >= size:

@@ -1,4 +1,5 @@
 """Experiments built on training and analysis: :func:`compare` models, :func:`simulate` graph filters, open finished runs."""
+
 from freqkit.experiment.compare import Comparison, compare, parse_seeds
 from freqkit.experiment.runs import Run, evaluate_run, open_run
 from freqkit.experiment.simulate import Simulation, simulate

@@ -9,6 +9,7 @@ settings is reused when ``resume``; :class:`freqkit.train.RunDir` decides), then
 each trained backbone over a fixed batch of validation images. The summary, figures and HTML are
 :mod:`freqkit.experiment.reporting`'s. ``freqkit compare`` is this function on the command line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,7 +81,9 @@ def _encoder(model):
     return getattr(model, "encoder", model)
 
 
-def _normalize_models(models: Union[Sequence[str], Mapping[str, Union[str, ModelFactory]]]) -> dict[str, Union[str, ModelFactory]]:
+def _normalize_models(
+    models: Union[Sequence[str], Mapping[str, Union[str, ModelFactory]]],
+) -> dict[str, Union[str, ModelFactory]]:
     if isinstance(models, str):
         models = [m for m in models.split(",")]
     if isinstance(models, Mapping):
@@ -103,7 +106,9 @@ def _base_config(data: Any, steps: int, train_options: dict[str, Any]):
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in train_options:
         if key not in known or key in _OWN_FIELDS:
-            raise ParameterError(key, f"is not a training option of compare; use one of {', '.join(sorted(known - set(_OWN_FIELDS)))}")
+            raise ParameterError(
+                key, f"is not a training option of compare; use one of {', '.join(sorted(known - set(_OWN_FIELDS)))}"
+            )
     return TrainConfig(steps=steps, data=data if isinstance(data, str) else "custom", **train_options).validate()
 
 
@@ -124,7 +129,11 @@ def _datasets(data: Any, base_cfg, seed: int):
     if base_cfg.task is None or base_cfg.num_classes is None:
         raise ParameterError("task", "and num_classes must be given when data is a mapping of datasets")
     size = int(data["val"][0][0].shape[-1])
-    return dict(data), DataInfo(name="custom", task=base_cfg.task, num_classes=base_cfg.num_classes, img_size=size, classes=()), None
+    return (
+        dict(data),
+        DataInfo(name="custom", task=base_cfg.task, num_classes=base_cfg.num_classes, img_size=size, classes=()),
+        None,
+    )
 
 
 def _for_seed(datasets: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -133,7 +142,9 @@ def _for_seed(datasets: dict[str, Any], seed: int) -> dict[str, Any]:
     return {**datasets, "train": reseed(seed)} if callable(reseed) else datasets
 
 
-def _train_or_reuse(cfg, spec: Union[str, ModelFactory], datasets: dict[str, Any], given_info: Any, resume: bool) -> dict[str, Any]:
+def _train_or_reuse(
+    cfg, spec: Union[str, ModelFactory], datasets: dict[str, Any], given_info: Any, resume: bool
+) -> dict[str, Any]:
     """One run: reuse the finished run in ``cfg.out`` when ``resume`` and its settings agree, else train (and time) it."""
     import torch
 
@@ -151,11 +162,18 @@ def _train_or_reuse(cfg, spec: Union[str, ModelFactory], datasets: dict[str, Any
         torch.manual_seed(cfg.seed)
         net = spec()
     # compare owns its runs: without resume they are trained again (overwrite), with it continued
-    res = train(dataclasses.replace(cfg, resume=bool(resume), overwrite=not resume), model=net, datasets=datasets, data_info=given_info)
+    res = train(
+        dataclasses.replace(cfg, resume=bool(resume), overwrite=not resume), model=net, datasets=datasets, data_info=given_info
+    )
     run_dir.save_timing(res.seconds, res.seconds_per_step)
     # the log holds every step, also those before a resume (res.history starts at the resume)
-    return {"model": res.model, "metrics": res.metrics, "history": train_history(run_dir.path) or res.history, "seconds": res.seconds,
-            "seconds_per_step": res.seconds_per_step}
+    return {
+        "model": res.model,
+        "metrics": res.metrics,
+        "history": train_history(run_dir.path) or res.history,
+        "seconds": res.seconds,
+        "seconds_per_step": res.seconds_per_step,
+    }
 
 
 def _diagnose(name: str, net, images01, steps: int, seed: int):
@@ -194,7 +212,9 @@ def _analysis_val(data: Any, base_cfg, datasets: dict[str, Any]):
         return datasets["val"]
     from freqkit.data import build_datasets
 
-    splits, _ = build_datasets(data, task=base_cfg.task, img_size=base_cfg.img_size, num_classes=base_cfg.num_classes, splits=("val",))
+    splits, _ = build_datasets(
+        data, task=base_cfg.task, img_size=base_cfg.img_size, num_classes=base_cfg.num_classes, splits=("val",)
+    )
     return splits["val"]
 
 
@@ -206,12 +226,21 @@ def _predictions(name: str, net, batch, info) -> dict[str, Any]:
     images, targets = batch
     mean, std = input_stats(net)
     device = next(net.parameters()).device
-    return prediction_panel_data({name: net}, images.to(device), targets, info.task, mean, std,
-                                 num_classes=info.num_classes, class_names=list(info.classes) or None)
+    return prediction_panel_data(
+        {name: net},
+        images.to(device),
+        targets,
+        info.task,
+        mean,
+        std,
+        num_classes=info.num_classes,
+        class_names=list(info.classes) or None,
+    )
 
 
-def _settings(named, data, steps, seed_list, train_options, base_cfg, info, val_images: int, analyze_images: int,
-              device: str, t0: float) -> dict[str, Any]:
+def _settings(
+    named, data, steps, seed_list, train_options, base_cfg, info, val_images: int, analyze_images: int, device: str, t0: float
+) -> dict[str, Any]:
     """The ``settings`` block of the results: the call as Python, the data, the options that differ from the defaults."""
     import torch
 
@@ -220,14 +249,29 @@ def _settings(named, data, steps, seed_list, train_options, base_cfg, info, val_
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     options = {k: v for k, v in train_options.items() if v != defaults.get(k)}  # the call shows what differs
     data_name = data if isinstance(data, str) else "custom"
-    call = f"freqkit.compare({list(named)!r}, data={data_name!r}, steps={steps}, seeds={tuple(seed_list)!r}" + "".join(
-        f", {k}={v!r}" for k, v in options.items()) + ")"
+    call = (
+        f"freqkit.compare({list(named)!r}, data={data_name!r}, steps={steps}, seeds={tuple(seed_list)!r}"
+        + "".join(f", {k}={v!r}" for k, v in options.items())
+        + ")"
+    )
     return {
-        "call": call, "models": list(named), "data": data_name, "task": info.task,
-        "num_classes": info.num_classes, "img_size": info.img_size, "steps": steps,
-        "batch_size": base_cfg.batch_size, "lr": base_cfg.lr, "schedule": base_cfg.schedule, "seeds": seed_list,
-        "train_options": options, "val_images": val_images, "analyze_images": analyze_images,
-        "device": device, "torch_threads": torch.get_num_threads(), "total_seconds": round(time.perf_counter() - t0, 1),
+        "call": call,
+        "models": list(named),
+        "data": data_name,
+        "task": info.task,
+        "num_classes": info.num_classes,
+        "img_size": info.img_size,
+        "steps": steps,
+        "batch_size": base_cfg.batch_size,
+        "lr": base_cfg.lr,
+        "schedule": base_cfg.schedule,
+        "seeds": seed_list,
+        "train_options": options,
+        "val_images": val_images,
+        "analyze_images": analyze_images,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "total_seconds": round(time.perf_counter() - t0, 1),
     }
 
 
@@ -255,8 +299,8 @@ def compare(
     import shutil
 
     from freqkit.analysis import Report
-    from freqkit.train import preflight
     from freqkit.monitor import monitor_curves
+    from freqkit.train import preflight
 
     t0 = time.perf_counter()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -275,14 +319,20 @@ def compare(
         for name, spec in named.items():
             if not isinstance(spec, str) and not callable(spec):
                 raise ParameterError("models", f"entry {name!r} is neither a model spec string nor a callable returning a module")
-        run_cfg = {(name, seed): dataclasses.replace(base_cfg, model=name if callable(spec) else spec, seed=seed,
-                                                     out=str(root / "runs" / slug(name) / f"seed{seed}"))
-                   for name, spec in named.items() for seed in seed_list}
+        run_cfg = {
+            (name, seed): dataclasses.replace(
+                base_cfg, model=name if callable(spec) else spec, seed=seed, out=str(root / "runs" / slug(name) / f"seed{seed}")
+            )
+            for name, spec in named.items()
+            for seed in seed_list
+        }
         for (name, seed), cfg in run_cfg.items() if base_cfg.tensorboard else ():  # one TensorBoard run per model and seed
             cfg.tensorboard = str(Path(base_cfg.tensorboard) / slug(name) / f"seed{seed}")
         if isinstance(data, str):
             # every spec is built and fed one image, every run folder proven writable, before anything trains
-            preflight([run_cfg[name, seed_list[0]] for name, spec in named.items() if isinstance(spec, str)], data=(datasets, info))
+            preflight(
+                [run_cfg[name, seed_list[0]] for name, spec in named.items() if isinstance(spec, str)], data=(datasets, info)
+            )
         val = _analysis_val(data, base_cfg, datasets)
         images01, pred_batch = _fixed_images(val, analyze_images), _prediction_batch(val, info.task)
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in named}
@@ -298,20 +348,33 @@ def compare(
                 if seed == seed_list[0]:
                     first_reports += [rep] if rep is not None else []
                     predictions = merge_predictions(predictions, _predictions(name, net, pred_batch, info))
-                runs[name].append({
-                    "seed": seed, "metrics": done["metrics"], "seconds": done["seconds"], "seconds_per_step": done["seconds_per_step"],
-                    "parameters": int(sum(p.numel() for p in net.parameters())),
-                    "history": [h for h in done["history"] if h.get("split") == "train"],
-                    "monitor": monitor_curves(Path(cfg.out) / "monitor.jsonl"),  # per-layer curves over training (monitor_every)
-                    **{key: None if rep is None else rep[name].series(key) for key in CURVES},
-                })
+                runs[name].append(
+                    {
+                        "seed": seed,
+                        "metrics": done["metrics"],
+                        "seconds": done["seconds"],
+                        "seconds_per_step": done["seconds_per_step"],
+                        "parameters": int(sum(p.numel() for p in net.parameters())),
+                        "history": [h for h in done["history"] if h.get("split") == "train"],
+                        "monitor": monitor_curves(
+                            Path(cfg.out) / "monitor.jsonl"
+                        ),  # per-layer curves over training (monitor_every)
+                        **{key: None if rep is None else rep[name].series(key) for key in CURVES},
+                    }
+                )
                 if not keep_checkpoints:
                     shutil.rmtree(Path(cfg.out) / "checkpoint", ignore_errors=True)
                 print(f"{name} seed {seed}: {format_metrics(done['metrics'])}  ({done['seconds']:.1f} s)", file=sys.stderr)
-        settings = _settings(named, data, steps, seed_list, train_options, base_cfg, info, len(val),
-                             int(images01.shape[0]), device, t0)
-        result = Comparison(settings=settings, summary=summarize(runs, info.task), runs=runs, predictions=predictions,
-                            analysis=Report.merge(*first_reports) if first_reports else None)
+        settings = _settings(
+            named, data, steps, seed_list, train_options, base_cfg, info, len(val), int(images01.shape[0]), device, t0
+        )
+        result = Comparison(
+            settings=settings,
+            summary=summarize(runs, info.task),
+            runs=runs,
+            predictions=predictions,
+            analysis=Report.merge(*first_reports) if first_reports else None,
+        )
         if out is not None:
             result.save(root)
         return result

@@ -4,6 +4,7 @@
 ``load``, ``table``, ``plot``, ``_repr_html_``); pages and figures go through :mod:`freqkit.render`, the same
 helpers the analysis reports use.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from freqkit import render
-from freqkit.limits import loads_json
 from freqkit.errors import FreqkitError
 from freqkit.io import atomic_write_text, check_writable_dir, json_text
+from freqkit.limits import loads_json
 
 __all__ = ["Comparison", "summarize", "format_table", "format_metrics", "merge_predictions", "render_html", "HEADLINE", "CURVES"]
 
@@ -70,12 +71,19 @@ class Comparison:
         return render_html(self.settings, self.summary, self.runs, _pngs(self.plot()))
 
     def _repr_html_(self) -> str:
-        return render.fragment("freqkit compare", _body(self.settings, self.summary, self.runs, _pngs(self.plot()), link_analysis=False))
+        return render.fragment(
+            "freqkit compare", _body(self.settings, self.summary, self.runs, _pngs(self.plot()), link_analysis=False)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Every number: ``{"schema_version", "settings", "summary", "runs", "predictions"}``."""
-        return {"schema_version": SCHEMA_VERSION, "settings": self.settings, "summary": self.summary,
-                "runs": self.runs, "predictions": self.predictions}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "settings": self.settings,
+            "summary": self.summary,
+            "runs": self.runs,
+            "predictions": self.predictions,
+        }
 
     def to_json(self, path: Union[str, Path, None] = None) -> str:
         """:meth:`to_dict` as JSON text; with ``path`` also written there (atomically)."""
@@ -94,7 +102,9 @@ class Comparison:
             d = loads_json(text, "the compare results")
             return cls(settings=d["settings"], summary=d["summary"], runs=d["runs"], predictions=d.get("predictions"))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise FreqkitError(f"not a freqkit compare results file ({type(err).__name__}: {err}); pass results.json of freqkit compare") from None
+            raise FreqkitError(
+                f"not a freqkit compare results file ({type(err).__name__}: {err}); pass results.json of freqkit compare"
+            ) from None
 
     def save(self, folder: Union[str, Path]) -> Path:
         """Write ``results.json``, ``spectral.png``, ``loss.png``, ``report.html`` (and ``analysis/``) into ``folder``."""
@@ -112,7 +122,9 @@ class Comparison:
 def format_metrics(metrics: Mapping[str, float]) -> str:
     """'miou 0.412  boundary_f1 0.301 ...' with the headline metrics first."""
     order = ["top1", "miou", "boundary_f1", "pixel_acc", "loss"]
-    keys = [k for k in order if k in metrics] + sorted(k for k in metrics if k not in order and isinstance(metrics[k], (int, float)))
+    keys = [k for k in order if k in metrics] + sorted(
+        k for k in metrics if k not in order and isinstance(metrics[k], (int, float))
+    )
     return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys)
 
 
@@ -159,7 +171,11 @@ def format_table(summary: dict[str, dict[str, Any]], task: str) -> str:
         rows.append(
             [name]
             + [_fmt_ms(row[c], row["seeds"]) if c in row else "-" for c in cols]
-            + [f"{100 * row[cols[0]].get('delta', 0):+.2f}" if cols[0] in row else "-", f"{row['parameters'] / 1e6:.2f}M", f"{1000 * row['seconds_per_step']:.0f}"]
+            + [
+                f"{100 * row[cols[0]].get('delta', 0):+.2f}" if cols[0] in row else "-",
+                f"{row['parameters'] / 1e6:.2f}M",
+                f"{1000 * row['seconds_per_step']:.0f}",
+            ]
         )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
@@ -183,7 +199,9 @@ def _figures(runs: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
             mean = [statistics.fmean(v) for v in zip(*curves)]
             (line,) = ax.plot(layers, mean, marker="o", ms=4, label=name)
             if len(curves) > 1:
-                ax.fill_between(layers, [min(v) for v in zip(*curves)], [max(v) for v in zip(*curves)], color=line.get_color(), alpha=0.2)
+                ax.fill_between(
+                    layers, [min(v) for v in zip(*curves)], [max(v) for v in zip(*curves)], color=line.get_color(), alpha=0.2
+                )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("block")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -192,12 +210,18 @@ def _figures(runs: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
     losses = {}
     for name, rs in runs.items():
         steps = [h["step"] for h in rs[0]["history"]]
-        losses[name] = (steps, [statistics.fmean(v) for v in zip(*[[h["loss"] for h in r["history"]] for r in rs])] if steps else [])
+        losses[name] = (
+            steps,
+            [statistics.fmean(v) for v in zip(*[[h["loss"] for h in r["history"]] for r in rs])] if steps else [],
+        )
     from freqkit.monitor import over_training_figure
 
     over = over_training_figure(runs)
-    return {"spectral": fig, "loss": render.curve_figure(losses, "step", "training loss (mean over seeds)"),
-            **({"over_training": over} if over is not None else {})}
+    return {
+        "spectral": fig,
+        "loss": render.curve_figure(losses, "step", "training loss (mean over seeds)"),
+        **({"over_training": over} if over is not None else {}),
+    }
 
 
 def merge_predictions(acc: Optional[dict[str, Any]], one: dict[str, Any]) -> dict[str, Any]:
@@ -211,43 +235,66 @@ def merge_predictions(acc: Optional[dict[str, Any]], one: dict[str, Any]) -> dic
     return acc
 
 
-def _body(settings: dict[str, Any], summary: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]],
-          figures: list[tuple[str, bytes]], link_analysis: bool = True) -> str:
+def _body(
+    settings: dict[str, Any],
+    summary: dict[str, dict[str, Any]],
+    runs: dict[str, list[dict[str, Any]]],
+    figures: list[tuple[str, bytes]],
+    link_analysis: bool = True,
+) -> str:
     """The report's HTML body: call, metrics table, figures, predictions, per-layer table, settings."""
     e = render.escape
     task = settings["task"]
     cols = list(HEADLINE[task])
     seeds = len(settings["seeds"])
     spread = "mean ± sample std over seeds" if seeds > 1 else "one seed"
-    head = ["model"] + [f"{c} (%)" for c in cols] + [f"Δ {cols[0]} vs {settings['models'][0]}", "params", "train s/step", f"per-seed {cols[0]}"]
+    head = (
+        ["model"]
+        + [f"{c} (%)" for c in cols]
+        + [f"Δ {cols[0]} vs {settings['models'][0]}", "params", "train s/step", f"per-seed {cols[0]}"]
+    )
     rows = []
     for name, row in summary.items():
         delta = row[cols[0]].get("delta") if cols[0] in row else None
         per_seed = ", ".join(f"{100 * v:.2f}" for v in row[cols[0]]["values"]) if cols[0] in row else "-"
-        rows.append([name] + [_fmt_ms(row[c], row["seeds"]) if c in row else "-" for c in cols]
-                    + ["-" if delta is None else f"{100 * delta:+.2f}", f"{row['parameters'] / 1e6:.3f} M", f"{row['seconds_per_step']:.3f}", per_seed])
-    layer_rows = [[name, i + 1, f"{hf:.4f}", f"{cs:.4f}", f"{er:.2f}"] for name, row in summary.items()
-                  for i, (hf, cs, er) in enumerate(zip(row["hf_ratio"], row["cosine_similarity"], row["effective_rank"]))]
+        rows.append(
+            [name]
+            + [_fmt_ms(row[c], row["seeds"]) if c in row else "-" for c in cols]
+            + [
+                "-" if delta is None else f"{100 * delta:+.2f}",
+                f"{row['parameters'] / 1e6:.3f} M",
+                f"{row['seconds_per_step']:.3f}",
+                per_seed,
+            ]
+        )
+    layer_rows = [
+        [name, i + 1, f"{hf:.4f}", f"{cs:.4f}", f"{er:.2f}"]
+        for name, row in summary.items()
+        for i, (hf, cs, er) in enumerate(zip(row["hf_ratio"], row["cosine_similarity"], row["effective_rank"]))
+    ]
     imgs = "".join(render.figure_tag(n, b) for n, b in figures if not n.startswith("predictions"))
     pred_imgs = "".join(render.figure_tag(n, b) for n, b in figures if n.startswith("predictions"))
     pred_note = (
         "Four fixed validation images: the image, the ground truth and each model's prediction (first seed), one palette. "
         "White: true boundary pixels with no predicted boundary nearby (missed); black: predicted boundary pixels with no "
         "true boundary nearby (spurious); the tolerance is boundary F1's. Grey: unlabelled."
-        if task == "segmentation" else
-        "Confusion matrix per model (first seed) over the validation images: rows the true class, columns the prediction."
+        if task == "segmentation"
+        else "Confusion matrix per model (first seed) over the validation images: rows the true class, columns the prediction."
     )
     predictions_html = f"<h2>Predictions</h2><p class=note>{e(pred_note)}</p>{pred_imgs}" if pred_imgs else ""
     metric_note = (
         "mIoU: torchmetrics MulticlassJaccardIndex (macro over classes present, ignore_index 255); boundary F1: class-agnostic "
         "label boundaries matched within 0.75% of the image diagonal (at least 1 px), micro-averaged over the validation set; "
         "pixel accuracy over non-ignored pixels."
-        if task == "segmentation" else "top-1 accuracy over the validation split."
+        if task == "segmentation"
+        else "top-1 accuracy over the validation split."
     )
-    analysis = (" Full diagnostics of the first seed: <a href=\"analysis/report.html\">analysis/report.html</a>." if link_analysis else "")
-    return f"""<p><code>{e(settings.get('call', ''))}</code></p>
-<p>{e(task)} on <b>{e(settings['data'])}</b>, {settings['steps']} steps per run, seeds {e(str(settings['seeds']))}; {spread}.
-Spectral curves: <code>freqkit.analyze</code> on the trained backbone, {settings['analyze_images']} fixed validation images
+    analysis = (
+        ' Full diagnostics of the first seed: <a href="analysis/report.html">analysis/report.html</a>.' if link_analysis else ""
+    )
+    return f"""<p><code>{e(settings.get("call", ""))}</code></p>
+<p>{e(task)} on <b>{e(settings["data"])}</b>, {settings["steps"]} steps per run, seeds {e(str(settings["seeds"]))}; {spread}.
+Spectral curves: <code>freqkit.analyze</code> on the trained backbone, {settings["analyze_images"]} fixed validation images
 (mean over seeds; band = min..max over seeds).{analysis}</p>
 <div class="row">
 <div><h2>Metrics</h2>
@@ -262,7 +309,11 @@ Spectral curves: <code>freqkit.analyze</code> on the trained backbone, {settings
 <h2>Settings</h2>{render.kv_table(settings)}"""
 
 
-def render_html(settings: dict[str, Any], summary: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]],
-                figures: list[tuple[str, bytes]]) -> str:
+def render_html(
+    settings: dict[str, Any],
+    summary: dict[str, dict[str, Any]],
+    runs: dict[str, list[dict[str, Any]]],
+    figures: list[tuple[str, bytes]],
+) -> str:
     """One self-contained HTML page: settings, metrics table, figures, per-layer table."""
     return render.page("freqkit compare", "<h1>freqkit compare</h1>\n" + _body(settings, summary, runs, figures))

@@ -5,6 +5,7 @@ A run folder holds ``model.safetensors`` (with the training config in its metada
 weights file can be opened too. The folder's layout belongs to :mod:`freqkit.train.rundir`, which this
 module reads through; evaluation is :mod:`freqkit.train.evaluate`'s.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ EVALUATE_HELP = {
     "eval_flip": _field_help("eval_flip") + " (auto: the run's)",
     "eval_scales": _field_help("eval_scales"),
     "save_predictions": "folder receiving one PNG label map per validation image at its original size, in the dataset's raw "
-                        "labels (ADE20K: class + 1), the format benchmark servers take",
+    "labels (ADE20K: class + 1), the format benchmark servers take",
 }
 
 
@@ -64,8 +65,14 @@ class Run:
 
     def to_dict(self) -> dict[str, Any]:
         """Every recorded number and setting (not the weights): path, config, metrics, history, timing."""
-        return {"path": str(self.path), "weights": str(self.weights), "config": self.config, "metrics": self.metrics,
-                "history": self.history, "timing": self.timing}
+        return {
+            "path": str(self.path),
+            "weights": str(self.weights),
+            "config": self.config,
+            "metrics": self.metrics,
+            "history": self.history,
+            "timing": self.timing,
+        }
 
     def to_json(self, path: Union[str, Path, None] = None) -> str:
         """:meth:`to_dict` as JSON text; with ``path`` also written there (atomically)."""
@@ -87,7 +94,9 @@ class Run:
             tmp.replace(dest.weights)  # atomic: a reader never sees half a weights file
         atomic_write_json(dest.config_file, self.config)
         dest.save_metrics(self.metrics)
-        dest.save_timing(float(self.timing.get("seconds", float("nan"))), float(self.timing.get("seconds_per_step", float("nan"))))
+        dest.save_timing(
+            float(self.timing.get("seconds", float("nan"))), float(self.timing.get("seconds_per_step", float("nan")))
+        )
         src = RunDir(Path(self.weights).parent)
         if src.log_file.resolve() != dest.log_file.resolve():
             dest.clear_log()
@@ -114,8 +123,13 @@ class Run:
     def _repr_html_(self) -> str:
         from freqkit import render
 
-        facts = {"path": self.path, "model": self.spec, "data": self.config.get("data"), "steps": self.config.get("steps"),
-                 **{k: f"{v:.4f}" for k, v in self.metrics.items() if isinstance(v, (int, float))}}
+        facts = {
+            "path": self.path,
+            "model": self.spec,
+            "data": self.config.get("data"),
+            "steps": self.config.get("steps"),
+            **{k: f"{v:.4f}" for k, v in self.metrics.items() if isinstance(v, (int, float))},
+        }
         return render.fragment(f"Run: {self.spec}", render.kv_table(facts), self.plot() if self.history else {})
 
 
@@ -192,17 +206,41 @@ def evaluate_run(
     crop = (run_cfg.crop_size or size) if (dense is not None and kind in ("ade20k", "pairs")) else None
     info = init_distributed(device)
     try:
-        splits, data_info = build_datasets(data, task=task or r.config.get("task"), img_size=None if crop else size,
-                                           num_classes=r.config.get("num_classes"), splits=("val",), crop_size=crop,
-                                           img_scale=run_cfg.scale)
+        splits, data_info = build_datasets(
+            data,
+            task=task or r.config.get("task"),
+            img_size=None if crop else size,
+            num_classes=r.config.get("num_classes"),
+            splits=("val",),
+            crop_size=crop,
+            img_scale=run_cfg.scale,
+        )
         cfg = {**r.config, "task": data_info.task, "num_classes": data_info.num_classes, "img_size": data_info.img_size}
         net = Run(r.path, r.weights, cfg).model(spec, device=info.device)
         if dense is not None:
-            metrics = evaluate_dense(net, splits["val"], data_info.num_classes, info.device, amp=amp_enabled(amp, info.device),
-                                     dist_info=info, progress=progress, save_predictions=save_predictions, **dense)
+            metrics = evaluate_dense(
+                net,
+                splits["val"],
+                data_info.num_classes,
+                info.device,
+                amp=amp_enabled(amp, info.device),
+                dist_info=info,
+                progress=progress,
+                save_predictions=save_predictions,
+                **dense,
+            )
         else:
-            metrics = evaluate(net, splits["val"], data_info.task, data_info.num_classes, info.device, batch_size,
-                               amp_enabled(amp, info.device), info, progress=progress)
+            metrics = evaluate(
+                net,
+                splits["val"],
+                data_info.task,
+                data_info.num_classes,
+                info.device,
+                batch_size,
+                amp_enabled(amp, info.device),
+                info,
+                progress=progress,
+            )
     finally:
         cleanup_distributed(info)
     return {"model": spec, "data": data, "images": len(splits["val"]), **metrics}

@@ -6,6 +6,7 @@ j-th eigenvalue of the grid's symmetric normalized Laplacian L = I - D^-1/2 A D^
 high frequency as the window grows, tending to global attention's pure low-pass; stencils with
 negative taps are high-pass. ``freqkit simulate`` is :func:`simulate` on the command line.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,11 @@ SIMULATE_HELP = {
     "bins": "graph-frequency bins of the plotted curves",
     "seed": "seed of the attention tokens",
 }
-_GROUPS = (("windows", "window average"), ("stencils", "conv stencils"), ("attention", "windowed softmax attention (random tokens)"))
+_GROUPS = (
+    ("windows", "window average"),
+    ("stencils", "conv stencils"),
+    ("attention", "windowed softmax attention (random tokens)"),
+)
 
 
 @dataclass
@@ -41,7 +46,8 @@ class Simulation:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the layout of ``curves.json``)."""
         return {
-            "grid": list(self.grid), "periodic": self.periodic,
+            "grid": list(self.grid),
+            "periodic": self.periodic,
             "laplacian": "I - D^-1/2 A D^-1/2, 4-neighbour grid",
             "response": "mean of (U^T T U)_jj over each eigenspace; radial: DC, then means over bins of graph frequency",
             **self.curves,
@@ -59,8 +65,10 @@ class Simulation:
     def table(self) -> str:
         """Plain-text summary: DC and high-band response of each mixer."""
         h, w = self.grid
-        lines = [f"graph-spectral simulation on a {h} x {w} {'torus' if self.periodic else 'grid'} ({h * w} tokens)",
-                 f"{'mixer':<20}{'DC':>8}{'high band |r| (lambda > 1)':>30}"]
+        lines = [
+            f"graph-spectral simulation on a {h} x {w} {'torus' if self.periodic else 'grid'} ({h * w} tokens)",
+            f"{'mixer':<20}{'DC':>8}{'high band |r| (lambda > 1)':>30}",
+        ]
         lines += [f"{name:<20}{dc:>8.3f}{hi:>30.4f}" for name, dc, hi in self.summary()]
         return "\n".join(lines)
 
@@ -99,7 +107,9 @@ class Simulation:
             curves = {group: d[group] for group, _ in _GROUPS if group in d}
             return cls(grid=tuple(d["grid"]), periodic=bool(d["periodic"]), curves=curves)
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise FreqkitError(f"not a freqkit simulate curves file ({type(err).__name__}: {err}); pass curves.json of freqkit simulate") from None
+            raise FreqkitError(
+                f"not a freqkit simulate curves file ({type(err).__name__}: {err}); pass curves.json of freqkit simulate"
+            ) from None
 
     @classmethod
     def load(cls, folder: Union[str, Path]) -> "Simulation":
@@ -116,8 +126,11 @@ class Simulation:
     def _repr_html_(self) -> str:
         rows = [[name, f"{dc:.3f}", f"{hi:.4f}"] for name, dc, hi in self.summary()]
         h, w = self.grid
-        return render.fragment(f"graph-spectral simulation, {h} x {w} {'torus' if self.periodic else 'grid'}",
-                               render.table(["mixer", "DC", "high band |r| (lambda > 1)"], rows), self.plot())
+        return render.fragment(
+            f"graph-spectral simulation, {h} x {w} {'torus' if self.periodic else 'grid'}",
+            render.table(["mixer", "DC", "high band |r| (lambda > 1)"], rows),
+            self.plot(),
+        )
 
 
 def _curve(matrix, freqs, basis, bins: int) -> dict[str, list[float]]:
@@ -127,7 +140,9 @@ def _curve(matrix, freqs, basis, bins: int) -> dict[str, list[float]]:
     # the DC eigenspace keeps its own point: a bin would blur "global averaging passes DC only"
     centres, radial = g.radial_curve(f[1:], r[1:], bins, weights=dims[1:])
     return {
-        "freqs": f.tolist(), "response": r.tolist(), "dims": dims.tolist(),
+        "freqs": f.tolist(),
+        "response": r.tolist(),
+        "dims": dims.tolist(),
         "radial_freqs": [float(f[0])] + centres.tolist(),
         "radial_response": [float(r[0])] + radial.tolist(),
     }

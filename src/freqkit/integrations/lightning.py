@@ -6,6 +6,7 @@ Each record becomes one scalar per layer and metric (``spectral/hf_ratio/block03
 trainer (``logger.log_metrics``); a logger whose ``experiment`` has ``add_figure`` (TensorBoard) also gets the
 per-layer figure every ``figure_every`` records. Only the global-zero process measures.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,9 @@ class SpectralMonitorCallback(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         """Build the monitor on the module and record the starting point."""
         if self.monitor is None:
-            self.monitor = SpectralMonitor(pl_module, self.probe, every=self.every, metrics=self.metrics, layers=self.layers,
-                                           path=self.path, figure_every=0)
+            self.monitor = SpectralMonitor(
+                pl_module, self.probe, every=self.every, metrics=self.metrics, layers=self.layers, path=self.path, figure_every=0
+            )
         self._record(trainer, trainer.global_step)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -8,6 +8,7 @@ run before user callbacks, so this callback drives its own instances of the inte
 ``{"spectral/<metric>/<block03>": value}`` at ``state.global_step`` (TensorBoard shows it under
 ``train/spectral/...``, in the same log folder). Only the main process measures.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,8 +66,9 @@ class SpectralMonitorCallback(TrainerCallback):
         if self.monitor is None:
             if model is None:
                 raise FreqkitError("SpectralMonitorCallback got no model from the Trainer; pass the model to Trainer(model=...)")
-            self.monitor = SpectralMonitor(model, self.probe, every=self.every, metrics=self.metrics, layers=self.layers,
-                                           path=self.path, figure_every=0)
+            self.monitor = SpectralMonitor(
+                model, self.probe, every=self.every, metrics=self.metrics, layers=self.layers, path=self.path, figure_every=0
+            )
         self._record(args, state, control, model)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:

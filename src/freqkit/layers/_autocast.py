@@ -1,4 +1,5 @@
 """``no_autocast(device)``: float32 islands under autocast, on any device (meta included)."""
+
 from __future__ import annotations
 
 import contextlib

@@ -17,6 +17,7 @@ values are built outside inference mode, so a constant first built under ``torch
 can still be used later by a forward that needs gradients. The store is not state: it never
 appears in ``state_dict``.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict

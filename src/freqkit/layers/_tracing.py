@@ -1,4 +1,5 @@
 """Whether a forward runs under a graph tracer, for the few places where that changes what Python may do."""
+
 from __future__ import annotations
 
 import torch

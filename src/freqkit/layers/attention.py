@@ -4,6 +4,7 @@ The filter sees the attention output ``A V`` per head and can ask for more produ
 attention matrix through ``ctx.attend`` (a second fused pass), so methods such as AttInv,
 AttnScale and GFSA never build the N x N matrix on the fused path.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -131,7 +132,9 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         return self.q_norm(q), self.k_norm(k), v
 
-    def attention_matrix(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+    def attention_matrix(
+        self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False
+    ) -> torch.Tensor:
         """The explicit softmax attention A (B, heads, N, N) of input x (B, N, C)."""
         q, k, _ = self.qkv_heads(x)
         return self._matrix(q, k, attn_mask, is_causal)

@@ -17,6 +17,7 @@ Checkpoint keys: inside :class:`freqkit.layers.Attention` the parameters live un
 ``attn.filter.*``; released checkpoints store them under ``attn.*``.
 ``freqkit.models.fdam_vit.remap_released_keys`` maps one to the other.
 """
+
 from __future__ import annotations
 
 import torch

@@ -12,6 +12,7 @@ Prefix tokens (CLS, registers): the released code averages over all N tokens
 keys only; the filter then needs ``num_prefix_tokens``, which ``freqkit.convert`` sets from the
 timm model (or pass it to the constructor).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,9 @@ from freqkit.layers.attention import AttentionContext, AttentionFilter
 __all__ = ["AttnScale"]
 
 
-def _exclude_prefix_keys(attn_mask: Optional[torch.Tensor], is_causal: bool, n: int, num_prefix: int, like: torch.Tensor) -> torch.Tensor:
+def _exclude_prefix_keys(
+    attn_mask: Optional[torch.Tensor], is_causal: bool, n: int, num_prefix: int, like: torch.Tensor
+) -> torch.Tensor:
     """An SDPA mask (bool, or additive float) broadcastable to (B, heads, N, N) that also hides the
     first ``num_prefix`` keys; the causal constraint is folded in because SDPA cannot take both."""
     device = like.device

@@ -16,6 +16,7 @@ num_prefix_tokens=p)``. freqkit's own models do, and so does a timm ViT converte
 A caller that cannot pass it may store a default on the blocks with :func:`set_grid`; a grid
 passed to ``forward`` always wins.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -108,10 +109,14 @@ class FreqBlock(nn.Module):
     ) -> "FreqBlock":
         """A FreqBlock sharing every module and weight of a timm ViT ``Block``."""
         if isinstance(block, FreqBlock):
-            raise FreqkitError("this block is already converted by freqkit; convert each model once, with all methods in one call")
+            raise FreqkitError(
+                "this block is already converted by freqkit; convert each model once, with all methods in one call"
+            )
         missing = [n for n in ("norm1", "attn", "norm2", "mlp") if not hasattr(block, n)]
         if missing:
-            raise FreqkitError(f"convert supports timm ViT blocks (norm1, attn, norm2, mlp); {type(block).__name__} lacks {missing}")
+            raise FreqkitError(
+                f"convert supports timm ViT blocks (norm1, attn, norm2, mlp); {type(block).__name__} lacks {missing}"
+            )
         attn = block.attn if isinstance(block.attn, Attention) else Attention.from_timm(block.attn)
         attn.filter = attn_filter
         return cls(

@@ -10,6 +10,7 @@ runs over all N tokens, prefix tokens included, as released. ``double_add=True``
 released DeiT file, which adds the two scaled terms twice (Z + 2 s_d mean + 2 s_h (Z - mean)); it
 exists for conformance with that file only. Plugs into ``FreqBlock.feat_scale``.
 """
+
 from __future__ import annotations
 
 import torch

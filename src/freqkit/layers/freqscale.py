@@ -28,6 +28,7 @@ storage and ``_version``, so an optimizer step or ``load_state_dict`` can never 
 and the transforms reuse their buffers in place; with autograd on everything is recomputed
 functionally so gradients reach the bank.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,9 +37,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from timm.layers import register_notrace_module
+from torch import nn
 
 from freqkit.errors import FreqkitError
 from freqkit.layers._autocast import no_autocast
@@ -83,7 +83,9 @@ def bicubic_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float64) ->
     return torch.from_numpy(r).to(dtype)
 
 
-def dft_matrices(h: int, w: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def dft_matrices(
+    h: int, w: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Real matrices (MW1, MH1, MH2, MW2) such that, for x (B, H, W, C) and a real filter f (B, H, W//2+1, C),
     ``MW2 @ (MH2 @ (f * (MH1 @ (MW1 @ x))))`` (with the reshapes of ``_filter_matmul``) equals
     ``irfft2(rfft2(x, dim=(1, 2), norm="ortho") * f, s=(H, W), dim=(1, 2), norm="ortho")``.
@@ -134,7 +136,9 @@ def _matmul_rfft2(xs: torch.Tensor, mats: tuple[torch.Tensor, ...]) -> tuple[tor
     return spec.view(b, h, 2, rw, c), p
 
 
-def _matmul_irfft2(spec: torch.Tensor, w: int, mats: tuple[torch.Tensor, ...], scratch: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _matmul_irfft2(
+    spec: torch.Tensor, w: int, mats: tuple[torch.Tensor, ...], scratch: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """irfft2 of a (B, H, 2, W//2+1, C) real spectrum (see :func:`_matmul_rfft2`) -> (B, H, W, C).
 
     With ``scratch`` (a free tensor of the first product's size; no autograd), no new buffer is

@@ -15,6 +15,7 @@ matrix, let alone an N x N x N product, is formed on the fused path. Masks are r
 both passes use the same mask. With attention dropout in training, the two fused passes draw
 independent dropout patterns (the released code drops once and squares the dropped matrix).
 """
+
 from __future__ import annotations
 
 import torch

@@ -24,6 +24,7 @@ Masks are built for the actual input size and never stored. Released checkpoints
 ``sps.{0,1,2}.filter`` (1, H0, W0): loading accepts those keys, checks them against the mask this
 module would build for (H0, W0) (a mismatch means a wrong radius) and drops them.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,8 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from timm.layers import register_notrace_module
+from torch import nn
 
 from freqkit.errors import FreqkitError
 from freqkit.layers._autocast import no_autocast
@@ -123,7 +123,9 @@ class SPAM(nn.Module):
     ) -> None:
         super().__init__()
         if transform not in _TRANSFORMS:
-            raise FreqkitError(f"SPAM: unknown transform {transform!r}; use one of {', '.join(_TRANSFORMS)} (fused=False for the reference path)")
+            raise FreqkitError(
+                f"SPAM: unknown transform {transform!r}; use one of {', '.join(_TRANSFORMS)} (fused=False for the reference path)"
+            )
         if radius < 0:
             raise FreqkitError(f"SPAM: radius must be >= 0, got {radius}; the released stages use 2, 2, 1, 1")
         chunks = [int(c.numel()) for c in torch.arange(dim).chunk(len(lambdas))]
@@ -157,7 +159,9 @@ class SPAM(nn.Module):
         """lambda of each channel of v (C,), float32: chunk i's channels get lambdas[i]."""
         return torch.tensor([lam for lam, c in zip(self.lambdas, self.chunks) for _ in range(c)], device=device)
 
-    def mask(self, size: tuple[int, int], branch: int, shifted: bool = False, device: Optional[torch.device] = None) -> torch.Tensor:
+    def mask(
+        self, size: tuple[int, int], branch: int, shifted: bool = False, device: Optional[torch.device] = None
+    ) -> torch.Tensor:
         """The SPF mask (H, W) of branch ``branch`` at this size (what the released code stores, with ``shifted``)."""
         return spf_mask(size, self.radius, self.lambdas[branch], shifted=shifted, device=device)
 

@@ -22,6 +22,7 @@ The assembled kernel and the resized gains are cached per grid size in eval mode
 keyed on each parameter's version counter and storage, so they are never stale after an update.
 ``fused=False`` runs the reference path, the released algorithm (n convs, n FFTs, explicit interleave).
 """
+
 from __future__ import annotations
 
 import re
@@ -29,9 +30,8 @@ from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from timm.layers import register_notrace_module
+from torch import nn
 
 from freqkit.errors import FreqkitError
 from freqkit.layers._autocast import no_autocast
@@ -129,7 +129,9 @@ class SPAMv2(nn.Module):
 
     def _fused_gains(self, h: int, w: int) -> torch.Tensor:
         params = self._filters() + ([self.alpha] if self.gain == "scaled_sigmoid" else [])
-        return self._cache.derived(self, ("gain", h, w), params, lambda: self._gain_of(torch.cat(self._filters())[self.perm], (h, w)))
+        return self._cache.derived(
+            self, ("gain", h, w), params, lambda: self._gain_of(torch.cat(self._filters())[self.perm], (h, w))
+        )
 
     def _fused_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         convs = self._convs()
@@ -213,7 +215,7 @@ def checkpoint_layout(state_dict: dict, prefix: str = "") -> Optional[str]:
     """Which released SPAM v2 layout a state dict holds under ``prefix``: "interleave" (released
     ExSPAM keys ``filter_<i>``, ``local_conv_<i>``; freqkit saves these names for both layouts),
     "head_major" (the later variant: one ``filter``, ``local_convs.<i>``), or None (no SPAM v2 keys)."""
-    keys = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
+    keys = [k[len(prefix) :] for k in state_dict if k.startswith(prefix)]
     if any(k == "filter" or k.endswith("token_mixer.filter") or re.search(r"(^|\.)local_convs\.\d+\.", k) for k in keys):
         return "head_major"
     if any(re.search(r"(^|\.)filter_\d+$", k) for k in keys):
@@ -235,7 +237,7 @@ def _map_head_major_keys(module: SPAMv2, state_dict: dict, prefix: str, *args) -
         for i, part in enumerate(whole.chunk(module.num_scales)):
             state_dict[f"{prefix}filter_{i + 1}"] = part
     for key in [k for k in state_dict if k.startswith(f"{prefix}local_convs.")]:
-        idx, _, rest = key[len(f"{prefix}local_convs."):].partition(".")
+        idx, _, rest = key[len(f"{prefix}local_convs.") :].partition(".")
         state_dict[f"{prefix}local_conv_{int(idx) + 1}.{rest}"] = state_dict.pop(key)
     alpha = state_dict.pop(f"{prefix}scale.alpha", None)
     # that variant always stores alpha; its submitted forward ignores it (plain sigmoid)

@@ -4,6 +4,7 @@ FDAM uses it in front of the AttInv gates and inside the FreqScale routing; SPAN
 released keys are ``<name>.scale`` and ``<name>.bias``, each of shape (1,): timm's StarReLU has the same
 parameters and init (s = 1, b = 0), so this is timm's class with a dtype-preserving forward.
 """
+
 from __future__ import annotations
 
 import torch

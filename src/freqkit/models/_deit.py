@@ -1,4 +1,5 @@
 """What the DeiT-shaped families (FDAM ViTs, the anti-oversmoothing ViTs) share: their pretrained config and timm build call."""
+
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -9,6 +9,7 @@ then keep their identity init) and the released checkpoints of both papers (``bl
 pretrained_cfg_overlay=dict(file=PATH))``. Method options pass as ``<method>_<arg>``, e.g.
 ``gfsa_K=4`` or ``attnscale_include_prefix=False``.
 """
+
 from __future__ import annotations
 
 import re

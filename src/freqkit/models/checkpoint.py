@@ -1,4 +1,5 @@
 """Safe checkpoint reading and strict loading with a readable report of mismatched keys."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def load_state_dict_file(path: Union[str, os.PathLike]) -> dict[str, torch.Tenso
         try:
             return dict(load_file(str(p), device="cpu"))
         except Exception as err:  # safetensors raises its own error types
-            raise FreqkitError(f"checkpoint {str(p)!r} is not a readable safetensors file ({err}); re-save it with safetensors.torch.save_file") from None
+            raise FreqkitError(
+                f"checkpoint {str(p)!r} is not a readable safetensors file ({err}); re-save it with safetensors.torch.save_file"
+            ) from None
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -55,7 +58,7 @@ def _unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
         raise FreqkitError(f"checkpoint {where!r} holds no state dict of tensors; save model.state_dict()")
     sd = dict(obj)
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -91,7 +94,11 @@ def load_checkpoint(
     own = model.state_dict()
     missing = sorted(k for k in own if k not in sd)
     unexpected = sorted(k for k in sd if k not in own)
-    shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape)
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sd
+        if k in own and sd[k].shape != own[k].shape
+    )
     dtypes = sorted(
         f"{k}: {str(sd[k].dtype).replace('torch.', '')} for {str(own[k].dtype).replace('torch.', '')}"
         for k in sd
@@ -111,7 +118,8 @@ def load_checkpoint(
         if shapes:
             parts.append(f"shape mismatches ({len(shapes)}): {_short(shapes)}")
         raise FreqkitError(
-            f"checkpoint does not match {type(model).__name__}: " + "; ".join(parts)
+            f"checkpoint does not match {type(model).__name__}: "
+            + "; ".join(parts)
             + "; check the model name and its arguments, or load with strict=False"
         )
     mismatched = sorted(k for k in sd if k in own and sd[k].shape != own[k].shape)

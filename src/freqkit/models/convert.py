@@ -5,6 +5,7 @@ within float rounding of) the identity, so a converted pretrained model gives th
 until it is fine-tuned. The model becomes an instance of a subclass of its timm class
 (:class:`GridPassingViT`) whose forwards pass the token grid to each converted block.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
@@ -109,7 +110,9 @@ class GridPassingViT:
         grid = pe.dynamic_feat_size(images.shape[-2:]) if self.dynamic_img_size else pe.grid_size
         return {"grid_size": grid, "num_prefix_tokens": self.num_prefix_tokens}
 
-    def _block(self, blk: nn.Module, x: torch.Tensor, grid: dict[str, Any], attn_mask: Optional[torch.Tensor], is_causal: bool) -> torch.Tensor:
+    def _block(
+        self, blk: nn.Module, x: torch.Tensor, grid: dict[str, Any], attn_mask: Optional[torch.Tensor], is_causal: bool
+    ) -> torch.Tensor:
         kw = grid if isinstance(blk, FreqBlock) else {}  # blocks left unconverted are timm's and take no grid
         if attn_mask is not None or is_causal:
             return blk(x, attn_mask=attn_mask, is_causal=is_causal, **kw)
@@ -120,7 +123,9 @@ class GridPassingViT:
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
 
-    def forward_features(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+    def forward_features(
+        self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False
+    ) -> torch.Tensor:
         """Images (B, 3, H, W) -> normalized tokens (B, N, C), as timm's, each FreqBlock given the grid."""
         grid = self._grid_kwargs(x)
         x = self._embed(x)
@@ -182,7 +187,10 @@ class FreqVisionTransformerDistilled(GridPassingViT, VisionTransformerDistilled)
     """timm's distilled DeiT after :func:`convert`: its FreqBlocks get the token grid every forward."""
 
 
-_GRID_CLASSES: dict[type, type] = {VisionTransformer: FreqVisionTransformer, VisionTransformerDistilled: FreqVisionTransformerDistilled}
+_GRID_CLASSES: dict[type, type] = {
+    VisionTransformer: FreqVisionTransformer,
+    VisionTransformerDistilled: FreqVisionTransformerDistilled,
+}
 
 
 def _grid_passing(model: nn.Module) -> None:

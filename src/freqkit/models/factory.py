@@ -6,6 +6,7 @@ builds. One place for what ``freqkit analyze`` and ``freqkit.analyze`` need befo
 model: the image size for models that take one, timm's pretrained weights with a fast offline answer,
 and a checkpoint loaded through the family's own ``checkpoint_filter_fn``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -33,7 +34,11 @@ def check_model_name(name: str) -> None:
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}?" if close else f"list names with: python -c \"import timm; print(timm.list_models('*{name[:4]}*'))\""
+    hint = (
+        f"did you mean {', '.join(close)}?"
+        if close
+        else f"list names with: python -c \"import timm; print(timm.list_models('*{name[:4]}*'))\""
+    )
     raise FreqkitError(f"unknown model {name!r}; {hint}")
 
 
@@ -85,7 +90,11 @@ def _create_pretrained(name: str, size: Optional[tuple[int, int]], **kw: Any) ->
         return _timm_create(name, True, size, **kw)
     except Exception as err:  # hub / url / cfg errors all mean "no weights"
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        where = "they are not in the local cache and huggingface.co cannot be reached (offline)" if not online else f"download failed ({first})"
+        where = (
+            "they are not in the local cache and huggingface.co cannot be reached (offline)"
+            if not online
+            else f"download failed ({first})"
+        )
         raise FreqkitError(
             f"pretrained=True: no pretrained weights for {name!r}: {where}; fetch them once with network access, "
             "or pass checkpoint=PATH (or pretrained=False for random init)"
@@ -135,7 +144,9 @@ def _create_spec(name: str, pretrained: bool, size: Optional[tuple[int, int]], n
     if not pretrained:
         return build_model(ms, "classification", num_classes, size)
     if dict(ms.kwargs):
-        raise FreqkitError(f"pretrained=True: preset {name.split('+')[0]!r} has no pretrained weights; use a timm name or pretrained=False")
+        raise FreqkitError(
+            f"pretrained=True: preset {name.split('+')[0]!r} has no pretrained weights; use a timm name or pretrained=False"
+        )
     model = _create_pretrained(ms.arch, size, **({} if num_classes is None else {"num_classes": num_classes}))
     convert(model, list(ms.methods))  # the retrofit starts at the identity: the pretrained function is kept
     return model

@@ -21,6 +21,7 @@ pretrained loading), :func:`load_fdam_checkpoint` (explicit, strict loading with
 missing / unexpected keys) and the conformance builders. No load hooks: ``model.load_state_dict``
 takes freqkit names only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,23 +30,31 @@ from functools import partial
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
-from torch import nn
-from torch.utils.checkpoint import checkpoint
-
-from timm.layers import DropPath, calculate_drop_path_rates, LayerNorm2dFp32, LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.layers import (
+    DropPath,
+    LayerNorm2dFp32,
+    LayerScale,
+    Mlp,
+    PatchEmbed,
+    calculate_drop_path_rates,
+    resample_abs_pos_embed,
+    trunc_normal_,
+)
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from freqkit.errors import FreqkitError
+from freqkit.layers._tracing import fx_tracing
 from freqkit.layers.attention import Attention
 from freqkit.layers.attinv import AttInv
-from freqkit.layers._tracing import fx_tracing
 from freqkit.layers.block import FreqBlock
 from freqkit.layers.freqscale import FreqScale
-from freqkit.models.checkpoint import StateDictSource, _unwrap, load_checkpoint
 from freqkit.models._deit import build_deit, deit_cfg
+from freqkit.models.checkpoint import StateDictSource, _unwrap, load_checkpoint
 from freqkit.models.convert import convert
 
 __all__ = [
@@ -107,9 +116,7 @@ def _resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     n = pos.shape[1]
     side = math.isqrt(n)
     if side * side != n:
-        raise FreqkitError(
-            f"position embedding with {n} spatial entries is not a square grid; cannot resize it to {grid}"
-        )
+        raise FreqkitError(f"position embedding with {n} spatial entries is not a square grid; cannot resize it to {grid}")
     # no antialias: the released loader resizes with plain bicubic interpolation
     return resample_abs_pos_embed(pos, new_size=list(grid), old_size=[side, side], num_prefix_tokens=0, antialias=False)
 
@@ -265,7 +272,9 @@ class FdamViTDense(nn.Module):
         if kwargs:
             raise FreqkitError(f"FdamViTDense: unknown arguments {sorted(kwargs)}; FDAM options are attinv_* and freqscale_*")
         if options and not fdam:
-            raise FreqkitError(f"FdamViTDense: {sorted(options)} configure FDAM, but fdam=False builds none; drop them or pass fdam=True")
+            raise FreqkitError(
+                f"FdamViTDense: {sorted(options)} configure FDAM, but fdam=False builds none; drop them or pass fdam=True"
+            )
         if embed_dim % num_heads != 0:
             raise FreqkitError(f"FdamViTDense: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if block_indices is None:
@@ -273,9 +282,13 @@ class FdamViTDense(nn.Module):
             block_indices = [max(0, round((i + 1) * depth / 4) - 1) for i in range(4)]
         block_indices = [int(i) for i in block_indices]
         if not block_indices or any(not 0 <= i < depth for i in block_indices) or sorted(block_indices) != block_indices:
-            raise FreqkitError(f"FdamViTDense: block_indices {block_indices} must be non-decreasing block numbers in [0, {depth})")
+            raise FreqkitError(
+                f"FdamViTDense: block_indices {block_indices} must be non-decreasing block numbers in [0, {depth})"
+            )
         if neck and len(block_indices) != 4:
-            raise FreqkitError(f"FdamViTDense: the neck needs 4 block_indices (got {block_indices}); pass neck=False for plain stride-{patch_size} outputs")
+            raise FreqkitError(
+                f"FdamViTDense: the neck needs 4 block_indices (got {block_indices}); pass neck=False for plain stride-{patch_size} outputs"
+            )
         _check_pool(global_pool)
         img = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if img[0] % patch_size or img[1] % patch_size:
@@ -290,21 +303,34 @@ class FdamViTDense(nn.Module):
         self.has_neck = neck
         self.grad_checkpointing = False
 
-        self.patch_embed = PatchEmbed(img_size=img, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, flatten=False, strict_img_size=False)
+        self.patch_embed = PatchEmbed(
+            img_size=img, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, flatten=False, strict_img_size=False
+        )
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dim))
         dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(
             *[
                 build_fdam_block(
-                    embed_dim, num_heads, mlp_ratio, qkv_bias, init_values=init_scale, drop_path=dpr[i], attn_drop=attn_drop_rate,
-                    fused=fused, attinv=_layer_options(options, "attinv"), freqscale=_layer_options(options, "freqscale"), fdam=fdam,
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    qkv_bias,
+                    init_values=init_scale,
+                    drop_path=dpr[i],
+                    attn_drop=attn_drop_rate,
+                    fused=fused,
+                    attinv=_layer_options(options, "attinv"),
+                    freqscale=_layer_options(options, "freqscale"),
+                    fdam=fdam,
                 )
                 for i in range(depth)
             ]
         )
         if neck:
             c = embed_dim
-            self.up1 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, 2), LayerNorm2dFp32(c, eps=1e-6), nn.GELU(), nn.ConvTranspose2d(c, c, 2, 2))
+            self.up1 = nn.Sequential(
+                nn.ConvTranspose2d(c, c, 2, 2), LayerNorm2dFp32(c, eps=1e-6), nn.GELU(), nn.ConvTranspose2d(c, c, 2, 2)
+            )
             self.up2 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, 2))
             self.up3 = nn.Identity()
             self.up4 = nn.MaxPool2d(kernel_size=2, stride=2)
@@ -360,7 +386,9 @@ class FdamViTDense(nn.Module):
         """Images (B, 3, H, W) -> tokens (B, H/p * W/p, C) with position embedding, and the grid."""
         if not fx_tracing():  # under torch.fx the sizes are proxies
             if x.ndim != 4 or x.shape[1] != self.patch_embed.proj.in_channels:
-                raise FreqkitError(f"FdamViTDense expects images (B, {self.patch_embed.proj.in_channels}, H, W), got {tuple(x.shape)}")
+                raise FreqkitError(
+                    f"FdamViTDense expects images (B, {self.patch_embed.proj.in_channels}, H, W), got {tuple(x.shape)}"
+                )
             h, w = x.shape[-2:]
             if h % self.patch_size or w % self.patch_size:
                 raise FreqkitError(
@@ -370,10 +398,14 @@ class FdamViTDense(nn.Module):
         grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
         # no antialias: the released model resizes with plain bicubic interpolation
-        pos = resample_abs_pos_embed(self.pos_embed, new_size=list(grid), old_size=list(self.pos_grid), num_prefix_tokens=0, antialias=False)
+        pos = resample_abs_pos_embed(
+            self.pos_embed, new_size=list(grid), old_size=list(self.pos_grid), num_prefix_tokens=0, antialias=False
+        )
         return x + pos, grid
 
-    def _run_blocks(self, x: torch.Tensor, grid: tuple[int, int], last: int, take: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run_blocks(
+        self, x: torch.Tensor, grid: tuple[int, int], last: int, take: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         outs = []
         for i, blk in enumerate(self.blocks[: last + 1]):
             if self.grad_checkpointing and torch.is_grad_enabled():
@@ -421,7 +453,9 @@ class FdamViTDense(nn.Module):
             maps.append(m.flatten(2).transpose(1, 2) if output_fmt == "NLC" else m.contiguous())
         return maps if intermediates_only else (self._to_map(tokens, grid), maps)
 
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+    def prune_intermediate_layers(
+        self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
         """Drop the blocks after the last one that ``indices`` (feature levels) need; returns the levels."""
         levels, _ = feature_take_indices(len(self.block_indices), indices)
         self.blocks = self.blocks[: max(self.block_indices[i] for i in levels) + 1]
@@ -483,19 +517,25 @@ def _create_fdam_dense(variant: str, pretrained: bool = False, **kwargs: Any) ->
 @register_model
 def deit_tiny_fdam_patch16_224(pretrained: bool = False, **kwargs: Any) -> FdamVisionTransformer:
     """DeiT-Tiny (192 channels, 3 heads, 12 blocks) with FDAM in every block."""
-    return _create_fdam_deit("deit_tiny_fdam_patch16_224", pretrained, **dict(dict(patch_size=16, embed_dim=192, depth=12, num_heads=3), **kwargs))
+    return _create_fdam_deit(
+        "deit_tiny_fdam_patch16_224", pretrained, **dict(dict(patch_size=16, embed_dim=192, depth=12, num_heads=3), **kwargs)
+    )
 
 
 @register_model
 def deit_small_fdam_patch16_224(pretrained: bool = False, **kwargs: Any) -> FdamVisionTransformer:
     """DeiT-Small (384 channels, 6 heads, 12 blocks) with FDAM in every block."""
-    return _create_fdam_deit("deit_small_fdam_patch16_224", pretrained, **dict(dict(patch_size=16, embed_dim=384, depth=12, num_heads=6), **kwargs))
+    return _create_fdam_deit(
+        "deit_small_fdam_patch16_224", pretrained, **dict(dict(patch_size=16, embed_dim=384, depth=12, num_heads=6), **kwargs)
+    )
 
 
 @register_model
 def deit_base_fdam_patch16_224(pretrained: bool = False, **kwargs: Any) -> FdamVisionTransformer:
     """DeiT-Base (768 channels, 12 heads, 12 blocks) with FDAM in every block."""
-    return _create_fdam_deit("deit_base_fdam_patch16_224", pretrained, **dict(dict(patch_size=16, embed_dim=768, depth=12, num_heads=12), **kwargs))
+    return _create_fdam_deit(
+        "deit_base_fdam_patch16_224", pretrained, **dict(dict(patch_size=16, embed_dim=768, depth=12, num_heads=12), **kwargs)
+    )
 
 
 @register_model

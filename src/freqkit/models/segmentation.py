@@ -24,6 +24,7 @@ mmsegmentation's: convolutions He-normal on fan-out, classifiers normal with std
 Segmentation models are not registered with timm (they are not image classifiers: no
 ``pretrained_cfg``, no classifier head); build them with :func:`create_segmentation_model`.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,8 +108,14 @@ class ViTPyramidNeck(nn.Module):
     ``SimpleMultiLevelNeck`` has none).
     """
 
-    def __init__(self, dim: int, patch_size: int, out_strides: Sequence[int] = (4, 8, 16, 32), level_norm: bool = True,
-                 inner_norm: str = "group") -> None:
+    def __init__(
+        self,
+        dim: int,
+        patch_size: int,
+        out_strides: Sequence[int] = (4, 8, 16, 32),
+        level_norm: bool = True,
+        inner_norm: str = "group",
+    ) -> None:
         super().__init__()
         self.patch_size, self.out_strides = int(patch_size), tuple(int(s) for s in out_strides)
         self.norms = nn.ModuleList((LayerNorm2d(dim, eps=1e-6) if level_norm else nn.Identity()) for _ in self.out_strides)
@@ -127,7 +134,9 @@ class ViTPyramidNeck(nn.Module):
         for x, norm, stage, resize, s in zip(feats, self.norms, self.stages, self._resize, self.out_strides):
             x = norm(x)
             if resize:
-                x = F.interpolate(x, size=(math.ceil(image_size[0] / s), math.ceil(image_size[1] / s)), mode="bilinear", align_corners=False)
+                x = F.interpolate(
+                    x, size=(math.ceil(image_size[0] / s), math.ceil(image_size[1] / s)), mode="bilinear", align_corners=False
+                )
             else:
                 x = stage(x)
             outs.append(x)
@@ -142,8 +151,14 @@ class ViTFeatures(nn.Module):
     ``none`` gives the four blocks' stride-p maps unchanged.
     """
 
-    def __init__(self, vit: nn.Module, indices: Optional[Sequence[int]] = None, out_strides: Sequence[int] = (4, 8, 16, 32),
-                 neck: str = "pyramid", norm: str = "group") -> None:
+    def __init__(
+        self,
+        vit: nn.Module,
+        indices: Optional[Sequence[int]] = None,
+        out_strides: Sequence[int] = (4, 8, 16, 32),
+        neck: str = "pyramid",
+        norm: str = "group",
+    ) -> None:
         super().__init__()
         from freqkit.models.fdam_vit import FdamViTDense
 
@@ -201,8 +216,15 @@ def _init_head(head: nn.Module) -> None:
 class UPerHead(nn.Module):
     """UPerNet decoder: maps (B, C_i, H/s_i, W/s_i), finest first -> logits (B, K, H/s_0, W/s_0)."""
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 64, pool_scales: Sequence[int] = (1, 2, 3, 6),
-                 norm: str = "group", dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_classes: int,
+        channels: int = 64,
+        pool_scales: Sequence[int] = (1, 2, 3, 6),
+        norm: str = "group",
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.pool_scales = tuple(pool_scales)
         self.ppm = nn.ModuleList(ConvNormAct(in_channels[-1], channels, norm=norm) for _ in self.pool_scales)
@@ -233,7 +255,9 @@ class UPerHead(nn.Module):
 class FCNHead(nn.Module):
     """Auxiliary FCN head: one 3x3 ConvNormAct, dropout, 1x1 classifier: (B, Cin, h, w) -> (B, K, h, w)."""
 
-    def __init__(self, in_channels: int, num_classes: int, channels: int = 256, norm: str = "group", dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, channels: int = 256, norm: str = "group", dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.conv = ConvNormAct(in_channels, channels, 3, norm=norm)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
@@ -253,8 +277,17 @@ class SegmentationModel(nn.Module):
     in the step (DistributedDataParallel needs no unused-parameter search); in eval mode only ``logits``.
     """
 
-    def __init__(self, features: nn.Module, channels: Sequence[int], num_classes: int, head_channels: int = 64,
-                 norm: str = "group", dropout: float = 0.0, aux_channels: int = 0, aux_level: int = 2) -> None:
+    def __init__(
+        self,
+        features: nn.Module,
+        channels: Sequence[int],
+        num_classes: int,
+        head_channels: int = 64,
+        norm: str = "group",
+        dropout: float = 0.0,
+        aux_channels: int = 0,
+        aux_level: int = 2,
+    ) -> None:
         super().__init__()
         self.features = features
         self.head = UPerHead(list(channels), num_classes, head_channels, norm=norm, dropout=dropout)
@@ -262,7 +295,9 @@ class SegmentationModel(nn.Module):
         self.aux_level = int(aux_level)
         if aux_channels and not 0 <= self.aux_level < len(channels):
             raise FreqkitError(f"aux_level {aux_level} is not a feature level of this backbone (0..{len(channels) - 1})")
-        self.aux_head = FCNHead(list(channels)[aux_level], num_classes, aux_channels, norm=norm, dropout=dropout) if aux_channels else None
+        self.aux_head = (
+            FCNHead(list(channels)[aux_level], num_classes, aux_channels, norm=norm, dropout=dropout) if aux_channels else None
+        )
 
     @property
     def encoder(self) -> nn.Module:
@@ -337,7 +372,9 @@ def create_segmentation_model(
     'batch'), ``head_dropout``, ``aux_channels`` (0: no auxiliary FCN head) and ``aux_level`` (the level it
     reads) configure the heads; ``neck`` (pyramid, simple, none; ViTs only) the ViT neck.
     """
-    head_kw = dict(head_channels=head_channels, norm=head_norm, dropout=head_dropout, aux_channels=aux_channels, aux_level=aux_level)
+    head_kw = dict(
+        head_channels=head_channels, norm=head_norm, dropout=head_dropout, aux_channels=aux_channels, aux_level=aux_level
+    )
     import timm  # freqkit's backbones are registered: importing this module ran freqkit/models/__init__.py
 
     from freqkit.models.fdam_vit import FdamViTDense
@@ -359,7 +396,9 @@ def create_segmentation_model(
             try:
                 net = timm.create_model(backbone, pretrained=False, features_only=True, **kwargs)
             except Exception as err:  # timm raises RuntimeError / TypeError for families without feature support
-                raise FreqkitError(f"backbone {backbone!r} has no features_only support in timm ({err}); pick another backbone") from None
+                raise FreqkitError(
+                    f"backbone {backbone!r} has no features_only support in timm ({err}); pick another backbone"
+                ) from None
             return _from_feature_net(net, num_classes, **head_kw)
     if neck not in NECKS:
         raise FreqkitError(f"unknown neck {neck!r}; use one of {', '.join(NECKS)}")
@@ -367,8 +406,9 @@ def create_segmentation_model(
         feats = ViTFeatures(backbone, feature_indices, neck=neck, norm=head_norm)
         return SegmentationModel(feats, feats.channels, num_classes, **head_kw)
     if neck != "pyramid":
-        raise FreqkitError(f"neck={neck!r} applies to ViT backbones; {type(backbone).__name__} gives its own feature levels "
-                           "(use neck='pyramid')")
+        raise FreqkitError(
+            f"neck={neck!r} applies to ViT backbones; {type(backbone).__name__} gives its own feature levels (use neck='pyramid')"
+        )
     if hasattr(backbone, "feature_info") and hasattr(backbone.feature_info, "reduction"):
         return _from_feature_net(backbone, num_classes, **head_kw)
     raise FreqkitError(
@@ -386,6 +426,8 @@ def _from_feature_net(net: nn.Module, num_classes: int, **head_kw) -> Segmentati
     chans = [channels[i] for i in keep]
     level = head_kw.get("aux_level", 2)
     if head_kw.get("aux_channels") and len(chans) <= level:
-        raise FreqkitError(f"the auxiliary head reads feature level {level}, but the backbone has {len(chans)} of stride >= 4; "
-                           "set aux_channels=0 or a lower aux_level")
+        raise FreqkitError(
+            f"the auxiliary head reads feature level {level}, but the backbone has {len(chans)} of stride >= 4; "
+            "set aux_channels=0 or a lower aux_level"
+        )
     return SegmentationModel(_FeatureList(net, keep), chans, num_classes, **head_kw)

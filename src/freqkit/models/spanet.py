@@ -14,6 +14,7 @@ them and checks the masks against this model's radii before dropping them. Throu
 
 This file also holds :class:`StagedBackbone`, the stage / feature / head plumbing shared with SPANetV2.
 """
+
 from __future__ import annotations
 
 import re
@@ -60,9 +61,7 @@ class StagedBackbone(nn.Module):
         self.grad_checkpointing = False
         self.has_out_norms = out_norms
         self.output_fmt = "NHWC" if self.channels_last else "NCHW"
-        self.feature_info = [
-            dict(num_chs=d, reduction=2 ** (i + 2), module=f"stages.{i}") for i, d in enumerate(dims)
-        ]
+        self.feature_info = [dict(num_chs=d, reduction=2 ** (i + 2), module=f"stages.{i}") for i, d in enumerate(dims)]
 
     # ---- helpers ------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
@@ -297,7 +296,7 @@ _RELEASED_NORM = re.compile(r"^norm([0246])\.(.*)$")
 def released_key(key: str) -> str:
     """The freqkit name of a released SPANet key (``network.<n>``, ``patch_embed``, ``norm<2i>``)."""
     if key.startswith("patch_embed."):
-        return "downsample_layers.0." + key[len("patch_embed."):]
+        return "downsample_layers.0." + key[len("patch_embed.") :]
     m = _RELEASED_NETWORK.match(key)
     if m:
         n, rest = int(m.group(1)), m.group(2)

@@ -13,6 +13,7 @@ Module names are the released ones (``downsample_layers.<i>.{conv, pre_norm, pos
 they are (:func:`checkpoint_filter_fn` only checks the SPAM v2 channel layout). The spectral gains
 are sized for a 224 input (``img_size``) and resized to any other grid; inputs need sides divisible by 32.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -56,7 +57,9 @@ class GridAttention(Attention):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         if dim % head_dim != 0:
-            raise FreqkitError(f"SPANetV2 attention: dim {dim} is not a multiple of the head dim {head_dim}; use dims divisible by {head_dim}")
+            raise FreqkitError(
+                f"SPANetV2 attention: dim {dim} is not a multiple of the head dim {head_dim}; use dims divisible by {head_dim}"
+            )
         super().__init__(dim, dim // head_dim, qkv_bias=False, proj_bias=False, proj_drop=proj_drop, fused=fused)
         self.local_conv = None
         if value_kernel:

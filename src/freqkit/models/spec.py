@@ -8,6 +8,7 @@
 Segmentation wraps the (converted) backbone in :func:`freqkit.models.segmentation.create_segmentation_model`
 (UPerNet head; ViTs through a stride 4-32 neck); classification keeps the model's own head.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -18,8 +19,16 @@ from torch import nn
 
 from freqkit.errors import FreqkitError
 
-__all__ = ["MODEL_PRESETS", "ModelSpec", "parse_model_spec", "build_model", "init_backbone", "InitReport", "drop_path_rates",
-           "DROP_PATH_SCHEDULES"]
+__all__ = [
+    "MODEL_PRESETS",
+    "ModelSpec",
+    "parse_model_spec",
+    "build_model",
+    "init_backbone",
+    "InitReport",
+    "drop_path_rates",
+    "DROP_PATH_SCHEDULES",
+]
 
 # name -> (timm architecture, keyword overrides, description): small ViTs for CPU experiments on 32-64 px images, and the
 # released DeiT-III baseline backbone of the ADE20K recipes.
@@ -142,14 +151,22 @@ def build_model(
         return _spread_drop_path(model, drop_path_rate, drop_path_schedule)
     if num_classes is None:
         raise FreqkitError(f"{ms.text}: a segmenter needs num_classes; pass the class count of the data")
-    head_kw = dict(head_channels=head_channels, head_norm=head_norm, head_dropout=head_dropout, aux_channels=aux_channels,
-                   aux_level=aux_level, neck=neck)
+    head_kw = dict(
+        head_channels=head_channels,
+        head_norm=head_norm,
+        head_dropout=head_dropout,
+        aux_channels=aux_channels,
+        aux_level=aux_level,
+        neck=neck,
+    )
     if vit:
         backbone = timm.create_model(ms.arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
         if ms.methods:
             convert(backbone, list(ms.methods))
         return _spread_drop_path(create_segmentation_model(backbone, num_classes, **head_kw), drop_path_rate, drop_path_schedule)
-    return _spread_drop_path(create_segmentation_model(ms.arch, num_classes, **head_kw, **kwargs), drop_path_rate, drop_path_schedule)
+    return _spread_drop_path(
+        create_segmentation_model(ms.arch, num_classes, **head_kw, **kwargs), drop_path_rate, drop_path_schedule
+    )
 
 
 DROP_PATH_SCHEDULES = ("linear", "uniform")
@@ -175,8 +192,10 @@ def _spread_drop_path(model: nn.Module, rate: float, schedule: str) -> nn.Module
 
     blocks = getattr(getattr(model, "encoder", model), "blocks", None)
     if blocks is None or not all(hasattr(b, "drop_path1") and hasattr(b, "drop_path2") for b in blocks):
-        raise FreqkitError(f"drop_path_schedule={schedule!r} needs ViT blocks (drop_path1 / drop_path2); "
-                           f"{type(model).__name__} has none, use drop_path_schedule='linear'")
+        raise FreqkitError(
+            f"drop_path_schedule={schedule!r} needs ViT blocks (drop_path1 / drop_path2); "
+            f"{type(model).__name__} has none, use drop_path_schedule='linear'"
+        )
     for block, r in zip(blocks, drop_path_rates(len(blocks), rate, schedule)):
         block.drop_path1, block.drop_path2 = DropPath(r), DropPath(r)
     return model
@@ -194,11 +213,16 @@ class InitReport:
 
     def summary(self) -> str:
         """One line naming the counts and the first keys of each kind."""
+
         def short(keys: tuple[str, ...]) -> str:
             return ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
 
         parts = [f"init: {self.loaded} tensors from {self.path}"]
-        for what, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("wrong shape, kept the model's", self.mismatched)):
+        for what, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("wrong shape, kept the model's", self.mismatched),
+        ):
             if keys:
                 parts.append(f"{what} ({len(keys)}): {short(keys)}")
         return "; ".join(parts)
@@ -216,10 +240,9 @@ def init_backbone(model: nn.Module, path: str) -> InitReport:
     import warnings
 
     from freqkit.models.checkpoint import load_checkpoint
-    from freqkit.models.segmentation import is_vit
-
     from freqkit.models.fdam_vit import FdamViTDense
     from freqkit.models.fdam_vit import checkpoint_filter_fn as dense_filter_fn
+    from freqkit.models.segmentation import is_vit
 
     backbone = getattr(model, "encoder", model)
     filter_fn = None

@@ -1,5 +1,6 @@
 """Spectral diagnostics: pure tensor functions (no nn.Module, no plotting) over token maps,
 attention matrices and token matrices, plus representation similarity (CKA)."""
+
 from freqkit.spectral.cka import cka_from_hsic, hsic_matrix, linear_cka, minibatch_cka, unbiased_hsic
 from freqkit.spectral.fourier import (
     frequency_radius,
@@ -11,8 +12,8 @@ from freqkit.spectral.fourier import (
     relative_log_amplitude,
     spectrum,
 )
-from freqkit.spectral.operators import circulant, layer_kernel, periodic_gaussian, stack_response
 from freqkit.spectral.heads import attention_distance, attention_entropy, local_response_hf_share
+from freqkit.spectral.operators import circulant, layer_kernel, periodic_gaussian, stack_response
 from freqkit.spectral.rank import effective_rank, rank_collapse_residual, stable_rank
 from freqkit.spectral.response import (
     attention_token_spectrum,

@@ -1,4 +1,5 @@
 """Private helpers shared by the spectral functions: input checks and the compute/output dtypes."""
+
 from __future__ import annotations
 
 import torch
@@ -43,9 +44,7 @@ def check_ndim(x: torch.Tensor, ndims: tuple[int, ...], name: str, layout: str) 
     if not isinstance(x, torch.Tensor):
         raise FreqkitError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
     if x.ndim not in ndims:
-        raise FreqkitError(
-            f"{name} must have shape {layout}, got shape {tuple(x.shape)}; reshape it to {layout}"
-        )
+        raise FreqkitError(f"{name} must have shape {layout}, got shape {tuple(x.shape)}; reshape it to {layout}")
 
 
 def check_grid(grid_size: tuple[int, int]) -> tuple[int, int]:

@@ -5,6 +5,7 @@ streams: sum ``hsic_matrix`` over mini-batches, then ``cka_from_hsic``.
 Everything runs in float64 (CKA is a ratio of differences of large sums); results come back in
 the input's floating dtype. A representation without variance has no defined CKA; it gets 0.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -5,6 +5,7 @@ Conventions (docs/design.md, section 2): frequencies follow ``torch.fft.fftfreq`
 [-1/2, 1/2)); the normalized radius is rho = sqrt(fu^2 + fv^2) / (1/2), so rho = 1 is the Nyquist
 frequency along one axis. "Centred" maps are ``fftshift``-ed: DC sits at index (H // 2, W // 2).
 """
+
 from __future__ import annotations
 
 import torch
@@ -125,15 +126,11 @@ def _ring_operator(
     rho = frequency_radius(h, w, centered=centered, device=device, dtype=torch.float64).reshape(-1)
     keep = rho <= 1.0 + _EDGE_TOL
     idx = torch.floor(rho[keep] * bins + _EDGE_TOL).long().clamp_(max=bins - 1)
-    counts = torch.zeros(bins, dtype=torch.float64, device=device).index_add_(
-        0, idx, torch.ones_like(idx, dtype=torch.float64)
-    )
+    counts = torch.zeros(bins, dtype=torch.float64, device=device).index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
     return keep, idx, counts, _fill_empty_rings(counts > 0).to(device)
 
 
-def _apply_rings(
-    spec: torch.Tensor, rings: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-) -> torch.Tensor:
+def _apply_rings(spec: torch.Tensor, rings: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Radial profile (..., bins) of spectra (..., H, W) with a precomputed `_ring_operator`."""
     keep, idx, counts, fill = rings
     lead = spec.shape[:-2]

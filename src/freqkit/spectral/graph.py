@@ -25,6 +25,7 @@ average I - L, the Laplacian stencil 4 L) U^T T U is diagonal and r_j is exactly
 
 Pure functions on torch tensors (float64 by default); no nn.Module, no plotting.
 """
+
 from __future__ import annotations
 
 import math
@@ -149,7 +150,9 @@ def window_attention(
         raise FreqkitError(f"window_attention expects tokens (N, C), got shape {tuple(tokens.shape)}")
     h, w = _check_grid(*size)
     if tokens.shape[0] != h * w:
-        raise FreqkitError(f"window_attention: {tokens.shape[0]} tokens do not fill a {h} x {w} grid; pass size=(H, W) with H * W = N")
+        raise FreqkitError(
+            f"window_attention: {tokens.shape[0]} tokens do not fill a {h} x {w} grid; pass size=(H, W) with H * W = N"
+        )
     t = tokens.to(_DTYPE)
     logits = (t @ t.T) * (scale if scale is not None else t.shape[1] ** -0.5)
     inside = window_adjacency(h, w, k, periodic) > 0
@@ -164,7 +167,9 @@ def stencil_matrix(stencil: torch.Tensor, h: int, w: int, periodic: bool = False
     h, w = _check_grid(h, w)
     kh, kw = stencil.shape
     if periodic and (kh > h or kw > w):
-        raise FreqkitError(f"a {kh} x {kw} stencil wraps onto itself on a {h} x {w} torus; use a grid at least as large as the stencil")
+        raise FreqkitError(
+            f"a {kh} x {kw} stencil wraps onto itself on a {h} x {w} torus; use a grid at least as large as the stencil"
+        )
     rows, cols = _coords(h, w)
     dy, dx = _offsets(rows, h, periodic), _offsets(cols, w, periodic)
     inside = (dy.abs() <= kh // 2) & (dx.abs() <= kw // 2)

@@ -1,6 +1,7 @@
 """Per-head summaries of softmax attention (B, heads, N, N): entropy, mean attention distance and the
 high-frequency share of the local response. Each returns (B, heads): one number per image and head.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,12 +26,16 @@ def attention_entropy(attn: torch.Tensor) -> torch.Tensor:
 
 def _grid_distances(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Euclidean distance in patches between every pair of cells of an (H, W) grid -> (H*W, H*W)."""
-    yy, xx = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype), indexing="ij"
+    )
     pts = torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)
     return torch.cdist(pts, pts)
 
 
-def attention_distance(attn: torch.Tensor, grid_size: tuple[int, int], num_prefix_tokens: int = 0, chunk_size: int = 256) -> torch.Tensor:
+def attention_distance(
+    attn: torch.Tensor, grid_size: tuple[int, int], num_prefix_tokens: int = 0, chunk_size: int = 256
+) -> torch.Tensor:
     """Mean attention distance in patches (Dosovitskiy et al. 2021, Fig. 7) of attn (B, heads, N, N) -> (B, heads).
 
     For each spatial query, the expected Euclidean grid distance sum_j a_ij ||p_i - p_j|| over the
@@ -63,13 +68,15 @@ def local_response_hf_share(
     rows, (h, w) = _spatial_rows(attn, grid_size, num_prefix_tokens, "spatial")
     chunk = _check_chunk(chunk_size)
     b, heads, nq, _ = rows.shape
-    high = (frequency_radius(h, w, centered=False, device=attn.device, dtype=torch.float64) > float(cutoff))
+    high = frequency_radius(h, w, centered=False, device=attn.device, dtype=torch.float64) > float(cutoff)
     total = None
     for start in range(0, nq, chunk):
         blk = to_compute(rows[:, :, start : start + chunk]).reshape(b, heads, -1, h, w)
         power = torch.fft.fft2(blk).abs().square()
         all_e = power.sum(dim=(-2, -1))
         hi_e = (power * high.to(power.dtype)).sum(dim=(-2, -1))
-        part = torch.where(all_e > 0, hi_e / torch.where(all_e > 0, all_e, torch.ones_like(all_e)), torch.zeros_like(hi_e)).sum(dim=-1)
+        part = torch.where(all_e > 0, hi_e / torch.where(all_e > 0, all_e, torch.ones_like(all_e)), torch.zeros_like(hi_e)).sum(
+            dim=-1
+        )
         total = part if total is None else total + part
     return to_output(total / nq, attn)

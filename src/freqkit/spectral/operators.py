@@ -5,6 +5,7 @@ convolution by a stencil (:func:`circulant`). AttInv mixes A and its inversion I
 (:func:`layer_kernel`); the local response of two stacked operators (:func:`stack_response`) is the
 product of their single responses when both are circulant (FDAM supplementary, eq. 25).
 """
+
 from __future__ import annotations
 
 from typing import Union

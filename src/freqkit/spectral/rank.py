@@ -3,6 +3,7 @@
 Each accepts tokens (B, N, C), giving (B,), or one matrix (N, C), giving a 0-d tensor. The zero
 matrix has rank 0 by every measure here, so no function returns NaN on it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,9 +29,7 @@ def effective_rank(x: torch.Tensor, center: bool = False) -> torch.Tensor:
     # MPS has no float64: its inputs go through the CPU
     xc = to_compute(x).to("cpu" if x.device.type == "mps" else x.device, torch.float64)
     n, c = xc.shape[-2:]
-    tol = torch.linalg.vector_norm(xc, dim=(-2, -1), keepdim=True)[..., 0] * (
-        max(n, c) * torch.finfo(torch.float64).eps
-    )
+    tol = torch.linalg.vector_norm(xc, dim=(-2, -1), keepdim=True)[..., 0] * (max(n, c) * torch.finfo(torch.float64).eps)
     if center:
         xc = xc - xc.mean(dim=-2, keepdim=True)
     s = torch.linalg.svdvals(xc)

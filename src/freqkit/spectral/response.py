@@ -2,6 +2,7 @@
 
 All 2-D response maps are centred (``fftshift``-ed, DC at index (H // 2, W // 2)), like `spectrum`.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -27,9 +28,7 @@ def global_response(
     check_ndim(v, (4,), "v", "(B, C, H, W)")
     check_ndim(y, (4,), "y", "(B, C, H, W)")
     if v.shape != y.shape:
-        raise FreqkitError(
-            f"v {tuple(v.shape)} and y {tuple(y.shape)} differ; pass the operator's input and output maps"
-        )
+        raise FreqkitError(f"v {tuple(v.shape)} and y {tuple(y.shape)} differ; pass the operator's input and output maps")
     if mode not in ("aggregate", "per_channel"):
         raise FreqkitError(f"unknown mode {mode!r}; use 'aggregate' or 'per_channel'")
     amp_v = torch.fft.fft2(to_compute(v)).abs()
@@ -124,9 +123,7 @@ def attention_token_spectrum(attn: torch.Tensor) -> torch.Tensor:
     """
     check_ndim(attn, tuple(range(2, 16)), "attn", "(..., N, N)")
     if attn.shape[-1] != attn.shape[-2]:
-        raise FreqkitError(
-            f"attn must be square over tokens (..., N, N), got {tuple(attn.shape)}; pass self-attention"
-        )
+        raise FreqkitError(f"attn must be square over tokens (..., N, N), got {tuple(attn.shape)}; pass self-attention")
     fa = torch.fft.fft(to_compute(attn), dim=-2, norm="ortho")
     return to_output(torch.linalg.vector_norm(fa, dim=-1), attn)
 
@@ -146,9 +143,7 @@ def _spatial_rows(
         )
     if queries == "spatial":
         if nq != n:
-            raise FreqkitError(
-                f"queries='spatial' needs self-attention (Nq == N), got Nq={nq}, N={n}; use queries='all'"
-            )
+            raise FreqkitError(f"queries='spatial' needs self-attention (Nq == N), got Nq={nq}, N={n}; use queries='all'")
         return attn[:, :, p:, p:], (h, w)
     if queries == "all":
         return attn[:, :, :, p:], (h, w)

@@ -1,5 +1,6 @@
 """Token similarity diagnostics (FDAM supplementary, Sec. G): within-layer pairwise cosine similarity and
 the cross-layer similarity matrix. The cosine of a zero token with anything counts as 0."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

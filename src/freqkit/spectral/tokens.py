@@ -1,4 +1,5 @@
 """Splitting ViT token sequences into prefix tokens and a spatial map."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,7 @@ def infer_grid(num_tokens: int, num_prefix_tokens: int = 0) -> tuple[int, int]:
     n = int(num_tokens) - int(num_prefix_tokens)
     if num_prefix_tokens < 0 or n <= 0:
         raise FreqkitError(
-            f"{num_tokens} tokens with {num_prefix_tokens} prefix tokens leave no spatial tokens; "
-            "check num_prefix_tokens"
+            f"{num_tokens} tokens with {num_prefix_tokens} prefix tokens leave no spatial tokens; check num_prefix_tokens"
         )
     side = math.isqrt(n)
     if side * side != n:
@@ -33,9 +33,7 @@ def split_tokens(x: torch.Tensor, grid_size: tuple[int, int]) -> tuple[torch.Ten
     b, n, c = x.shape
     p = n - h * w
     if p < 0:
-        raise FreqkitError(
-            f"x has {n} tokens but grid_size {(h, w)} needs {h * w}; pass the grid of this layer's tokens"
-        )
+        raise FreqkitError(f"x has {n} tokens but grid_size {(h, w)} needs {h * w}; pass the grid of this layer's tokens")
     # timm puts CLS / distillation / register tokens before the patch tokens, row-major patches after
     prefix = x[:, :p]
     spatial = x[:, p:].transpose(1, 2).reshape(b, c, h, w)

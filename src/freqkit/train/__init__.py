@@ -8,6 +8,7 @@ This package is callable: ``freqkit.train(config, model=None, datasets=None)`` i
 :func:`freqkit.train.loop.train`, so the function and the package (``freqkit.train.TrainConfig``) share
 one name. Its names load lazily so that the CLI can read :class:`TrainConfig` without importing torch.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -14,6 +14,7 @@ kill at any instant leaves at least one complete checkpoint among ``<dir>``, ``<
 :func:`settle_checkpoint` moves it back to ``<dir>``. Nothing is deleted unless a newer complete
 checkpoint exists. Loading uses safetensors only (no pickle), so untrusted checkpoints are safe.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -246,7 +247,11 @@ def save_train_state(
     atomic_write_bytes(tmp / "optimizer.safetensors", opt_bytes)
     fault_point("ckpt:optimizer")
     state = {
-        "step": int(step), "config": config, "optimizer": opt_json, "rng": rng_json, "extra": extra or {},
+        "step": int(step),
+        "config": config,
+        "optimizer": opt_json,
+        "rng": rng_json,
+        "extra": extra or {},
         "files": {"model.safetensors": _digest(model_bytes), "optimizer.safetensors": _digest(opt_bytes)},
     }
     atomic_write_json(tmp / "state.json", state)
@@ -306,7 +311,9 @@ def load_train_state(
             raise CheckpointDamaged(f"optimizer state in {path} is damaged ({type(err).__name__}: {err})") from None
         current = optimizer.state_dict()["param_groups"]
         if len(current) != len(groups) or any(len(a["params"]) != len(b["params"]) for a, b in zip(current, groups)):
-            raise FreqkitError(f"optimizer in {path} has different parameter groups than this model; resume with the same model and settings")
+            raise FreqkitError(
+                f"optimizer in {path} has different parameter groups than this model; resume with the same model and settings"
+            )
         optimizer.load_state_dict({"state": per_param, "param_groups": groups})
     if restore_rng:
         if "rng.torch" not in tensors:

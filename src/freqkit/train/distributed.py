@@ -8,6 +8,7 @@ r, r + world, ...), so with per-process batch b, step k of every rank covers pos
 [k b world, (k + 1) b world) of the permutation, exactly the batch of one process with batch b world.
 It can also start an epoch part-way (``set_epoch(epoch, start_batch)``) for exact resume.
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -23,7 +24,9 @@ __all__ = ["DistInfo", "resolve_device", "init_distributed", "cleanup_distribute
 class ResumableDistributedSampler(DistributedSampler):
     """``DistributedSampler`` that can start an epoch at batch ``start_batch`` (per-process batches of ``batch_size``)."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset, batch_size: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
         self.batch_size = int(batch_size)
         self.start_batch = 0

@@ -9,6 +9,7 @@ where windows overlap. Optional horizontal flip and extra scale factors (e.g. 0.
 logits of every view; the logits are resized (bilinear) to the label's original size before the metrics.
 Both normalize inputs with the model's own mean / std and finish the metrics the same way (DDP sums).
 """
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,16 @@ from freqkit.train.distributed import DistInfo, is_main
 from freqkit.train.metrics import IGNORE_INDEX, build_metrics
 
 __all__ = [
-    "EVAL_MODES", "dense_logits", "evaluate", "evaluate_dense", "eval_options", "finish_metrics", "input_stats", "loss_fn",
-    "normalize", "save_label_png",
+    "EVAL_MODES",
+    "dense_logits",
+    "evaluate",
+    "evaluate_dense",
+    "eval_options",
+    "finish_metrics",
+    "input_stats",
+    "loss_fn",
+    "normalize",
+    "save_label_png",
 ]
 
 EVAL_MODES = ("whole", "slide")
@@ -161,7 +170,9 @@ def evaluate(
             raise FreqkitError("the evaluation split is empty; add validation images")
         rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
         # a private generator: evaluating must not draw from the global RNG (training streams stay reproducible)
-        loader = DataLoader(data, batch_size=batch_size, sampler=_ShardSampler(len(data), rank, world), generator=torch.Generator())
+        loader = DataLoader(
+            data, batch_size=batch_size, sampler=_ShardSampler(len(data), rank, world), generator=torch.Generator()
+        )
     mean, std = input_stats(net)
     metrics = build_metrics(task, num_classes).to(device)
     was_training = net.training
@@ -169,7 +180,9 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     try:
-        for x, y in tqdm(_batches(loader), total=len(loader), desc="eval", leave=False, disable=not (progress and is_main(dist_info))):
+        for x, y in tqdm(
+            _batches(loader), total=len(loader), desc="eval", leave=False, disable=not (progress and is_main(dist_info))
+        ):
             x, y = x.to(device), torch.as_tensor(y).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = net(normalize(x, mean, std))
@@ -205,7 +218,9 @@ def eval_options(cfg: TrainConfig | dict[str, Any]) -> Optional[dict[str, Any]]:
     if mode is None:
         return None
     crop = int(c.crop_size or c.img_size or 512)
-    return dict(mode=mode, scale=c.scale or (4 * crop, crop), crop=crop, flip=bool(c.eval_flip), scales=parse_scales(c.eval_scales))
+    return dict(
+        mode=mode, scale=c.scale or (4 * crop, crop), crop=crop, flip=bool(c.eval_flip), scales=parse_scales(c.eval_scales)
+    )
 
 
 @torch.no_grad()
@@ -239,7 +254,7 @@ def dense_logits(
         if mode == "whole":
             nh, nw = math.ceil(nh / size_divisor) * size_divisor, math.ceil(nw / size_divisor) * size_divisor
         x = _resize(image, (nh, nw))
-        for flipped in ((False, True) if flip else (False,)):
+        for flipped in (False, True) if flip else (False,):
             xi = x.flip(-1) if flipped else x
             out = model(xi).float() if mode == "whole" else _slide(model, xi, crop, stride, size_divisor)
             if flipped:

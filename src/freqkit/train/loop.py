@@ -8,6 +8,7 @@ TensorBoard events in ``tensorboard`` when set). The data stream and the lr are 
 checkpoint holds every optimizer and RNG state, so a run stopped at any step and resumed (``resume=True``) ends
 with the same weights as an uninterrupted one. Data and model come from :mod:`freqkit.train.setup`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,15 @@ from freqkit.train.evaluate import eval_options, evaluate, evaluate_dense, input
 from freqkit.train.metrics import check_num_classes
 from freqkit.train.optim import build_optimizer, lr_factor, set_lr
 from freqkit.train.rundir import RunDir
-from freqkit.train.setup import amp_enabled, build_data, build_network, check_input_size, data_identity, given_datasets, seed_everything
+from freqkit.train.setup import (
+    amp_enabled,
+    build_data,
+    build_network,
+    check_input_size,
+    data_identity,
+    given_datasets,
+    seed_everything,
+)
 
 __all__ = ["train", "TrainResult"]
 
@@ -55,9 +64,18 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Every number and setting (not the weights): config, metrics, timings, history."""
-        return {"config": self.config.to_dict(), "metrics": self.metrics, "out": str(self.out), "task": self.task,
-                "num_classes": self.num_classes, "img_size": self.img_size, "steps_done": self.steps_done,
-                "seconds": self.seconds, "seconds_per_step": self.seconds_per_step, "history": self.history}
+        return {
+            "config": self.config.to_dict(),
+            "metrics": self.metrics,
+            "out": str(self.out),
+            "task": self.task,
+            "num_classes": self.num_classes,
+            "img_size": self.img_size,
+            "steps_done": self.steps_done,
+            "seconds": self.seconds,
+            "seconds_per_step": self.seconds_per_step,
+            "history": self.history,
+        }
 
     def to_json(self, path: Union[str, Path, None] = None) -> str:
         """:meth:`to_dict` as JSON text; with ``path`` also written there (atomically)."""
@@ -84,10 +102,19 @@ class TrainResult:
         d = read_run(folder)
         cfg = TrainConfig.from_dict(d["config"])
         history = RunDir(d["weights"].parent).records()
-        return cls(model=build_run_model(d["config"], d["weights"]), metrics=d["metrics"], config=cfg, out=Path(folder),
-                   task=cfg.task, num_classes=cfg.num_classes, img_size=cfg.img_size, steps_done=cfg.steps,
-                   seconds=d["timing"].get("seconds", float("nan")), seconds_per_step=d["timing"].get("seconds_per_step", float("nan")),
-                   history=history)
+        return cls(
+            model=build_run_model(d["config"], d["weights"]),
+            metrics=d["metrics"],
+            config=cfg,
+            out=Path(folder),
+            task=cfg.task,
+            num_classes=cfg.num_classes,
+            img_size=cfg.img_size,
+            steps_done=cfg.steps,
+            seconds=d["timing"].get("seconds", float("nan")),
+            seconds_per_step=d["timing"].get("seconds_per_step", float("nan")),
+            history=history,
+        )
 
     def table(self) -> str:
         """The final metrics, one per line."""
@@ -98,13 +125,23 @@ class TrainResult:
         from freqkit.render import curve_figure
 
         rows = [h for h in self.history if h.get("split") == "train"]
-        return {"loss": curve_figure({self.config.model: ([h["step"] for h in rows], [h["loss"] for h in rows])}, "step", "training loss")}
+        return {
+            "loss": curve_figure(
+                {self.config.model: ([h["step"] for h in rows], [h["loss"] for h in rows])}, "step", "training loss"
+            )
+        }
 
     def _repr_html_(self) -> str:
         from freqkit import render
 
-        facts = {"model": self.config.model, "data": self.config.data, "task": self.task, "steps": self.steps_done,
-                 "seconds": f"{self.seconds:.1f}", **{k: f"{v:.4f}" for k, v in self.metrics.items()}}
+        facts = {
+            "model": self.config.model,
+            "data": self.config.data,
+            "task": self.task,
+            "steps": self.steps_done,
+            "seconds": f"{self.seconds:.1f}",
+            **{k: f"{v:.4f}" for k, v in self.metrics.items()},
+        }
         return render.fragment(f"TrainResult: {self.config.model}", render.kv_table(facts), self.plot())
 
 
@@ -187,8 +224,13 @@ def _check_finite_weights(model: nn.Module, step: int) -> None:
         )
 
 
-def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, given: Optional[dict[str, Dataset]] = None,
-           given_info: Any = None) -> TrainResult:
+def _train(
+    cfg: TrainConfig,
+    info: DistInfo,
+    net: Optional[nn.Module] = None,
+    given: Optional[dict[str, Dataset]] = None,
+    given_info: Any = None,
+) -> TrainResult:
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
@@ -220,7 +262,9 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         if main:
             print(report.summary(), flush=True)
     if cfg.task == "segmentation" and cfg.head_norm == "batch" and cfg.batch_size < 2 and not info.distributed:
-        raise ParameterError("batch_size", "must be >= 2 with head_norm='batch' (BatchNorm needs two images per step); use head_norm='group'")
+        raise ParameterError(
+            "batch_size", "must be >= 2 with head_norm='batch' (BatchNorm needs two images per step); use head_norm='group'"
+        )
     if info.distributed and device.type == "cuda" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
         # batch statistics over all processes, as with one big batch (PyTorch's SyncBatchNorm runs on GPUs only;
         # CPU processes keep per-process statistics)
@@ -231,8 +275,9 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         check = getattr(ds, "check", None)
         if check is not None:
             check(decode=split == "val")  # every validation item is read now, not after training
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult, betas=(cfg.beta1, cfg.beta2),
-                                wd_exempt=cfg.wd_exempt)
+    optimizer = build_optimizer(
+        model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.freq_lr_mult, betas=(cfg.beta1, cfg.beta2), wd_exempt=cfg.wd_exempt
+    )
     amp = amp_enabled(cfg.amp, device)
     mean, std = input_stats(model)
 
@@ -277,7 +322,11 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
 
     sampler = ResumableDistributedSampler(train_ds, cfg.batch_size, info.world_size, info.rank, shuffle=True, seed=cfg.seed)
     loader = DataLoader(
-        train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
+        train_ds,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        drop_last=True,
         pin_memory=device.type == "cuda",
         # its own generator: creating an iterator must not draw from the global RNG (exact resume)
         generator=torch.Generator().manual_seed(cfg.seed),
@@ -326,8 +375,18 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
         except FreqkitError as err:
             raise one_line(err) from None
         x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
-        set_lr(optimizer, lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, warmup_start=cfg.warmup_start_ratio,
-                                    warmup_style=cfg.warmup_style))
+        set_lr(
+            optimizer,
+            lr_factor(
+                step,
+                cfg.steps,
+                cfg.warmup,
+                cfg.schedule,
+                cfg.min_lr_ratio,
+                warmup_start=cfg.warmup_start_ratio,
+                warmup_style=cfg.warmup_style,
+            ),
+        )
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = ddp_model(normalize(x, mean, std))
         if isinstance(logits, tuple):  # (main, auxiliary) logits of a segmenter with an auxiliary head
@@ -360,7 +419,10 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
                 loss_v /= info.world_size
             now = time.perf_counter()
             rec = {
-                "step": done, "split": "train", "loss": float(loss_v), "lr": optimizer.param_groups[-1]["lr"],
+                "step": done,
+                "split": "train",
+                "loss": float(loss_v),
+                "lr": optimizer.param_groups[-1]["lr"],
                 "grad_norm": None if grad_norm is None else float(grad_norm),
                 "img_per_s": window_n * cfg.global_batch_size / max(now - window_t, 1e-9),
             }
@@ -394,7 +456,15 @@ def _train(cfg: TrainConfig, info: DistInfo, net: Optional[nn.Module] = None, gi
     if tb is not None:
         tb.close()
     return TrainResult(
-        model=model, metrics=metrics, config=cfg, out=out, task=cfg.task, num_classes=cfg.num_classes,
-        img_size=cfg.img_size, steps_done=end, seconds=time.perf_counter() - t_start,
-        seconds_per_step=loop_seconds / steps_run if steps_run else float("nan"), history=history,
+        model=model,
+        metrics=metrics,
+        config=cfg,
+        out=out,
+        task=cfg.task,
+        num_classes=cfg.num_classes,
+        img_size=cfg.img_size,
+        steps_done=end,
+        seconds=time.perf_counter() - t_start,
+        seconds_per_step=loop_seconds / steps_run if steps_run else float("nan"),
+        history=history,
     )

@@ -15,6 +15,7 @@ Boundary F1 (after Csurka et al., BMVC 2013, class-agnostic form):
 Default tolerance: 0.75 % of the image diagonal (Csurka et al.'s choice), at least 1 pixel: 1 px at
 64 x 64, 5 px at 512 x 512.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,16 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-__all__ = ["check_num_classes", "boundary_map", "dilate", "boundary_counts", "boundary_f1", "default_tolerance", "BoundaryF1", "build_metrics"]
+__all__ = [
+    "check_num_classes",
+    "boundary_map",
+    "dilate",
+    "boundary_counts",
+    "boundary_f1",
+    "default_tolerance",
+    "BoundaryF1",
+    "build_metrics",
+]
 
 IGNORE_INDEX = 255
 # mIoU keeps a K x K int64 confusion matrix: 4096 classes are 134 MB, 60001 would be 29 GB
@@ -67,7 +77,9 @@ def boundary_counts(
 ) -> torch.Tensor:
     """(B, H, W) predicted and true labels -> int64 (4,): matched pred, pred, matched true, true boundary pixels."""
     if preds.shape != target.shape or preds.dim() != 3:
-        raise ValueError(f"boundary_counts expects preds and target of the same (B, H, W) shape, got {tuple(preds.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"boundary_counts expects preds and target of the same (B, H, W) shape, got {tuple(preds.shape)} and {tuple(target.shape)}"
+        )
     tol = default_tolerance(*target.shape[-2:]) if tolerance is None else int(tolerance)
     valid = target != ignore_index
     pb = boundary_map(torch.where(valid, preds, torch.full_like(preds, ignore_index)), ignore_index)
@@ -86,7 +98,9 @@ def _f1_from_counts(counts: torch.Tensor) -> torch.Tensor:
     return (2 * precision * recall / (precision + recall)).float()
 
 
-def boundary_f1(preds: torch.Tensor, target: torch.Tensor, tolerance: Optional[int] = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def boundary_f1(
+    preds: torch.Tensor, target: torch.Tensor, tolerance: Optional[int] = None, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
     """Boundary F1 of predicted vs true label maps (B, H, W), micro-averaged over the batch; a scalar in [0, 1]."""
     return _f1_from_counts(boundary_counts(preds, target, tolerance, ignore_index))
 

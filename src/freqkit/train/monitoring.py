@@ -6,6 +6,7 @@ with the global RNG states kept, so a run with the monitor trains exactly as one
 history is cut back to the checkpoint's step (records after it were measured by the interrupted run and are
 measured again), and TensorBoard events from that step on are purged.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -35,12 +36,24 @@ def probe_images(dataset: Any, count: int = PROBE_IMAGES, size: Optional[int] = 
     with _rng_kept(torch.device("cpu")):
         images = [dataset[i][0] for i in range(min(count, len(dataset)))]
     size = tuple(images[0].shape[-2:]) if size is None else (int(size), int(size))
-    return torch.stack([im if tuple(im.shape[-2:]) == size else F.interpolate(im[None].float(), size=size, mode="bilinear",
-                                                                              antialias=True)[0] for im in images])
+    return torch.stack(
+        [
+            im if tuple(im.shape[-2:]) == size else F.interpolate(im[None].float(), size=size, mode="bilinear", antialias=True)[0]
+            for im in images
+        ]
+    )
 
 
-def start_monitor(cfg: Any, model: nn.Module, val_ds: Any, normalize: Callable[[torch.Tensor], torch.Tensor], out: Path,
-                  start: int, resumed: bool, writer: Any = None) -> Optional[SpectralMonitor]:
+def start_monitor(
+    cfg: Any,
+    model: nn.Module,
+    val_ds: Any,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    out: Path,
+    start: int,
+    resumed: bool,
+    writer: Any = None,
+) -> Optional[SpectralMonitor]:
     """The run's monitor (every ``cfg.monitor_every`` steps) on the backbone of ``model`` (a segmenter's encoder), or None.
 
     The probe is at most ``cfg.batch_size`` images, so one measurement costs less than a training step at any
@@ -75,5 +88,7 @@ def tensorboard_writer(folder: Optional[str], start: int) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ParameterError("tensorboard", "needs the tensorboard package; pip install 'freqkit[tensorboard]' or leave it unset") from None
+        raise ParameterError(
+            "tensorboard", "needs the tensorboard package; pip install 'freqkit[tensorboard]' or leave it unset"
+        ) from None
     return SummaryWriter(log_dir=str(folder), purge_step=start or None)

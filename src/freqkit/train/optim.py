@@ -3,6 +3,7 @@
 The schedule is a pure function of the step (:func:`lr_factor`), applied to every group's
 ``base_lr`` before each optimizer step, so resuming needs only the step count.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,11 @@ def _no_decay_names(model: nn.Module) -> set[str]:
 
 
 def param_groups(
-    model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0, freq_lr_mult: float = 1.0,
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    layer_decay: float = 1.0,
+    freq_lr_mult: float = 1.0,
     wd_exempt: str = "norm_bias_embed",
 ) -> list[dict]:
     """AdamW groups: no decay for 1-D tensors, biases and ``no_weight_decay()`` names (``wd_exempt='embed'``: for the
@@ -104,16 +109,31 @@ def param_groups(
     return [groups[k] for k in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05, layer_decay: float = 1.0, freq_lr_mult: float = 1.0,
-                    betas: tuple[float, float] = (0.9, 0.999), wd_exempt: str = "norm_bias_embed") -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.05,
+    layer_decay: float = 1.0,
+    freq_lr_mult: float = 1.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    wd_exempt: str = "norm_bias_embed",
+) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`."""
     if lr <= 0:
         raise FreqkitError(f"learning rate must be positive, got {lr}")
     return torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay, freq_lr_mult, wd_exempt), lr=lr, betas=betas)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0, power: float = 1.0,
-              warmup_start: float | None = None, warmup_style: str = "prefix") -> float:
+def lr_factor(
+    step: int,
+    total: int,
+    warmup: int,
+    schedule: str = "cosine",
+    min_ratio: float = 0.0,
+    power: float = 1.0,
+    warmup_start: float | None = None,
+    warmup_style: str = "prefix",
+) -> float:
     """Multiplier of the peak lr at ``step`` (0-based): linear warmup over ``warmup`` steps, then cosine / poly / constant to ``min_ratio``.
 
     The warmup is (step + 1) / warmup, or with ``warmup_start`` r: r + (1 - r) step / warmup (mmcv's linear warmup

@@ -31,6 +31,7 @@ init="deit_small.pth")``: the recipe with overrides; ``freqkit train --recipe NA
 command-line flags. This module holds values only (it imports no other part of freqkit's training code
 but the error type).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -79,23 +80,44 @@ ADE20K_UPERNET_160K: dict[str, Any] = dict(
 )
 
 # mmsegmentation's DeiT-S UPerNet (the 42.9 baseline): mmcv's default optimizer constructor
-_DEIT_S = dict(neck="none", drop_path=0.1, drop_path_schedule="linear", weight_decay=0.01, wd_exempt="embed", layer_decay=1.0,
-               freq_lr_mult=1.0)
+_DEIT_S = dict(
+    neck="none",
+    drop_path=0.1,
+    drop_path_schedule="linear",
+    weight_decay=0.01,
+    wd_exempt="embed",
+    layer_decay=1.0,
+    freq_lr_mult=1.0,
+)
 # the released DeiT-III-B configs: the layer-decay constructor, the dense backbone and SimpleMultiLevelNeck
 _DEIT3_B = dict(neck="simple", drop_path=0.15, drop_path_schedule="uniform", wd_exempt="norm_bias_embed", layer_decay=0.95)
 
 RECIPES: dict[str, dict[str, Any]] = {
     "upernet_deit_small_ade20k_160k": {**ADE20K_UPERNET_160K, **_DEIT_S, "model": "deit_small_patch16_224"},
     "upernet_deit_small_fdam_ade20k_160k": {
-        **ADE20K_UPERNET_160K, **_DEIT_S, "model": "deit_small_fdam_patch16_224",
+        **ADE20K_UPERNET_160K,
+        **_DEIT_S,
+        "model": "deit_small_fdam_patch16_224",
         # no release: the optimizer rules of the released FDAM config
-        "wd_exempt": "norm_bias_embed", "layer_decay": 0.95, "freq_lr_mult": 2.0,
+        "wd_exempt": "norm_bias_embed",
+        "layer_decay": 0.95,
+        "freq_lr_mult": 2.0,
     },
     # freq_lr_mult 10: the released baseline config's value; the baseline has no FreqScale parameter, so it changes nothing
-    "upernet_deit3_base_ade20k_160k": {**ADE20K_UPERNET_160K, **_DEIT3_B, "model": "deit3_base_dense", "weight_decay": 0.05,
-                                       "freq_lr_mult": 10.0},
-    "upernet_deit3_base_fdam_ade20k_160k": {**ADE20K_UPERNET_160K, **_DEIT3_B, "model": "fdam_vit_base_dense", "weight_decay": 0.01,
-                                            "freq_lr_mult": 2.0},
+    "upernet_deit3_base_ade20k_160k": {
+        **ADE20K_UPERNET_160K,
+        **_DEIT3_B,
+        "model": "deit3_base_dense",
+        "weight_decay": 0.05,
+        "freq_lr_mult": 10.0,
+    },
+    "upernet_deit3_base_fdam_ade20k_160k": {
+        **ADE20K_UPERNET_160K,
+        **_DEIT3_B,
+        "model": "fdam_vit_base_dense",
+        "weight_decay": 0.01,
+        "freq_lr_mult": 2.0,
+    },
 }
 
 _RELEASE_DIR = "Linwei-Chen/FDAM: FDAM_mmseg/configs/vit/"
@@ -109,32 +131,43 @@ _DEIT3_B_WEIGHTS = dict(
     weights="DeiT-III-B ImageNet-21k",
     source="the DeiT III release, https://dl.fbaipublicfiles.com/deit/deit_3_base_224_21k.pth",
 )
-_DEIT_S_BACKBONE = ("timm DeiT-S: CLS token, position embedding learned at 32 x 32 (+ CLS), resized bicubically to other grids; "
-                    "outputs of blocks 2, 5, 8, 11, no final norm")
-_DEIT3_BACKBONE = ("the released dense backbone (fdam_vit_base_dense{}): no CLS token, LayerScale, position embedding learned at "
-                   "32 x 32 and resized bicubically to each input; outputs of blocks 2, 5, 8, 11, no final norm")
+_DEIT_S_BACKBONE = (
+    "timm DeiT-S: CLS token, position embedding learned at 32 x 32 (+ CLS), resized bicubically to other grids; "
+    "outputs of blocks 2, 5, 8, 11, no final norm"
+)
+_DEIT3_BACKBONE = (
+    "the released dense backbone (fdam_vit_base_dense{}): no CLS token, LayerScale, position embedding learned at "
+    "32 x 32 and resized bicubically to each input; outputs of blocks 2, 5, 8, 11, no final norm"
+)
 
 # what each recipe reproduces: the release's config, the weights it starts from, the paper's mIoU (ADE20K val, single scale)
 RELEASE: dict[str, dict[str, Any]] = {
     "upernet_deit_small_ade20k_160k": dict(
         config=_RELEASE_DIR + "upernet_deit-s16_512x512_160k_ade20k.py (neck=None, as mmsegmentation's own copy; the release "
         "comments it out, which leaves a 768-channel neck on 384-channel features)",
-        pretrained=_DEIT_S_WEIGHTS, backbone=_DEIT_S_BACKBONE, paper_miou=42.9,
+        pretrained=_DEIT_S_WEIGHTS,
+        backbone=_DEIT_S_BACKBONE,
+        paper_miou=42.9,
     ),
     "upernet_deit_small_fdam_ade20k_160k": dict(
         config="none released: the DeiT-S baseline's settings with FDAM in every block and the released FDAM config's "
         "optimizer rules (layer decay 0.95, no decay for 1-D tensors and biases, FreqScale at 2x lr) - freqkit's choice",
-        pretrained=_DEIT_S_WEIGHTS, backbone=_DEIT_S_BACKBONE + "; AttInv + FreqScale in every block", paper_miou=44.3,
+        pretrained=_DEIT_S_WEIGHTS,
+        backbone=_DEIT_S_BACKBONE + "; AttInv + FreqScale in every block",
+        paper_miou=44.3,
     ),
     "upernet_deit3_base_ade20k_160k": dict(
         config=_RELEASE_DIR + "upernet_deit3-b16_512x512_160k_ade20k.py (its backbone type 'vit_models' is not in the "
         "release; read as vit_models_freq without FDAM)",
-        pretrained=_DEIT3_B_WEIGHTS, backbone=_DEIT3_BACKBONE.format(", fdam=False: preset deit3_base_dense"),
+        pretrained=_DEIT3_B_WEIGHTS,
+        backbone=_DEIT3_BACKBONE.format(", fdam=False: preset deit3_base_dense"),
         paper_miou=51.8,
     ),
     "upernet_deit3_base_fdam_ade20k_160k": dict(
         config=_RELEASE_DIR + "upernet_deit3-b16_512x512_160k_ade20k_freq.py",
-        pretrained=_DEIT3_B_WEIGHTS, backbone=_DEIT3_BACKBONE.format("") + "; AttInv + FreqScale in every block", paper_miou=52.6,
+        pretrained=_DEIT3_B_WEIGHTS,
+        backbone=_DEIT3_BACKBONE.format("") + "; AttInv + FreqScale in every block",
+        paper_miou=52.6,
     ),
 }
 
@@ -159,6 +192,7 @@ def check_init(cfg: "TrainConfig") -> None:
         return
     w = RELEASE[cfg.recipe]["pretrained"]
     raise ParameterError(
-        "init", f"is required by recipe {cfg.recipe}, which starts from {w['weights']} weights: pass the file {w['file']} "
-        f"(from {w['source']}) or 'scratch' to train from random weights on purpose"
+        "init",
+        f"is required by recipe {cfg.recipe}, which starts from {w['weights']} weights: pass the file {w['file']} "
+        f"(from {w['source']}) or 'scratch' to train from random weights on purpose",
     )

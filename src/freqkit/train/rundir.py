@@ -5,6 +5,7 @@
 through :class:`RunDir`, :func:`freqkit.open_run` reads through :func:`read_run`, and ``compare`` asks
 :meth:`RunDir.finished_as` whether a finished run can be reused.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,47 @@ from freqkit.train.config import RESUME_SENSITIVE, TrainConfig
 __all__ = ["RunDir", "read_run", "train_history", "build_run_model", "REUSE_KEYS", "LATER_REUSE_KEYS"]
 
 # settings that define a run: a finished run is reused only when all agree
-REUSE_KEYS = ("model", "data", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio",
-              "layer_decay", "freq_lr_mult", "clip_grad", "amp", "seed", "drop_path", "head_channels")
+REUSE_KEYS = (
+    "model",
+    "data",
+    "steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "schedule",
+    "min_lr_ratio",
+    "layer_decay",
+    "freq_lr_mult",
+    "clip_grad",
+    "amp",
+    "seed",
+    "drop_path",
+    "head_channels",
+)
 # later settings: a run written before they existed had their defaults
-LATER_REUSE_KEYS = ("global_batch", "beta1", "beta2", "warmup_start_ratio", "crop_size", "img_scale", "head_norm", "head_dropout",
-                    "aux_channels", "aux_weight", "init", "eval_mode", "eval_flip", "eval_scales", "aux_level", "neck",
-                    "drop_path_schedule", "wd_exempt", "loss_mean", "warmup_style")
+LATER_REUSE_KEYS = (
+    "global_batch",
+    "beta1",
+    "beta2",
+    "warmup_start_ratio",
+    "crop_size",
+    "img_scale",
+    "head_norm",
+    "head_dropout",
+    "aux_channels",
+    "aux_weight",
+    "init",
+    "eval_mode",
+    "eval_flip",
+    "eval_scales",
+    "aux_level",
+    "neck",
+    "drop_path_schedule",
+    "wd_exempt",
+    "loss_mean",
+    "warmup_style",
+)
 _FIX = "the training config"
 
 
@@ -61,7 +97,11 @@ class RunDir:
         for split in ("train", "val"):
             a, b = saved.get(split) or {}, now[split]
             if a != b:
-                what = f"{a.get('items')} -> {b['items']} items" if a.get("items") != b["items"] else "files renamed, replaced or resized"
+                what = (
+                    f"{a.get('items')} -> {b['items']} items"
+                    if a.get("items") != b["items"]
+                    else "files renamed, replaced or resized"
+                )
                 raise FreqkitError(
                     f"cannot resume from {folder}: the {split} data changed since it was saved ({what}); "
                     "resume on the same data, or use a new out folder"
@@ -69,11 +109,16 @@ class RunDir:
 
     def check_fresh(self) -> None:
         """Refuse to start over in a folder that holds a run (its model, checkpoint or log): resume or overwrite must say so."""
-        held = [n for n in ("model.safetensors", "metrics.json", "checkpoint", "checkpoint.old", "log.jsonl") if (self.path / n).exists()]
+        held = [
+            n
+            for n in ("model.safetensors", "metrics.json", "checkpoint", "checkpoint.old", "log.jsonl")
+            if (self.path / n).exists()
+        ]
         if held:
             raise ParameterError(
-                "out", f"{str(self.path)!r} already holds a run ({', '.join(held)}); pass resume=True to continue it, overwrite=True "
-                "to start it again (its log and checkpoint are replaced), or use a new out folder"
+                "out",
+                f"{str(self.path)!r} already holds a run ({', '.join(held)}); pass resume=True to continue it, overwrite=True "
+                "to start it again (its log and checkpoint are replaced), or use a new out folder",
             )
 
     def log(self, record: dict[str, Any]) -> None:
@@ -144,8 +189,10 @@ class RunDir:
         want, defaults = cfg.to_dict(), TrainConfig().to_dict()
         if any(saved.get(k, defaults[k]) != want[k] for k in LATER_REUSE_KEYS):
             return False
-        return not (any(saved.get(k) != want[k] for k in REUSE_KEYS) or any(
-            want[k] is not None and saved.get(k) != want[k] for k in ("task", "img_size", "num_classes")))
+        return not (
+            any(saved.get(k) != want[k] for k in REUSE_KEYS)
+            or any(want[k] is not None and saved.get(k) != want[k] for k in ("task", "img_size", "num_classes"))
+        )
 
 
 def _safetensors_config(path: Path) -> dict[str, Any]:
@@ -181,7 +228,9 @@ def read_run(path: Union[str, Path]) -> dict[str, Any]:
             cfg = _safetensors_config(weights)
     elif path.is_file():
         if path.suffix != ".safetensors":
-            raise FreqkitError(f"{path} is not a .safetensors file; pass a run folder, a checkpoint folder or weights written by freqkit train")
+            raise FreqkitError(
+                f"{path} is not a .safetensors file; pass a run folder, a checkpoint folder or weights written by freqkit train"
+            )
         weights, cfg = path, _safetensors_config(path)
         if not cfg and (path.parent / "config.json").is_file():
             cfg = read_json(path.parent / "config.json", _FIX)
@@ -195,7 +244,9 @@ def read_run(path: Union[str, Path]) -> dict[str, Any]:
     if folder.timing_file.is_file():
         timing = read_json(folder.timing_file, "the timing file")
     else:  # runs written without timing.json: per-step time from the logged throughput
-        rates = [cfg["global_batch_size"] / h["img_per_s"] for h in history[1:] if h.get("img_per_s") and cfg.get("global_batch_size")]
+        rates = [
+            cfg["global_batch_size"] / h["img_per_s"] for h in history[1:] if h.get("img_per_s") and cfg.get("global_batch_size")
+        ]
         per_step = statistics.median(rates) if rates else float("nan")
         timing = {"seconds": per_step * cfg.get("steps", 0), "seconds_per_step": per_step}
     return {"path": path, "weights": weights, "config": cfg, "metrics": metrics, "history": history, "timing": timing}
@@ -206,7 +257,9 @@ def train_history(folder: Union[str, Path]) -> list[dict[str, Any]]:
     return [rec for rec in RunDir(folder).records() if rec.get("split") == "train"]
 
 
-def build_run_model(config: dict[str, Any], weights: Union[str, Path], spec: Optional[str] = None, device: Any = None) -> nn.Module:
+def build_run_model(
+    config: dict[str, Any], weights: Union[str, Path], spec: Optional[str] = None, device: Any = None
+) -> nn.Module:
     """The network a run's ``config`` describes (classifier or segmenter) with ``weights`` loaded, in eval mode."""
     from freqkit.models.checkpoint import load_checkpoint
     from freqkit.models.spec import build_model
@@ -216,14 +269,21 @@ def build_run_model(config: dict[str, Any], weights: Union[str, Path], spec: Opt
         raise FreqkitError(f"{weights} carries no training config; pass the model spec (model=...) to say what it is")
     missing = [k for k in ("task", "num_classes", "img_size") if config.get(k) is None]
     if missing:
-        raise FreqkitError(f"{Path(weights).parent} does not record {', '.join(missing)}; open a run folder written by freqkit train")
+        raise FreqkitError(
+            f"{Path(weights).parent} does not record {', '.join(missing)}; open a run folder written by freqkit train"
+        )
     seg = {}
     if config["task"] == "segmentation":
-        seg = dict(head_norm=config.get("head_norm", "group"), head_dropout=float(config.get("head_dropout", 0.0)),
-                   aux_channels=int(config.get("aux_channels", 0)), aux_level=int(config.get("aux_level", 2)),
-                   neck=config.get("neck", "pyramid"))
-    net = build_model(spec, config["task"], config["num_classes"], config["img_size"],
-                      head_channels=int(config.get("head_channels", 64)), **seg)
+        seg = dict(
+            head_norm=config.get("head_norm", "group"),
+            head_dropout=float(config.get("head_dropout", 0.0)),
+            aux_channels=int(config.get("aux_channels", 0)),
+            aux_level=int(config.get("aux_level", 2)),
+            neck=config.get("neck", "pyramid"),
+        )
+    net = build_model(
+        spec, config["task"], config["num_classes"], config["img_size"], head_channels=int(config.get("head_channels", 64)), **seg
+    )
     load_checkpoint(net, str(weights))
     if device is not None:
         net = net.to(device)

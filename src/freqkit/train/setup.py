@@ -4,6 +4,7 @@
 :func:`preflight` checks a batch of runs (every model x seed of a comparison) before any trains, on
 datasets built once and shared with the runs.
 """
+
 from __future__ import annotations
 
 import random
@@ -45,7 +46,11 @@ def check_input_size(model: nn.Module, img_size: int, spec: str, device: torch.d
             model(torch.zeros(1, 3, img_size, img_size, device=device))
     except (RuntimeError, ValueError, AssertionError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        patch = getattr(getattr(unwrap(model), "patch_embed", None) or getattr(getattr(unwrap(model), "encoder", None), "patch_embed", None), "patch_size", None)
+        patch = getattr(
+            getattr(unwrap(model), "patch_embed", None) or getattr(getattr(unwrap(model), "encoder", None), "patch_embed", None),
+            "patch_size",
+            None,
+        )
         hint = f" (patch size {patch[0] if isinstance(patch, (tuple, list)) else patch})" if patch is not None else ""
         raise FreqkitError(
             f"model {spec} cannot take {img_size}x{img_size} images{hint}: {first}; use an img_size that is a multiple of 32"
@@ -58,8 +63,16 @@ def build_data(cfg: TrainConfig, splits: tuple[str, ...] = ("train", "val")):
     """(datasets by split, DataInfo) of ``cfg.data`` (the paper pipeline when crop_size is set)."""
     from freqkit.data import build_datasets
 
-    return build_datasets(cfg.data, task=cfg.task, img_size=cfg.img_size, num_classes=cfg.num_classes, seed=cfg.seed,
-                          splits=splits, crop_size=cfg.crop_size, img_scale=cfg.scale)
+    return build_datasets(
+        cfg.data,
+        task=cfg.task,
+        img_size=cfg.img_size,
+        num_classes=cfg.num_classes,
+        seed=cfg.seed,
+        splits=splits,
+        crop_size=cfg.crop_size,
+        img_scale=cfg.scale,
+    )
 
 
 def build_network(cfg: TrainConfig, task: str, num_classes: int, img_size: int) -> nn.Module:
@@ -68,8 +81,13 @@ def build_network(cfg: TrainConfig, task: str, num_classes: int, img_size: int) 
 
     kw: dict[str, Any] = dict(drop_path_schedule=cfg.drop_path_schedule)
     if task == "segmentation":
-        kw.update(head_norm=cfg.head_norm, head_dropout=cfg.head_dropout, aux_channels=cfg.aux_channels, aux_level=cfg.aux_level,
-                  neck=cfg.neck)
+        kw.update(
+            head_norm=cfg.head_norm,
+            head_dropout=cfg.head_dropout,
+            aux_channels=cfg.aux_channels,
+            aux_level=cfg.aux_level,
+            neck=cfg.neck,
+        )
     return build_model(cfg.model, task, num_classes, img_size, cfg.drop_path, cfg.head_channels, **kw)
 
 
@@ -85,11 +103,18 @@ def given_datasets(datasets: dict[str, Dataset], cfg: TrainConfig, info: Any = N
         raise ParameterError("task", "and num_classes must be set in the config when you pass your own datasets")
     first = datasets["train"][0][0]
     if not (torch.is_tensor(first) and first.dim() == 3 and first.shape[0] == 3):
-        raise ParameterError("datasets", f"items must be (image (3, H, W) tensor in [0, 1], target); got an image of shape {tuple(getattr(first, 'shape', ()))}")
-    return datasets, DataInfo(name=cfg.data, task=cfg.task, num_classes=cfg.num_classes, img_size=int(first.shape[-1]), classes=())
+        raise ParameterError(
+            "datasets",
+            f"items must be (image (3, H, W) tensor in [0, 1], target); got an image of shape {tuple(getattr(first, 'shape', ()))}",
+        )
+    return datasets, DataInfo(
+        name=cfg.data, task=cfg.task, num_classes=cfg.num_classes, img_size=int(first.shape[-1]), classes=()
+    )
 
 
-def preflight(configs: Sequence[TrainConfig], check_data: bool = True, data: Optional[tuple[dict[str, Dataset], Any]] = None) -> list[TrainConfig]:
+def preflight(
+    configs: Sequence[TrainConfig], check_data: bool = True, data: Optional[tuple[dict[str, Dataset], Any]] = None
+) -> list[TrainConfig]:
     """Check a batch of runs (e.g. every model x seed of a comparison) before any of them trains; return them validated.
 
     For each config: its settings and device, that ``out`` is a writable folder, and that its model spec

@@ -21,6 +21,7 @@ filter f on the ``rfft2`` half-plane (H, W // 2 + 1) is shown as the full (H, W)
 negative frequencies, and on the self-conjugate columns (DC and, for even W, Nyquist) it is the
 average of f at k and -k, because ``irfft2`` keeps only the real part there (``freqkit.spectral.full_plane``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -33,14 +34,22 @@ from freqkit.analysis.methods.freqscale import freqscale_filters, freqscale_gain
 from freqkit.analysis.methods.spam import spam_filters
 
 __all__ = [
-    "METHOD_FIGURES", "attinv_modulation", "freqscale_filters", "freqscale_gain", "features", "spam_filters", "attinv_response",
+    "METHOD_FIGURES",
+    "attinv_modulation",
+    "freqscale_filters",
+    "freqscale_gain",
+    "features",
+    "spam_filters",
+    "attinv_response",
     "method_figures_data",
 ]
 
 METHOD_FIGURES = ("attinv_modulation", "freqscale_gain", "features", "spam_filters", "attinv_response")
 
 
-def method_figures_data(models: Models, images: Images, *, display: Optional[Images] = None, num_images: int = 4) -> dict[str, Any]:
+def method_figures_data(
+    models: Models, images: Images, *, display: Optional[Images] = None, num_images: int = 4
+) -> dict[str, Any]:
     """The method-figure data that applies to ``models`` (one or a dict name -> model) on images (B, 3, H, W).
 
     Returns {"applies": [figure kinds present], kind: {model name: data}} for the per-model kinds
@@ -57,7 +66,9 @@ def method_figures_data(models: Models, images: Images, *, display: Optional[Ima
         gains: dict[str, list] = {}
         sizes: dict[str, Any] = {}
         # one read-only forward feeds every method's taps
-        handles = attinv.taps(model, att, lambda n: True, lambda n: False) + freqscale.taps(model, gains) + spam.taps(model, sizes)
+        handles = (
+            attinv.taps(model, att, lambda n: True, lambda n: False) + freqscale.taps(model, gains) + spam.taps(model, sizes)
+        )
         hooked_forward(model, images, handles)
         mod = attinv.modulation_result(att, *attinv.grid_of(model, att, images), images, display, num_images)
         if mod is not None:

@@ -1,4 +1,5 @@
 """What the per-method modules share: the layer types they look for, image checks, eval-mode forwards, JSON-ready lists."""
+
 from __future__ import annotations
 
 import contextlib
@@ -107,7 +108,9 @@ def display_images(images: torch.Tensor, display: Optional[torch.Tensor], count:
     h, w = x.shape[-2:]
     scale = _DISPLAY_MAX_SIDE / max(h, w)
     if scale < 1:
-        x = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(
+            x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear", antialias=True, align_corners=False
+        )
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).tolist()
 
 

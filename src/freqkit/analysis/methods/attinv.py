@@ -5,6 +5,7 @@ Tap: a forward pre-hook (with kwargs) on each AttInv layer reads the attention c
 ``filter(out, ctx)``: the attention input ``ctx.x`` gives the gates (``AttInv.gates``), and ``ctx.attend``
 applied to the identity gives the attention map the layer uses. The hook only reads.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -65,7 +66,9 @@ def taps(model: nn.Module, store: dict, keep: Callable[[str], bool], want_attent
     return handles
 
 
-def modulation_result(store: dict, grid: tuple[int, int], p: int, images: torch.Tensor, display: Optional[torch.Tensor], num_images: int) -> Optional[dict[str, Any]]:
+def modulation_result(
+    store: dict, grid: tuple[int, int], p: int, images: torch.Tensor, display: Optional[torch.Tensor], num_images: int
+) -> Optional[dict[str, Any]]:
     if not store:
         return None
     h, w = grid
@@ -86,7 +89,9 @@ def modulation_result(store: dict, grid: tuple[int, int], p: int, images: torch.
     }
 
 
-def attinv_modulation(model: nn.Module, images: Images, *, display: Optional[Images] = None, num_images: int = 4) -> Optional[dict[str, Any]]:
+def attinv_modulation(
+    model: nn.Module, images: Images, *, display: Optional[Images] = None, num_images: int = 4
+) -> Optional[dict[str, Any]]:
     """AttInv's per-position weights for images (B, 3, H, W): per layer "high" and "low" (n, h, w) maps; None without AttInv.
 
     "high" is the high-pass weight the layer applies at each spatial token: the mean over all channels
@@ -117,23 +122,35 @@ def _synthetic_stacks(grid: tuple[int, int] = (16, 16), bins: int = 8) -> dict[s
     high_shelf = lambda a: layer_kernel(a, 0.2, 1.0)  # noqa: E731  passes above the kernel's cutoff
     low_shelf = lambda a: layer_kernel(a, 1.0, 0.2)  # noqa: E731  passes below it
     cases = {
-        "band_pass": (high_shelf(wide), low_shelf(narrow),
-                      "layer 1: 0.2 A + (I - A), wide Gaussian A; layer 2: A + 0.2 (I - A), narrow Gaussian A"),
-        "band_stop": (low_shelf(wide), high_shelf(narrow),
-                      "layer 1: A + 0.2 (I - A), wide Gaussian A; layer 2: 0.2 A + (I - A), narrow Gaussian A"),
+        "band_pass": (
+            high_shelf(wide),
+            low_shelf(narrow),
+            "layer 1: 0.2 A + (I - A), wide Gaussian A; layer 2: A + 0.2 (I - A), narrow Gaussian A",
+        ),
+        "band_stop": (
+            low_shelf(wide),
+            high_shelf(narrow),
+            "layer 1: A + 0.2 (I - A), wide Gaussian A; layer 2: 0.2 A + (I - A), narrow Gaussian A",
+        ),
     }
     out: dict[str, Any] = {"grid": list(grid), "bins": bins}
     for key, (k1, k2, text) in cases.items():
         r1 = local_response(k1[None, None, :1], grid, 0, queries="all")[0, 0, 0]
         r2 = local_response(k2[None, None, :1], grid, 0, queries="all")[0, 0, 0]
         stack = stack_response(k1, k2, grid, 0)
-        out[key] = {"first": _profile(r1, bins), "second": _profile(r2, bins), "stack": _profile(stack, bins),
-                    "stack_map": to_list(stack), "layers": text}
+        out[key] = {
+            "first": _profile(r1, bins),
+            "second": _profile(r2, bins),
+            "stack": _profile(stack, bins),
+            "stack_map": to_list(stack),
+            "layers": text,
+        }
     return out
 
 
-def attinv_response(model: nn.Module, images: Images, *, layer: Optional[str] = None, image_index: int = 0,
-                    bins: int = 8) -> Optional[dict[str, Any]]:
+def attinv_response(
+    model: nn.Module, images: Images, *, layer: Optional[str] = None, image_index: int = 0, bins: int = 8
+) -> Optional[dict[str, Any]]:
     """Local frequency responses of one AttInv layer for one image of images (B, 3, H, W); None without AttInv.
 
     The layer is ``layer`` or the one with the largest mean high-pass weight. At the spatial positions of
@@ -150,8 +167,9 @@ def attinv_response(model: nn.Module, images: Images, *, layer: Optional[str] = 
     return response_for(model, images[int(image_index) : int(image_index) + 1], layer, bins, None)
 
 
-def response_for(model: nn.Module, one: torch.Tensor, layer: Optional[str], bins: int,
-                     high_means: Optional[dict[str, float]]) -> Optional[dict[str, Any]]:
+def response_for(
+    model: nn.Module, one: torch.Tensor, layer: Optional[str], bins: int, high_means: Optional[dict[str, float]]
+) -> Optional[dict[str, Any]]:
     """attinv_response on one image (1, 3, H, W); ``high_means`` (layer -> mean high-pass weight on it) saves a forward."""
     names = [n for n, _ in modules_of(model, "attinv")]
     if not names:
@@ -181,13 +199,25 @@ def response_for(model: nn.Module, one: torch.Tensor, layer: Optional[str], bins
         inv = e - a
         low, high = rec["low"][0, p + q], rec["high"][0, p + q]  # (heads,)
         comb = low[:, None] * a + high[:, None] * inv
-        return {"attention": _single_response(a, grid, p), "inversion": _single_response(inv, grid, p),
-                "combination": _single_response(comb, grid, p), "low": float(low.mean()), "high": float(high.mean())}
+        return {
+            "attention": _single_response(a, grid, p),
+            "inversion": _single_response(inv, grid, p),
+            "combination": _single_response(comb, grid, p),
+            "low": float(low.mean()),
+            "high": float(high.mean()),
+        }
 
     weight = store[layer]["high"][0, p:].mean(dim=-1)  # (h*w,)
     positions = {"high": int(weight.argmax()), "low": int(weight.argmin())}
-    out: dict[str, Any] = {"layer": layer, "partner": partner, "grid": [h, w], "num_prefix_tokens": p, "bins": bins,
-                           "high_weight_map": to_list(weight.reshape(h, w)), "positions": {}}
+    out: dict[str, Any] = {
+        "layer": layer,
+        "partner": partner,
+        "grid": [h, w],
+        "num_prefix_tokens": p,
+        "bins": bins,
+        "high_weight_map": to_list(weight.reshape(h, w)),
+        "positions": {},
+    }
     for key, q in positions.items():
         ks = kernels(layer, q)
         entry = {"token": q, "row": q // w, "col": q % w, "low": ks["low"], "high": ks["high"]}
@@ -197,18 +227,24 @@ def response_for(model: nn.Module, one: torch.Tensor, layer: Optional[str], bins
         if partner is not None:
             kp = kernels(partner, q)
             prod = ks["combination"] * kp["combination"]
-            entry["stack"] = {"partner_combination": to_list(kp["combination"]),
-                              "partner_profile": _profile(kp["combination"], bins),
-                              "product": to_list(prod), "product_profile": _profile(prod, bins)}
+            entry["stack"] = {
+                "partner_combination": to_list(kp["combination"]),
+                "partner_profile": _profile(kp["combination"], bins),
+                "product": to_list(prod),
+                "product_profile": _profile(prod, bins),
+            }
         out["positions"][key] = entry
     out["synthetic"] = _synthetic_stacks(bins=bins)
-    out["definition"] = ("|F| of kernel rows over spatial keys, mean over heads; combination = low_h A + high_h (I - A) "
-                         "with the head's channel-mean coefficients; stack = product of single responses (eq. 25)")
+    out["definition"] = (
+        "|F| of kernel rows over spatial keys, mean over heads; combination = low_h A + high_h (I - A) "
+        "with the head's channel-mean coefficients; stack = product of single responses (eq. 25)"
+    )
     return out
 
 
-def capture(model: nn.Module, images: torch.Tensor, keep: Callable[[str], bool] = lambda n: True,
-            attention_for: Sequence[str] = ()) -> dict[str, dict[str, torch.Tensor]]:
+def capture(
+    model: nn.Module, images: torch.Tensor, keep: Callable[[str], bool] = lambda n: True, attention_for: Sequence[str] = ()
+) -> dict[str, dict[str, torch.Tensor]]:
     """One read-only forward recording, per kept AttInv layer, "high" / "low" (B, N, heads) and "attention" for ``attention_for``."""
     store: dict[str, dict[str, torch.Tensor]] = {}
     hooked_forward(model, images, taps(model, store, keep, lambda n: n in attention_for))

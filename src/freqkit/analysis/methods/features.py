@@ -2,6 +2,7 @@
 
 Read through the model's public ``forward_intermediates`` (no hooks).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
@@ -46,12 +47,20 @@ def _feature_map(model: nn.Module, images: torch.Tensor, index: Optional[int]) -
             maps = fi(images.to(device=device, dtype=dtype), indices=[idx], intermediates_only=True)
     m = maps[-1]
     if m.ndim != 4:
-        raise FreqkitError(f"features: {type(model).__name__}.forward_intermediates gave shape {tuple(m.shape)}, expected (B, C, h, w)")
+        raise FreqkitError(
+            f"features: {type(model).__name__}.forward_intermediates gave shape {tuple(m.shape)}, expected (B, C, h, w)"
+        )
     return m.float().cpu(), idx, stride if index is None else None
 
 
-def features(models: Models, images: Images, *, display: Optional[Images] = None, num_images: int = 4,
-             index: Optional[Mapping[str, int]] = None) -> Optional[dict[str, Any]]:
+def features(
+    models: Models,
+    images: Images,
+    *,
+    display: Optional[Images] = None,
+    num_images: int = 4,
+    index: Optional[Mapping[str, int]] = None,
+) -> Optional[dict[str, Any]]:
     """Per model, one layer's feature map reduced to (n, h, w) and its centred log-amplitude spectrum (n, h, w).
 
     The layer is the deepest level of stride <= 16 (a ViT's last block, a staged network's stride-16
@@ -80,6 +89,8 @@ def features(models: Models, images: Images, *, display: Optional[Images] = None
     if not out["models"]:
         return None
     out["images"] = display_images(images, display, k)
-    out["definition"] = ("map = token RMS over channels of the feature map divided by its RMS over the image; "
-                         "spectrum = mean over channels of log(|fftshift(fft2)| + 1e-6) of that normalized map")
+    out["definition"] = (
+        "map = token RMS over channels of the feature map divided by its RMS over the image; "
+        "spectrum = mean over channels of log(|fftshift(fft2)| + 1e-6) of that normalized map"
+    )
     return out

@@ -4,6 +4,7 @@ Tap: a forward pre-hook on each FreqScale module. Every application, ``forward``
 or ``apply_tokens`` on tokens, calls the module on the (B, C, H, W) map while it has hooks, and
 ``FreqScale.spectral_weight`` of that map is the filter W it multiplies the spectrum by. The hook only reads.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -68,14 +69,16 @@ def gain_result(model: nn.Module, filters: dict[str, torch.Tensor]) -> Optional[
     for name, gain in filters.items():
         per_image = gain.mean(dim=1)  # (B, h, w): mean over channels
         mode = modes.get(name, "unknown")
-        entries.append({
-            "name": name,
-            "mode": mode,
-            "grid": [int(per_image.shape[-2]), int(per_image.shape[-1])],
-            "mean": to_list(per_image.mean(dim=0)),
-            "std": None if mode == "static" else to_list(per_image.std(dim=0, unbiased=False)),
-            "num_images": int(per_image.shape[0]),
-        })
+        entries.append(
+            {
+                "name": name,
+                "mode": mode,
+                "grid": [int(per_image.shape[-2]), int(per_image.shape[-1])],
+                "mean": to_list(per_image.mean(dim=0)),
+                "std": None if mode == "static" else to_list(per_image.std(dim=0, unbiased=False)),
+                "num_images": int(per_image.shape[0]),
+            }
+        )
     return {
         "modules": entries,
         "definition": "gain = 1 + W on the full centred frequency plane (DC at the centre), mean over channels; "

@@ -12,6 +12,7 @@ Object API only (``matplotlib.figure.Figure``, no pyplot state). File names star
 - ``attinv_response_<model>.png``: local responses of A, I - A and the learned combination at a high-
   and a low-weight position, a two-layer stack and synthetic band-pass / band-stop stacks (Figs. 2-3).
 """
+
 from __future__ import annotations
 
 import math
@@ -81,7 +82,9 @@ def _attinv_modulation(model: str, d: dict[str, Any]) -> Figure:
         axes[r, 0].imshow(images[r])
         _off(axes[r, 0])
     axes[0, 0].set_title("input", fontsize=9)
-    fig.suptitle(f"{model}: AttInv high-pass weight per position (mean over channels of g_hf Sh; colour scale per layer)", fontsize=10)
+    fig.suptitle(
+        f"{model}: AttInv high-pass weight per position (mean over channels of g_hf Sh; colour scale per layer)", fontsize=10
+    )
     return fig
 
 
@@ -173,8 +176,12 @@ def _features(d: dict[str, Any]) -> Figure:
         cb = fig.colorbar(im_spec, ax=axes[:, 2 + 2 * j], location="bottom", shrink=0.9, aspect=15)
         cb.set_label("mean log |F|", fontsize=7)
         cb.ax.tick_params(labelsize=7)
-    layers = ", ".join(f"{m}: level {d['layer'][m]}" + (f" (stride {d['stride'][m]})" if d["stride"].get(m) else "") for m in models)
-    fig.suptitle(f"feature maps and centred log-amplitude spectra\n(one colour scale per kind across models; {layers})", fontsize=9)
+    layers = ", ".join(
+        f"{m}: level {d['layer'][m]}" + (f" (stride {d['stride'][m]})" if d["stride"].get(m) else "") for m in models
+    )
+    fig.suptitle(
+        f"feature maps and centred log-amplitude spectra\n(one colour scale per kind across models; {layers})", fontsize=9
+    )
     return fig
 
 
@@ -187,7 +194,9 @@ def _crop(a: np.ndarray, half: int) -> tuple[np.ndarray, tuple[int, int]]:
     return a[y0 : min(h, cy + half + 1), x0 : min(w, cx + half + 1)], (y0 - cy, x0 - cx)
 
 
-def _spam_figure(model: str, stages: list[dict[str, Any]], key: str, labels: list[str], title: str, crop: Optional[int]) -> Figure:
+def _spam_figure(
+    model: str, stages: list[dict[str, Any]], key: str, labels: list[str], title: str, crop: Optional[int]
+) -> Figure:
     ncols = max(len(s[key]) for s in stages)
     fig = Figure(figsize=(1.9 * ncols + 1.2, 1.8 * len(stages) + 0.8), dpi=DPI, layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(stages), ncols, squeeze=False))
@@ -200,8 +209,14 @@ def _spam_figure(model: str, stages: list[dict[str, Any]], key: str, labels: lis
             ax = axes[r, c]
             half = crop if crop is not None else max(a.shape)
             view, (oy, ox) = _crop(a, max(half, math.ceil(s.get("radius", 0)) + 3))
-            im = ax.imshow(view, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-12, interpolation="nearest",
-                           extent=(ox - 0.5, ox + view.shape[1] - 0.5, oy + view.shape[0] - 0.5, oy - 0.5))
+            im = ax.imshow(
+                view,
+                cmap="viridis",
+                vmin=lo,
+                vmax=hi if hi > lo else lo + 1e-12,
+                interpolation="nearest",
+                extent=(ox - 0.5, ox + view.shape[1] - 0.5, oy + view.shape[0] - 0.5, oy - 0.5),
+            )
             ax.tick_params(labelsize=6)
             if r == 0:
                 ax.set_title(labels[c] if c < len(labels) else str(c), fontsize=8)
@@ -228,7 +243,7 @@ def _attinv_response(model: str, d: dict[str, Any]) -> Figure:
         e = d["positions"][key]
         arrs = [np.asarray(e[p], dtype=np.float64) for p, _ in parts]
         vmax = max(float(a.max()) for a in arrs)
-        for c, ((p, label), a) in enumerate(zip(parts, arrs)):
+        for c, ((_, label), a) in enumerate(zip(parts, arrs)):
             ax = axes[r, c]
             im = ax.imshow(a, cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest")
             _off(ax)
@@ -273,7 +288,9 @@ def _attinv_response(model: str, d: dict[str, Any]) -> Figure:
         ax.set_xlabel("normalized radius", fontsize=8)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{model}: local frequency responses of AttInv {_short(d['layer'])} (mean over heads, DC at the centre)", fontsize=10)
+    fig.suptitle(
+        f"{model}: local frequency responses of AttInv {_short(d['layer'])} (mean over heads, DC at the centre)", fontsize=10
+    )
     return fig
 
 
@@ -289,10 +306,13 @@ def plot_method_figures(data: dict[str, Any]) -> dict[str, Figure]:
         for model, d in data["freqscale_gain"].items():
             if not d.get("modules"):
                 continue
-            out[f"freqscale_gain_{slug(model)}.png"] = _freqscale_grid(model, d, "mean", "gain 1 + W, mean over images", "RdBu_r", True)
+            out[f"freqscale_gain_{slug(model)}.png"] = _freqscale_grid(
+                model, d, "mean", "gain 1 + W, mean over images", "RdBu_r", True
+            )
             if any(m.get("std") is not None for m in d["modules"]):
                 out[f"freqscale_gain_spread_{slug(model)}.png"] = _freqscale_grid(
-                    model, d, "std", "gain spread (std over images)", "viridis", False)
+                    model, d, "std", "gain spread (std over images)", "viridis", False
+                )
     if "features" in applies:
         out["features.png"] = _features(data["features"])
     if "spam_filters" in applies:
@@ -300,13 +320,20 @@ def plot_method_figures(data: dict[str, Any]) -> dict[str, Figure]:
             if d.get("spam"):
                 labels = [f"lambda {lam:g}" for lam in d["spam"][0]["lambdas"]]
                 out[f"spam_filters_{slug(model)}.png"] = _spam_figure(
-                    model, d["spam"], "masks", labels, "SPAM spectral masks per stage (centre crop, signed frequency)", 6)
+                    model, d["spam"], "masks", labels, "SPAM spectral masks per stage (centre crop, signed frequency)", 6
+                )
             if d.get("spamv2"):
                 n = len(d["spamv2"][0]["gains"])
                 labels = [f"scale {i + 1} (dwconv {3 + 2 * i}x{3 + 2 * i})" for i in range(n)]
                 name = f"spam_filters_{slug(model)}" + ("_v2" if d.get("spam") else "") + ".png"
-                out[name] = _spam_figure(model, d["spamv2"], "gains", labels,
-                                         "SPAM v2 learned spectral gains per stage (after the sigmoid, mean over channels and blocks)", None)
+                out[name] = _spam_figure(
+                    model,
+                    d["spamv2"],
+                    "gains",
+                    labels,
+                    "SPAM v2 learned spectral gains per stage (after the sigmoid, mean over channels and blocks)",
+                    None,
+                )
     if "attinv_response" in applies:
         for model, d in data["attinv_response"].items():
             out[f"attinv_response_{slug(model)}.png"] = _attinv_response(model, d)

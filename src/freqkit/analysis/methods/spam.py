@@ -3,6 +3,7 @@
 Tap: a forward pre-hook on each SPAM / SPAMv2 mixer records the grid of its first call; the masks
 (``SPAM.mask``) and gains (``SPAMv2.gains``) at that grid are then read from the module. The hook only reads.
 """
+
 from __future__ import annotations
 
 import re
@@ -81,8 +82,14 @@ def filters_result(model: nn.Module, sizes: dict) -> Optional[dict[str, Any]]:
         if kind == "spam":
             if stage not in v1:
                 m = _spam_masks(modules[name], size)
-                v1[stage] = {"stage": stage, "size": list(size), "radius": m["radius"], "lambdas": m["lambdas"],
-                             "masks": to_list(m["masks"]), "blocks": 0}
+                v1[stage] = {
+                    "stage": stage,
+                    "size": list(size),
+                    "radius": m["radius"],
+                    "lambdas": m["lambdas"],
+                    "masks": to_list(m["masks"]),
+                    "blocks": 0,
+                }
             v1[stage]["blocks"] += 1
         else:
             gains, gain_kind = _spamv2_gains(modules[name], size)

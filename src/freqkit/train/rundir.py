@@ -20,49 +20,16 @@ from freqkit.io import atomic_write_json, atomic_write_text, read_json
 from freqkit.limits import loads_json
 from freqkit.train.config import RESUME_SENSITIVE, TrainConfig
 
-__all__ = ["RunDir", "read_run", "train_history", "build_run_model", "REUSE_KEYS", "LATER_REUSE_KEYS"]
+__all__ = ["RunDir", "read_run", "train_history", "build_run_model", "REUSE_KEYS"]
 
-# settings that define a run: a finished run is reused only when all agree
-REUSE_KEYS = (
-    "model",
-    "data",
-    "steps",
+# filled in once the data is read and the world size known: compared only when the asking config has them
+_RESOLVED_LATER = ("task", "img_size", "num_classes", "global_batch_size")
+# settings that define a finished run: every one that changes the math (RESUME_SENSITIVE), and how it was evaluated
+REUSE_KEYS = tuple(k for k in RESUME_SENSITIVE if k not in _RESOLVED_LATER) + (
     "batch_size",
-    "lr",
-    "weight_decay",
-    "warmup_steps",
-    "schedule",
-    "min_lr_ratio",
-    "layer_decay",
-    "freq_lr_mult",
-    "clip_grad",
-    "amp",
-    "seed",
-    "drop_path",
-    "head_channels",
-)
-# later settings: a run written before they existed had their defaults
-LATER_REUSE_KEYS = (
-    "global_batch",
-    "beta1",
-    "beta2",
-    "warmup_start_ratio",
-    "crop_size",
-    "img_scale",
-    "head_norm",
-    "head_dropout",
-    "aux_channels",
-    "aux_weight",
-    "init",
     "eval_mode",
     "eval_flip",
     "eval_scales",
-    "aux_level",
-    "neck",
-    "drop_path_schedule",
-    "wd_exempt",
-    "loss_mean",
-    "warmup_style",
 )
 _FIX = "the training config"
 
@@ -187,12 +154,9 @@ class RunDir:
             return False
         saved = read_json(self.config_file, _FIX)
         want, defaults = cfg.to_dict(), TrainConfig().to_dict()
-        if any(saved.get(k, defaults[k]) != want[k] for k in LATER_REUSE_KEYS):
-            return False
-        return not (
-            any(saved.get(k) != want[k] for k in REUSE_KEYS)
-            or any(want[k] is not None and saved.get(k) != want[k] for k in ("task", "img_size", "num_classes"))
-        )
+        # a setting newer than the saved run had its default then
+        keys = REUSE_KEYS + tuple(k for k in _RESOLVED_LATER if want[k])
+        return all(saved.get(k, defaults[k]) == want[k] for k in keys)
 
 
 def _safetensors_config(path: Path) -> dict[str, Any]:

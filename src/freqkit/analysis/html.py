@@ -6,13 +6,10 @@ mailed or archived as a single file.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional
 
 from freqkit.analysis.metrics import METRICS, layer_cells, layer_columns
 from freqkit.render import escape, figure_tag, kv_table, page, table
-
-if TYPE_CHECKING:  # pragma: no cover
-    from freqkit.analysis.report import ModelReport, Report
 
 __all__ = ["render_body", "render_html"]
 
@@ -49,7 +46,7 @@ def _caption(name: str) -> str:
     return next((text for prefix, text in _PREFIX_CAPTIONS.items() if name.startswith(prefix)), name)
 
 
-def _layer_table(model: "ModelReport") -> str:
+def _layer_table(model: Any) -> str:
     attn = model.has_attention
     head = ["layer", "grid", "C", "prefix"] + layer_columns(attn)
     rows = [
@@ -60,7 +57,7 @@ def _layer_table(model: "ModelReport") -> str:
     return table(head, rows)
 
 
-def render_body(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None) -> str:
+def render_body(report: Any, pngs: Optional[list[tuple[str, bytes]]] = None) -> str:
     """The page's content (no document shell): settings, tables, figures; ``pngs`` = already rendered (name, bytes), else rendered here."""
     from freqkit import __version__
 
@@ -95,6 +92,6 @@ def render_body(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None
     return "\n".join(parts)
 
 
-def render_html(report: "Report", pngs: Optional[list[tuple[str, bytes]]] = None) -> str:
+def render_html(report: Any, pngs: Optional[list[tuple[str, bytes]]] = None) -> str:
     """The report as one self-contained HTML page (the shared page shell around :func:`render_body`)."""
     return page(f"freqkit report: {', '.join(report.names)}", render_body(report, pngs))

@@ -17,16 +17,13 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from freqkit.analysis.metrics import HEAD_METRICS
 from freqkit.render import DPI, figure_png, slug
-
-if TYPE_CHECKING:  # pragma: no cover
-    from freqkit.analysis.report import Report
 
 __all__ = ["figures", "rendered"]
 
@@ -42,7 +39,7 @@ def _bin_centers(bins: int) -> list[float]:
     return [(k + 0.5) / bins for k in range(bins)]
 
 
-def _layer_metrics(report: "Report") -> Figure:
+def _layer_metrics(report: Any) -> Figure:
     panels = [
         ("effective_rank", "effective rank"),
         ("cosine_similarity", "token cosine similarity"),
@@ -64,7 +61,7 @@ def _layer_metrics(report: "Report") -> Figure:
     return fig
 
 
-def _cross_layer(report: "Report") -> Figure | None:
+def _cross_layer(report: Any) -> Figure | None:
     models = [m for m in report.models if m.cross_layer_similarity is not None]
     if not models:
         return None
@@ -102,7 +99,7 @@ def _relative_spectrum(spec: list[list[float]]) -> list[list[float]]:
     return [[v - dc for v in row] for row in spec]
 
 
-def _spectra(report: "Report") -> list[tuple[str, Figure]]:
+def _spectra(report: Any) -> list[tuple[str, Figure]]:
     out = []
     rel = {id(layer): _relative_spectrum(layer.spectrum) for m in report.models for layer in m.layers}
     values = sorted(v for r in rel.values() for row in r for v in row)
@@ -132,7 +129,7 @@ def _spectra(report: "Report") -> list[tuple[str, Figure]]:
     return out
 
 
-def _curves(report: "Report") -> Figure:
+def _curves(report: Any) -> Figure:
     n = len(report.models)
     fig = Figure(figsize=(4.2 * n + 0.6, 6.6), dpi=DPI, layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
@@ -167,7 +164,7 @@ def _depth_bar(fig: Figure, axes, n: int) -> None:
     bar.set_ticks(list(range(1, n + 1, max(1, math.ceil(n / 8)))))
 
 
-def _responses(report: "Report") -> Figure | None:
+def _responses(report: Any) -> Figure | None:
     models = [m for m in report.models if m.has_attention]
     if not models:
         return None
@@ -218,7 +215,7 @@ def _heatmap(ax, mat, xlabels, ylabels, cmap="magma", vmin=None, vmax=None, anno
     return im
 
 
-def _cka(report: "Report") -> Figure | None:
+def _cka(report: Any) -> Figure | None:
     panels = [(m.name, m.cka, len(m.cka), len(m.cka)) for m in report.models if m.cka is not None]
     panels += [
         (f"{p['a']} vs {p['b']}", p["matrix"], len(p["matrix"]), len(p["matrix"][0])) for p in report.model_cka if p["matrix"]
@@ -243,7 +240,7 @@ def _cka(report: "Report") -> Figure | None:
     return fig
 
 
-def _heads(report: "Report") -> list[tuple[str, Figure]]:
+def _heads(report: Any) -> list[tuple[str, Figure]]:
     out = []
     for m in report.models:
         layers = [layer for layer in m.layers if layer.heads is not None]
@@ -265,7 +262,7 @@ def _heads(report: "Report") -> list[tuple[str, Figure]]:
     return out
 
 
-def _erf(report: "Report") -> list[tuple[str, Figure]]:
+def _erf(report: Any) -> list[tuple[str, Figure]]:
     out = []
     for m in report.models:
         layers = [layer for layer in m.layers if layer.erf is not None]
@@ -294,7 +291,7 @@ def _erf(report: "Report") -> list[tuple[str, Figure]]:
     return out
 
 
-def figures(report: "Report") -> list[tuple[str, Figure]]:
+def figures(report: Any) -> list[tuple[str, Figure]]:
     """Every figure of ``report`` as (file name, matplotlib Figure), in display order."""
     out: list[tuple[str, Figure]] = [("layer_metrics.png", _layer_metrics(report))]
     cross = _cross_layer(report)
@@ -317,6 +314,6 @@ def figures(report: "Report") -> list[tuple[str, Figure]]:
     return out
 
 
-def rendered(report: "Report") -> list[tuple[str, bytes]]:
+def rendered(report: Any) -> list[tuple[str, bytes]]:
     """Every figure of ``report`` as (file name, PNG bytes)."""
     return [(name, figure_png(fig)) for name, fig in figures(report)]

@@ -34,12 +34,9 @@ but the error type).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from freqkit.errors import ParameterError
-
-if TYPE_CHECKING:
-    from freqkit.train.config import TrainConfig
 
 __all__ = ["RECIPES", "RELEASE", "ADE20K_UPERNET_160K", "recipe_values", "recipe_release", "check_init"]
 
@@ -186,8 +183,9 @@ def recipe_release(name: str) -> dict[str, Any]:
     return {**info, "pretrained": dict(info["pretrained"])}
 
 
-def check_init(cfg: "TrainConfig") -> None:
-    """Raise a ParameterError (one line) when ``cfg`` follows a recipe but says nothing about its starting weights."""
+def check_init(cfg: Any) -> None:
+    """Raise a ParameterError (one line) when ``cfg`` (a TrainConfig: its ``recipe`` and ``init``) follows a recipe but
+    says nothing about its starting weights."""
     if cfg.recipe is None or cfg.init is not None or cfg.recipe not in RELEASE:
         return
     w = RELEASE[cfg.recipe]["pretrained"]

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from ddp_launch import freqkit_torchrun, torchrun_env
 
 import freqkit.cli as cli
 
@@ -19,12 +17,6 @@ import freqkit.cli as cli
 def _only_analyze(monkeypatch):
     # the other subcommands are tested on their own; a broken sibling must not fail this test
     monkeypatch.setattr(cli, "SUBCOMMANDS", {"analyze": "analyze"})
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _numbers(obj, path=""):
@@ -66,22 +58,10 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         "--device",
         "cpu",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    env = torchrun_env()
     assert cli.main(["analyze", *args, "--out", str(tmp_path / "one")]) == 0
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "freqkit",
+        *freqkit_torchrun(),
         "analyze",
         *args,
         "--out",

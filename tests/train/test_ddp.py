@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 
 import pytest
+from ddp_launch import freqkit_torchrun, torchrun_env
 from safetensors.torch import load_file
 
 from freqkit.models.spec import build_model
@@ -18,32 +16,14 @@ from freqkit.train.setup import seed_everything
 DATA = "shapes:size=32,train=8,val=4"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_processes_match_one_process(tmp_path):
     # FDAM model (AttInv + FreqScale parameters), no dropout / drop-path, no BatchNorm anywhere
     common = dict(model="vit_micro+fdam", data=DATA, steps=3, lr=3e-3, seed=0, progress=False)
     single = train(TrainConfig(batch_size=4, out=str(tmp_path / "one"), **common))
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    env = torchrun_env()
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "freqkit",
+        *freqkit_torchrun(),
         "train",
         "--model",
         common["model"],

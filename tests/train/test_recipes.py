@@ -18,6 +18,7 @@ from freqkit.train.optim import lr_factor
 from freqkit.train.recipes import RECIPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from ddp_launch import freqkit_torchrun, torchrun_env
 from test_transforms import SIZES, make_ade  # noqa: E402
 
 
@@ -144,8 +145,6 @@ def test_init_without_shared_tensors_fails(tmp_path):
 
 def test_aux_head_under_two_gloo_processes_matches_one_process(tmp_path):
     """DDP with the auxiliary head (every parameter used each step) and global_batch split over 2 processes."""
-    import os
-    import socket
     import subprocess
 
     from safetensors.torch import load_file
@@ -155,23 +154,8 @@ def test_aux_head_under_two_gloo_processes_matches_one_process(tmp_path):
     data = "shapes:size=32,train=8,val=4"
     common = dict(model="vit_micro+fdam", data=data, steps=2, lr=3e-3, seed=0, progress=False, aux_channels=8, global_batch=4)
     train(TrainConfig(out=str(tmp_path / "one"), **common))
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(port),
-        "-m",
-        "freqkit",
+        *freqkit_torchrun(),
         "train",
         "--model",
         "vit_micro+fdam",
@@ -193,9 +177,7 @@ def test_aux_head_under_two_gloo_processes_matches_one_process(tmp_path):
         "--out",
         str(tmp_path / "two"),
     ]
-    res = subprocess.run(
-        cmd, env=dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True, timeout=240
-    )
+    res = subprocess.run(cmd, env=torchrun_env(), capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     one, two = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
     assert json.loads((tmp_path / "two" / "config.json").read_text())["batch_size"] == 2

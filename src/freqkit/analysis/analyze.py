@@ -23,6 +23,7 @@ coarsest grid of all), so tokens at the same position cover the same image regio
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -266,9 +267,9 @@ def _stream(
     return resume.first_images
 
 
-def _start(device: Optional[str], pairs: list[tuple[str, nn.Module]]) -> DistInfo:
+def _start(device: Optional[str], pairs: list[tuple[str, nn.Module]], distributed: Optional[bool]) -> DistInfo:
     """Start torch.distributed under torchrun; with ``device``, move every model there (cuda: this process's GPU)."""
-    info = init_distributed(device if device is not None else str(_device_dtype(pairs[0][1])[0]))
+    info = init_distributed(device if device is not None else str(_device_dtype(pairs[0][1])[0]), distributed)
     if device is not None:
         for _, m in pairs:
             m.to(info.device)
@@ -301,6 +302,7 @@ def analyze(
     info: Optional[Mapping[str, Mapping[str, Any]]] = None,
     settings: Optional[Mapping[str, Any]] = None,
     check_headers: bool = True,
+    distributed: Optional[bool] = None,
 ) -> Report:
     """Spectral diagnostics of ``models`` over the images of ``data`` -> :class:`Report`.
 
@@ -327,7 +329,8 @@ def analyze(
     whose modules the models have are computed (``Report.methods["applies"]``).
 
     Under torchrun (WORLD_SIZE > 1 in the environment) the process group is started here if it is not
-    yet (and ended on return), each rank analyses its shard and the statistics are summed over ranks; every rank returns the same report. With ``state_dir`` the
+    yet (and ended on return), each rank analyses its shard and the statistics are summed over ranks; every rank returns the same report
+    (``distributed=False``: this process analyses all of ``data`` alone, on its own device). With ``state_dir`` the
     statistics are saved there (atomically, one file per rank) every ``save_every`` batches and at
     the end; ``resume`` continues from them, and refuses statistics of other work (other models, settings,
     image files or process count). ``info`` adds per-model facts, ``settings`` run settings. ``check_headers``
@@ -337,7 +340,7 @@ def analyze(
     _check_size(img_size)
     pairs, built = _named_models(models, img_size, pretrained, checkpoint)
     _check_options(pairs, cutoff, bins, save_every, resume, state_dir)
-    dist_info = _start(device, pairs)
+    dist_info = _start(device, pairs, distributed)
     failed = True
     try:
         report = _analyze(
@@ -345,6 +348,7 @@ def analyze(
             built,
             data,
             device=None if device is None else str(dist_info.device),
+            alone=distributed is False,
             options=_Options(
                 attention=bool(attention),
                 layers=layers,
@@ -379,6 +383,7 @@ def _analyze(
     data: Any,
     *,
     device: Optional[str],
+    alone: bool,
     options: _Options,
     batch_size: Optional[int],
     num_workers: int,
@@ -392,7 +397,7 @@ def _analyze(
     check_headers: bool,
 ) -> Report:
     """:func:`analyze` once the models are built and the process group (if any) is up."""
-    rank, world = rank_world()
+    rank, world = (0, 1) if alone else rank_world()  # alone: even inside the caller's own process group
     accs = {name: Accumulator() for name, _ in pairs}
     joint = Accumulator()
     call = {
@@ -405,7 +410,8 @@ def _analyze(
         "max_images": max_images,
         "img_size": img_size,
     }
-    with together("analyze"):  # a rank that fails stops every rank, before the statistics are summed
+    # a rank that fails stops every rank, before the statistics are summed
+    with together("analyze") if world > 1 else contextlib.nullcontext():
         source = make_source(
             data,
             batch_size=batch_size,

@@ -2,6 +2,7 @@
 
     freqkit compare                                         # vit_mini vs vit_mini+fdam on shapes, 1 seed
     freqkit compare --models vit_mini,vit_mini+fdam,vit_mini+attnscale --seeds 3 --out cmp/
+    torchrun --nproc-per-node 2 -m freqkit compare --seeds 3 --out cmp/   # the runs spread over 2 processes
 
 Writes OUT/report.html (metrics with mean and spread over seeds next to per-layer spectral curves),
 OUT/results.json (every number), OUT/analysis/ (the full analyze report of the first seed's models)
@@ -47,11 +48,14 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compare, save the report, print the table."""
+    """Compare, save the report, print the table (rank 0 under torchrun)."""
+    from freqkit.distributed import torchrun_world
     from freqkit.experiment.compare import COMPARE_HELP, compare
     from freqkit.train.config import TrainConfig
 
     result = compare(**{k: getattr(args, k) for k in COMPARE_HELP}, **dataclass_kwargs(args, TrainConfig, exclude=_OWN))
+    if torchrun_world()[0] != 0:
+        return 0
     print(result.table())
     print(f"wrote {args.out}/report.html ({result.settings['total_seconds']:.0f} s)")
     return 0

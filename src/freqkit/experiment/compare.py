@@ -12,13 +12,14 @@ each trained backbone over a fixed batch of validation images. The summary, figu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from freqkit.errors import FreqkitError, ParameterError
 from freqkit.experiment.reporting import CURVES, Comparison, format_metrics, merge_predictions, summarize
@@ -163,7 +164,11 @@ def _train_or_reuse(
         net = spec()
     # compare owns its runs: without resume they are trained again (overwrite), with it continued
     res = train(
-        dataclasses.replace(cfg, resume=bool(resume), overwrite=not resume), model=net, datasets=datasets, data_info=given_info
+        dataclasses.replace(cfg, resume=bool(resume), overwrite=not resume),
+        model=net,
+        datasets=datasets,
+        data_info=given_info,
+        distributed=False,  # every run alone in its process; under torchrun compare spreads the runs instead
     )
     run_dir.save_timing(res.seconds, res.seconds_per_step)
     # the log holds every step, also those before a resume (res.history starts at the resume)
@@ -188,7 +193,7 @@ def _diagnose(name: str, net, images01, steps: int, seed: int):
     x = normalize(images01.to(next(enc.parameters()).device), mean, std)
     try:
         with torch.no_grad():
-            return analyze({name: enc}, x, info={name: {"weights": f"trained {steps} steps, seed {seed}"}})
+            return analyze({name: enc}, x, info={name: {"weights": f"trained {steps} steps, seed {seed}"}}, distributed=False)
     except FreqkitError as err:  # e.g. a features-only wrapper whose layers analyze cannot find
         print(f"{name}: no spectral diagnostics ({err})", file=sys.stderr)
         return None
@@ -275,6 +280,142 @@ def _settings(
     }
 
 
+@dataclasses.dataclass
+class _Plan:
+    """What every run of a comparison shares: the data, each run's config, the fixed analysis and prediction images."""
+
+    datasets: dict[str, Any]
+    info: Any
+    given_info: Any
+    run_cfg: dict[tuple[str, int], Any]
+    val: Any
+    images01: Any
+    pred_batch: Any
+
+
+def _plan(named, data, base_cfg, seed_list: list[int], root: Path, analyze_images: int, check: bool) -> _Plan:
+    """Build the data once, every run's config, and (``check``) preflight every model before anything trains."""
+    from freqkit.train import preflight
+
+    datasets, info, given_info = _datasets(data, base_cfg, seed_list[0])
+    for name, spec in named.items():
+        if not isinstance(spec, str) and not callable(spec):
+            raise ParameterError("models", f"entry {name!r} is neither a model spec string nor a callable returning a module")
+    run_cfg = {
+        (name, seed): dataclasses.replace(
+            base_cfg, model=name if callable(spec) else spec, seed=seed, out=str(root / "runs" / slug(name) / f"seed{seed}")
+        )
+        for name, spec in named.items()
+        for seed in seed_list
+    }
+    for (name, seed), cfg in run_cfg.items() if base_cfg.tensorboard else ():  # one TensorBoard run per model and seed
+        cfg.tensorboard = str(Path(base_cfg.tensorboard) / slug(name) / f"seed{seed}")
+    if check and isinstance(data, str):
+        # every spec is built and fed one image, every run folder proven writable, before anything trains
+        preflight([run_cfg[name, seed_list[0]] for name, spec in named.items() if isinstance(spec, str)], data=(datasets, info))
+    val = _analysis_val(data, base_cfg, datasets)
+    return _Plan(datasets, info, given_info, run_cfg, val, _fixed_images(val, analyze_images), _prediction_batch(val, info.task))
+
+
+def _run(name: str, spec, seed: int, first: bool, plan: _Plan, data, steps: int, resume: bool, keep: bool) -> dict[str, Any]:
+    """Train (or reuse) one run, diagnose it; -> its entry of ``Comparison.runs`` (+ report and predictions if ``first``)."""
+    import shutil
+
+    from freqkit.monitor import monitor_curves
+
+    cfg = plan.run_cfg[name, seed]
+    own = _for_seed(plan.datasets, seed) if isinstance(data, str) else plan.datasets
+    done = _train_or_reuse(cfg, spec, own, plan.given_info, resume)
+    net = done["model"].eval()
+    rep = _diagnose(name, net, plan.images01, steps, seed)
+    entry = {
+        "seed": seed,
+        "metrics": done["metrics"],
+        "seconds": done["seconds"],
+        "seconds_per_step": done["seconds_per_step"],
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+        "history": [h for h in done["history"] if h.get("split") == "train"],
+        "monitor": monitor_curves(Path(cfg.out) / "monitor.jsonl"),  # per-layer curves over training (monitor_every)
+        **{key: None if rep is None else rep[name].series(key) for key in CURVES},
+    }
+    if not keep:
+        shutil.rmtree(Path(cfg.out) / "checkpoint", ignore_errors=True)
+    print(f"{name} seed {seed}: {format_metrics(done['metrics'])}  ({done['seconds']:.1f} s)", file=sys.stderr)
+    return {
+        "entry": entry,
+        "report": rep if first else None,
+        "predictions": _predictions(name, net, plan.pred_batch, plan.info) if first else None,
+        "device": str(next(net.parameters()).device),
+    }
+
+
+def _spread(board, tasks: list[tuple[str, Any, int]], work: Callable[[int], dict[str, Any]], plan_fn, root: Path):
+    """Every process plans, rank 0 first (it locks and preflights); then each claims runs until none is left.
+
+    A failing run is posted as its one line and the process takes the next; once every process is idle, all
+    read every outcome, and a failure raises the same line everywhere (the finished runs stay in ``root/runs``).
+    """
+    from freqkit.ranks import RankFailed, describe
+
+    plan = None
+    try:
+        try:
+            if board.rank == 0:
+                plan = plan_fn(True)
+                board.post("ready", True)
+            else:
+                plan = plan_fn(False)
+                while board.aborted() is None and not board._has("ready"):
+                    time.sleep(board.poll)
+        except Exception as err:  # noqa: BLE001  (stops every rank's claims; raised again below)
+            board.abort(f"rank {board.rank}: {describe(err)}")
+            raise
+        for index in board.claim(len(tasks)):
+            name, _, seed = tasks[index]
+            try:
+                board.post(f"task/{index}", work(index))
+            except Exception as err:  # noqa: BLE001  (the run's one line goes to every rank; the other runs go on)
+                if not isinstance(err, FreqkitError):
+                    import traceback
+
+                    traceback.print_exc()  # a bug keeps its traceback on the rank that hit it
+                board.post(f"task/{index}", {"failed": f"{name} seed {seed} failed on rank {board.rank}: {describe(err)}"})
+    finally:
+        board.idle()
+    outcomes = board.outcomes(len(tasks))
+    aborted = board.aborted()
+    if aborted is not None:  # a rank could not start: nothing was claimed after that
+        rank, cause = aborted.split(": ", 1)
+        raise RankFailed(f"{rank} of {board.world} failed during compare: {cause}; rank {board.rank} stopped too")
+    failed = [o["failed"] for o in outcomes.values() if "failed" in o]
+    if failed:
+        more = f" ({len(failed)} of {len(tasks)} runs failed)" if len(failed) > 1 else ""
+        raise FreqkitError(
+            f"compare: {failed[0]}{more}; the {len(tasks) - len(failed)} finished runs are kept in {root / 'runs'}: "
+            "fix the cause and rerun with --resume to reuse them"
+        )
+    return plan, [outcomes[i] for i in range(len(tasks))]
+
+
+@contextlib.contextmanager
+def _thread_share(local_world: int, device: str):
+    """On CPU under torchrun: this process's share of the cores for torch's threads (restored on exit)."""
+    import torch
+
+    from freqkit.distributed import resolve_device
+
+    if local_world <= 1 or resolve_device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // local_world))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def compare(
     models: Union[Sequence[str], Mapping[str, Union[str, ModelFactory]]] = DEFAULT_MODELS,
     *,
@@ -295,90 +436,85 @@ def compare(
     ``num_classes`` go in ``train_options``). ``train_options``: any other :class:`freqkit.TrainConfig` field
     (``batch_size``, ``lr``, ``img_size``, ...). ``out``: the folder for runs and report (``None``: a temporary
     folder, nothing kept). ``resume``: reuse finished runs of the same settings found in ``out/runs``.
-    """
-    import shutil
 
+    Under torchrun (WORLD_SIZE > 1) the (model, seed) runs are spread over the processes: each takes the next
+    unclaimed run and trains it alone on its own device (cuda:LOCAL_RANK; on CPU its share of the cores), rank 0
+    writes the report, and every process returns the same :class:`Comparison`. Each run is seeded, so its numbers
+    do not depend on which process made it. ``out`` must then be one folder that every process sees.
+    """
     from freqkit.analysis import Report
-    from freqkit.monitor import monitor_curves
-    from freqkit.train import preflight
+    from freqkit.distributed import TaskBoard, torchrun_world
 
     t0 = time.perf_counter()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise FreqkitError("freqkit compare runs in one process; under torchrun use freqkit train for each model")
     named = _normalize_models(models)
     seed_list = parse_seeds(seeds)
     if analyze_images < 1:
         raise ParameterError("analyze_images", f"must be at least 1, got {analyze_images}")
     base_cfg = _base_config(data, steps, train_options)
+    rank, world, local_world = torchrun_world()
+    board = TaskBoard.join("compare") if world > 1 else None
     tmp = tempfile.TemporaryDirectory(prefix="freqkit-compare-") if out is None else None
-    root = Path(tmp.name) if tmp is not None else check_writable_dir(out, "out")
-    # one comparison per folder, for its whole length: a second one fails here, before touching any finished run
-    lock = RunLock(root, "out").acquire() if tmp is None else None
+    lock = None
     try:
-        datasets, info, given_info = _datasets(data, base_cfg, seed_list[0])
-        for name, spec in named.items():
-            if not isinstance(spec, str) and not callable(spec):
-                raise ParameterError("models", f"entry {name!r} is neither a model spec string nor a callable returning a module")
-        run_cfg = {
-            (name, seed): dataclasses.replace(
-                base_cfg, model=name if callable(spec) else spec, seed=seed, out=str(root / "runs" / slug(name) / f"seed{seed}")
-            )
-            for name, spec in named.items()
-            for seed in seed_list
-        }
-        for (name, seed), cfg in run_cfg.items() if base_cfg.tensorboard else ():  # one TensorBoard run per model and seed
-            cfg.tensorboard = str(Path(base_cfg.tensorboard) / slug(name) / f"seed{seed}")
-        if isinstance(data, str):
-            # every spec is built and fed one image, every run folder proven writable, before anything trains
-            preflight(
-                [run_cfg[name, seed_list[0]] for name, spec in named.items() if isinstance(spec, str)], data=(datasets, info)
-            )
-        val = _analysis_val(data, base_cfg, datasets)
-        images01, pred_batch = _fixed_images(val, analyze_images), _prediction_batch(val, info.task)
+        root = Path(tmp.name) if tmp is not None else check_writable_dir(out, "out")
+        tasks = [(name, spec, seed) for name, spec in named.items() for seed in seed_list]
+
+        plan: Optional[_Plan] = None
+
+        def plan_fn(check: bool) -> _Plan:
+            nonlocal lock, plan
+            if check and tmp is None:
+                # one comparison per folder, for its whole length: a second one fails here, before touching any finished run
+                lock = RunLock(root, "out").acquire()
+            plan = _plan(named, data, base_cfg, seed_list, root, analyze_images, check)
+            return plan
+
+        def work(i: int) -> dict[str, Any]:
+            name, spec, seed = tasks[i]
+            assert plan is not None  # planned before any run is claimed
+            return _run(name, spec, seed, seed == seed_list[0], plan, data, steps, resume, keep_checkpoints)
+
+        with _thread_share(local_world, base_cfg.device):
+            if board is None:
+                plan = plan_fn(True)
+                done = [work(i) for i in range(len(tasks))]
+            else:
+                plan, done = _spread(board, tasks, work, plan_fn, root)
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in named}
-        first_reports, predictions, device = [], None, "cpu"
-        for name, spec in named.items():
-            for seed in seed_list:
-                cfg = run_cfg[name, seed]
-                own = _for_seed(datasets, seed) if isinstance(data, str) else datasets
-                done = _train_or_reuse(cfg, spec, own, given_info, resume)
-                net = done["model"].eval()
-                device = str(next(net.parameters()).device)
-                rep = _diagnose(name, net, images01, steps, seed)
-                if seed == seed_list[0]:
-                    first_reports += [rep] if rep is not None else []
-                    predictions = merge_predictions(predictions, _predictions(name, net, pred_batch, info))
-                runs[name].append(
-                    {
-                        "seed": seed,
-                        "metrics": done["metrics"],
-                        "seconds": done["seconds"],
-                        "seconds_per_step": done["seconds_per_step"],
-                        "parameters": int(sum(p.numel() for p in net.parameters())),
-                        "history": [h for h in done["history"] if h.get("split") == "train"],
-                        "monitor": monitor_curves(
-                            Path(cfg.out) / "monitor.jsonl"
-                        ),  # per-layer curves over training (monitor_every)
-                        **{key: None if rep is None else rep[name].series(key) for key in CURVES},
-                    }
-                )
-                if not keep_checkpoints:
-                    shutil.rmtree(Path(cfg.out) / "checkpoint", ignore_errors=True)
-                print(f"{name} seed {seed}: {format_metrics(done['metrics'])}  ({done['seconds']:.1f} s)", file=sys.stderr)
+        first_reports, predictions = [], None
+        for (name, _, _), outcome in zip(tasks, done):
+            runs[name].append(outcome["entry"])
+            if outcome["report"] is not None:
+                first_reports.append(outcome["report"])
+            if outcome["predictions"] is not None:
+                predictions = merge_predictions(predictions, outcome["predictions"])
         settings = _settings(
-            named, data, steps, seed_list, train_options, base_cfg, info, len(val), int(images01.shape[0]), device, t0
+            named,
+            data,
+            steps,
+            seed_list,
+            train_options,
+            base_cfg,
+            plan.info,
+            len(plan.val),
+            int(plan.images01.shape[0]),
+            done[-1]["device"],
+            t0,
         )
+        settings["processes"] = world
         result = Comparison(
             settings=settings,
-            summary=summarize(runs, info.task),
+            summary=summarize(runs, plan.info.task),
             runs=runs,
             predictions=predictions,
             analysis=Report.merge(*first_reports) if first_reports else None,
         )
-        if out is not None:
+        if out is not None and rank == 0:
             result.save(root)
         return result
     finally:
+        if board is not None:
+            board.close()
         if lock is not None:
             lock.release()
         if tmp is not None:

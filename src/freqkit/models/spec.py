@@ -38,6 +38,16 @@ MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
         dict(embed_dim=128, depth=4, num_heads=4, patch_size=8, img_size=64),
         "ViT, dim 128, depth 4, 4 heads, patch 8 (0.8 M backbone parameters): the default of freqkit compare",
     ),
+    "vit_mini_d8": (
+        "vit_tiny_patch16_224",
+        dict(embed_dim=128, depth=8, num_heads=4, patch_size=8, img_size=64),
+        "vit_mini at depth 8 (1.6 M backbone parameters): the middle of the depth study",
+    ),
+    "vit_mini_d12": (
+        "vit_tiny_patch16_224",
+        dict(embed_dim=128, depth=12, num_heads=4, patch_size=8, img_size=64),
+        "vit_mini at depth 12, DeiT's depth (2.4 M backbone parameters): the deep end of the depth study",
+    ),
     "vit_micro": (
         "vit_tiny_patch16_224",
         dict(embed_dim=32, depth=4, num_heads=2, patch_size=8, mlp_ratio=2.0, img_size=32),

@@ -150,6 +150,8 @@ def train(
     model: Optional[nn.Module] = None,
     datasets: Optional[dict[str, Dataset]] = None,
     data_info: Any = None,
+    *,
+    distributed: Optional[bool] = None,
     **options: Any,
 ) -> TrainResult:
     """Train (and evaluate) one model as ``config`` says; works alone or as one process of a torchrun job.
@@ -165,6 +167,9 @@ def train(
     Before any training: the settings are checked, ``out`` is proven writable and locked against other
     runs (rank 0), the model is built and fed one image of the chosen size, and every validation item is
     read and checked (labels in range), so bad input fails in seconds with one line.
+
+    ``distributed``: None trains with every torchrun process (DDP) when WORLD_SIZE > 1; False trains in this
+    process alone, on its own device (what ``freqkit.compare`` does with each run it spreads over the processes).
     """
     if isinstance(model, str):  # train(model="vit_mini+fdam"): a spec, i.e. a config field
         options["model"], model = model, None
@@ -177,7 +182,7 @@ def train(
     from freqkit.train.recipes import check_init
 
     check_init(cfg)  # a recipe's 160k steps never start from random weights by accident
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, distributed)
     lock: Optional[RunLock] = None
     failed = True
     try:

@@ -118,6 +118,7 @@ def build_model(
     aux_level: int = 2,
     neck: str = "pyramid",
     drop_path_schedule: str = "linear",
+    head_init: str = "torch",
 ) -> nn.Module:
     """Build ``spec`` for ``task`` ('classification': (B, 3, H, W) -> (B, K); 'segmentation': -> (B, K, H, W)).
 
@@ -126,7 +127,7 @@ def build_model(
 
     Segmentation ViTs take any image size that is a multiple of the patch (position embeddings are
     resampled per input), so evaluation can run on whole, non-square images. ``head_norm``, ``head_dropout``,
-    ``aux_channels``, ``aux_level`` and ``neck`` configure the segmenter (see ``create_segmentation_model``);
+    ``aux_channels``, ``aux_level``, ``neck`` and ``head_init`` configure the segmenter (see ``create_segmentation_model``);
     ``drop_path_schedule`` spreads ``drop_path_rate`` over the blocks (:func:`drop_path_rates`).
     """
     import timm
@@ -168,6 +169,7 @@ def build_model(
         aux_channels=aux_channels,
         aux_level=aux_level,
         neck=neck,
+        head_init=head_init,
     )
     if vit:
         backbone = timm.create_model(ms.arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)

@@ -49,6 +49,7 @@ RESUME_SENSITIVE = (
     "wd_exempt",
     "loss_mean",
     "warmup_style",
+    "head_init",
 )
 
 
@@ -171,6 +172,12 @@ class TrainConfig:
     head_channels: int = _opt(64, "UPerNet head width for segmentation")
     head_norm: str = _opt(
         "group", "normalization in the segmentation heads (batch: SyncBatchNorm under DDP)", choices=("group", "batch")
+    )
+    head_init: str = _opt(
+        "torch",
+        "segmentation head initialization: torch (PyTorch's default; learns fast in short runs) or mmseg "
+        "(convs He-normal on fan-out, classifier std 0.01, as mmsegmentation and the paper recipes)",
+        choices=("torch", "mmseg"),
     )
     head_dropout: float = _opt(0.0, "dropout before the segmentation heads' classifiers")
     aux_channels: int = _opt(0, "width of an auxiliary FCN head (0: none)")
@@ -322,6 +329,7 @@ class TrainConfig:
             ("beta1", 0 <= self.beta1 < 1, f"must be in [0, 1), got {self.beta1}"),
             ("beta2", 0 <= self.beta2 < 1, f"must be in [0, 1), got {self.beta2}"),
             ("head_norm", self.head_norm in ("group", "batch"), f"{self.head_norm!r} is unknown; use group or batch"),
+            ("head_init", self.head_init in ("torch", "mmseg"), f"{self.head_init!r} is unknown; use torch or mmseg"),
             ("head_dropout", 0 <= self.head_dropout < 1, f"must be in [0, 1), got {self.head_dropout}"),
             ("aux_channels", self.aux_channels >= 0, f"must be >= 0 (0: no auxiliary head), got {self.aux_channels}"),
             ("aux_weight", self.aux_weight >= 0, f"must be >= 0, got {self.aux_weight}"),

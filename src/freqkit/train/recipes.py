@@ -61,6 +61,7 @@ ADE20K_UPERNET_160K: dict[str, Any] = dict(
     img_scale="2048,512",
     head_channels=512,
     head_norm="batch",
+    head_init="mmseg",
     head_dropout=0.1,
     aux_channels=256,
     aux_level=3,

@@ -244,6 +244,7 @@ def build_run_model(
             aux_channels=int(config.get("aux_channels", 0)),
             aux_level=int(config.get("aux_level", 2)),
             neck=config.get("neck", "pyramid"),
+            head_init=config.get("head_init", "torch"),
         )
     net = build_model(
         spec, config["task"], config["num_classes"], config["img_size"], head_channels=int(config.get("head_channels", 64)), **seg

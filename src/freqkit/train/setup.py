@@ -87,6 +87,7 @@ def build_network(cfg: TrainConfig, task: str, num_classes: int, img_size: int) 
             aux_channels=cfg.aux_channels,
             aux_level=cfg.aux_level,
             neck=cfg.neck,
+            head_init=cfg.head_init,
         )
     return build_model(cfg.model, task, num_classes, img_size, cfg.drop_path, cfg.head_channels, **kw)
 

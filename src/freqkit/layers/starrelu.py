@@ -27,7 +27,7 @@ class StarReLU(_TimmStarReLU):
         super().__init__(scale_value=scale_value, bias_value=bias_value, inplace=bool(inplace), **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inplace and x.dtype == torch.float32 and no_graph(x, self.scale, self.bias):
+        if self.inplace and no_graph(x, self.scale, self.bias) and x.dtype == torch.float32:
             # two passes and no new tensor: on CPU a fresh activation-sized buffer pays a page fault per
             # 4 KiB, which costs more than the arithmetic at MetaFormer stage-1 sizes. addcmul computes
             # b + (s * r) * r, the same rounding steps as the general path below

@@ -177,3 +177,19 @@ def test_errors():
         AttInv(10, 4)
     with pytest.raises(FreqkitError, match="built for 3 heads"):
         Attention(12, 4, filter=AttInv(12, 3))(torch.randn(1, 5, 12))
+
+
+def test_inference_path_with_a_forward_hook_equals_the_plain_one():
+    # the inference path reuses A V's memory; with a hook on the filter it leaves A V alone
+    attn = _model()
+    x = torch.randn(B, N, C)
+    seen = []
+    with torch.no_grad():
+        plain = attn(x)
+        handle = attn.filter.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
+        hooked = attn(x)
+        handle.remove()
+        q, k, v = attn.qkv_heads(x)
+        av = F.scaled_dot_product_attention(q, k, v)
+    assert torch.equal(hooked, plain)
+    torch.testing.assert_close(seen[0], av)

@@ -172,3 +172,21 @@ def test_fused_projection_equals_the_grouped_conv():
     z = torch.randn(2, 16, 5, 7)
     with torch.no_grad():
         assert_scaled_close(fused._proj_fused(z), fused.proj(z).permute(0, 2, 3, 1), rel=1e-6)
+
+
+def test_in_place_inference_path_equals_the_autograd_path_and_keeps_hooks():
+    # no_grad overwrites the fused path's own intermediates (GELU, spectrum, q * s); with autograd nothing is reused
+    _, fused = _pair(dim=16, size=6)
+    x = torch.randn(2, 6, 6, 16, generator=torch.Generator().manual_seed(3))
+    x_before = x.clone()
+    with_graph = fused(x)
+    with torch.no_grad():
+        fast = fused(x)
+        seen = []
+        handle = fused.query[1].register_forward_hook(lambda mod, args, out: seen.append(out.clone()))
+        hooked = fused(x)
+        handle.remove()
+    assert torch.equal(x, x_before)  # the input is never written
+    assert torch.equal(fast, with_graph.detach())
+    assert torch.equal(hooked, fast)
+    assert len(seen) == 1 and torch.equal(seen[0], F.gelu(fused.query[0](x)).detach())

@@ -32,6 +32,8 @@ class AttentionContext:
     attend: Callable[[torch.Tensor], torch.Tensor]
     attn_mask: Optional[torch.Tensor] = None
     is_causal: bool = False
+    # True when the A V handed to the filter is the attention's own temporary, which a filter may overwrite
+    out_is_scratch: bool = False
 
     def uniform(self, t: torch.Tensor) -> torch.Tensor:
         """U t with U uniform over each query's valid keys: (B, heads, N, d') -> same shape.
@@ -163,7 +165,9 @@ class Attention(nn.Module):
 
         out = attend(v)
         if self.filter is not None:
-            ctx = AttentionContext(q=q, k=k, v=v, x=x, attend=attend, attn_mask=attn_mask, is_causal=is_causal)
+            ctx = AttentionContext(
+                q=q, k=k, v=v, x=x, attend=attend, attn_mask=attn_mask, is_causal=is_causal, out_is_scratch=True
+            )
             out = self.filter(out, ctx)
         out = out.transpose(1, 2).reshape(B, N, C)
         out = self.norm(out)

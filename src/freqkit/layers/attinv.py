@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freqkit.errors import FreqkitError
-from freqkit.layers._tracing import fx_tracing, is_tracing
+from freqkit.layers._tracing import fx_tracing, has_hooks, is_tracing
 from freqkit.layers.attention import AttentionContext, AttentionFilter
 from freqkit.layers.starrelu import StarReLU
 
@@ -100,8 +100,13 @@ class AttInv(AttentionFilter):
         y = torch.empty(B, N, h, d, dtype=out.dtype, device=out.device).transpose(1, 2)
         torch.mul(out, sl, out=y)
         torch.addcmul(out, y, g_lf, out=y)
-        hp = torch.sub(ctx.v, out).mul_(sh)
-        return y.addcmul_(hp, g_hf)
+        if not getattr(ctx, "out_is_scratch", False) or has_hooks(self):
+            hp = torch.sub(ctx.v, out).mul_(sh)
+            return y.addcmul_(hp, g_hf)
+        # A V is the attention's temporary (ctx says so) and is read no more: (O - V) Sh goes into it instead of a new
+        # buffer (on CPU a fresh one pays page faults). Negated exactly, so the sum is the same bit for bit
+        neg_hp = out.sub_(ctx.v).mul_(sh)
+        return y.addcmul_(neg_hp, g_hf, value=-1)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}"

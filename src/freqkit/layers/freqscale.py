@@ -43,7 +43,7 @@ from torch import nn
 from freqkit.errors import FreqkitError
 from freqkit.layers._autocast import no_autocast
 from freqkit.layers._cache import DerivedCache
-from freqkit.layers._tracing import fx_tracing, is_tracing
+from freqkit.layers._tracing import fx_tracing, has_hooks, is_tracing
 from freqkit.layers.starrelu import StarReLU
 
 __all__ = ["FreqScale", "dft_matrices", "bicubic_matrix", "MODES", "TRANSFORMS"]
@@ -168,13 +168,6 @@ def _is_exporting() -> bool:
         return True
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return bool(is_exporting()) if is_exporting is not None else False
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """True when calling ``module`` would run forward hooks (its own or global ones), which a direct method call would skip."""
-    from torch.nn.modules import module as _m
-
-    return bool(module._forward_hooks or module._forward_pre_hooks or _m._global_forward_hooks or _m._global_forward_pre_hooks)
 
 
 class _Routing(nn.Module):
@@ -314,6 +307,20 @@ class FreqScale(nn.Module):
         with no_autocast(gap.device):  # the filter stays float32 under autocast
             return torch.einsum("bgn,npc->bpgc", r, bank).reshape(gap.shape[0], h, rw, self.dim)
 
+    def _mul_routed_(self, spec: torch.Tensor, gap: torch.Tensor, w: int) -> torch.Tensor:
+        """spec (B, H, 2, W//2+1, C) float32 times the routed filter, in place; gap (B, C) are the channel means.
+
+        The filter W[b, p, g, c'] = sum_n r[b, g, n] K[n, p, c'] comes out of one product in (b, g, p, c') order
+        and is applied through a permuted view: the (b, p, g, c') layout that ``_weight`` returns costs a copy.
+        """
+        b, h, _, rw, c = spec.shape
+        bank = self.resized_bank(h, w)
+        r = self.routing(gap)
+        n, cg = self.num_filters, c // self.groups
+        weight = torch.mm(r.view(b * self.groups, n), bank.view(n, h * rw * cg)).view(b, self.groups, h, rw, cg)
+        spec.view(b, h, 2, rw, self.groups, cg).mul_(weight.permute(0, 2, 3, 1, 4).unsqueeze(2))
+        return spec
+
     def _use_matmul(self, h: int, w: int, device: torch.device) -> bool:
         if self.transform != "auto":
             return self.transform == "matmul"
@@ -341,8 +348,12 @@ class FreqScale(nn.Module):
                 mats = self._constants("dft", h, w, xs.device)
                 spec, scratch = _matmul_rfft2(x32, mats)
                 del x32  # a float32 copy for half-precision input: free it before the inverse (peak memory)
-                weight = self._weight(spec[:, 0, 0, 0] / math.sqrt(h * w), h, w).unsqueeze(2)
-                spec = spec.mul_(weight) if inplace else spec * weight
+                gap = spec[:, 0, 0, 0] / math.sqrt(h * w)
+                if inplace and self.mode != "static":
+                    spec = self._mul_routed_(spec, gap, w)
+                else:
+                    weight = self._weight(gap, h, w).unsqueeze(2)
+                    spec = spec.mul_(weight) if inplace else spec * weight
                 y = _matmul_irfft2(spec, w, mats, scratch if inplace else None)
             else:
                 spec = torch.fft.rfft2(x32, dim=(1, 2), norm="ortho")
@@ -400,7 +411,7 @@ class FreqScale(nn.Module):
                 )
         b, n, c = t.shape
         xs = (t[:, p:] if p else t).reshape(b, h, w, c)
-        if p and self.fused and _inference(t, self.complex_weights) and not _is_exporting() and not _has_hooks(self):
+        if p and self.fused and _inference(t, self.complex_weights) and not _is_exporting() and not has_hooks(self):
             # inference: the sum goes straight into the output tokens, instead of a new map and a torch.cat copy
             filtered = self.filter_channels_last(xs)
             out = torch.empty_like(t)

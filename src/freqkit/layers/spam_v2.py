@@ -36,6 +36,7 @@ from torch import nn
 from freqkit.errors import FreqkitError
 from freqkit.layers._autocast import no_autocast
 from freqkit.layers._cache import DerivedCache
+from freqkit.layers._tracing import has_hooks, no_graph
 
 __all__ = ["SPAMv2", "checkpoint_layout"]
 
@@ -152,14 +153,32 @@ class SPAMv2(nn.Module):
                 f"SPAMv2 expects channels-last maps (B, H, W, {self.dim}), got {tuple(x.shape)}; "
                 "permute (B, C, H, W) maps with x.permute(0, 2, 3, 1)"
             )
-        q = self.query(x)
-        if self.fused:
-            s = self._proj_fused(self._mix_fused(x))
-        else:
+        if not self.fused:
+            q = self.query(x)
             s = self.proj(self._mix_reference(x)).permute(0, 2, 3, 1)
-        return self.proj_drop(self.proj_out(q * s))
+            return self.proj_drop(self.proj_out(q * s))
+        inplace = self._inplace(x)
+        q = self._act(self.query[1], self.query[0](x), inplace)
+        s = self._proj_fused(self._mix_fused(x, inplace), inplace)
+        # s is a fresh contiguous map in inference: the product goes into it (the same products as q * s)
+        return self.proj_drop(self.proj_out(s.mul_(q) if inplace and s.is_contiguous() else q * s))
 
-    def _proj_fused(self, z: torch.Tensor) -> torch.Tensor:
+    def _inplace(self, x: torch.Tensor) -> bool:
+        """True when the fused path may overwrite its own intermediates: no autograd graph, no hooks inside.
+
+        On CPU every fresh activation-sized buffer pays a page fault per 4 KiB, which at stage-1 sizes
+        costs more than the elementwise work; hooks on the sub-modules would see the values change.
+        """
+        return no_graph(x, *self.parameters()) and not any(has_hooks(m) for m in (self.query[1], self.proj[2]))
+
+    @staticmethod
+    def _act(act: nn.Module, t: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """``act(t)`` for an nn.GELU, written into t when ``inplace`` (t is then a temporary of the caller)."""
+        if inplace and isinstance(act, nn.GELU):
+            return torch._C._nn.gelu_(t, approximate=act.approximate)
+        return act(t)
+
+    def _proj_fused(self, z: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """``self.proj(z)`` of z (B, C, H, W), returned channels last (B, H, W, C); on CPU both 1x1 convs are matrix products.
 
         PyTorch's CPU convolution runs ``proj.0`` (C / n groups of n inputs) as one small GEMM per group (C / n
@@ -175,13 +194,13 @@ class SPAMv2(nn.Module):
         groups = conv0.groups
         weight0 = conv0.weight.view(groups, conv0.out_channels // groups, c // groups).to(z.dtype)
         y = torch.matmul(weight0, z.reshape(b, groups, c // groups, h * w)).view(b, conv0.out_channels, h, w)
-        y = act(norm(y))
+        y = self._act(act, norm(y), inplace)
         weight3 = conv3.weight.view(conv3.out_channels, conv3.in_channels).to(y.dtype)
         # bmm reads the transposed view in place (a 2D product would first copy it to fold the batch)
         s = torch.bmm(y.view(b, conv0.out_channels, h * w).mT, weight3.t().expand(b, -1, -1))
         return s.view(b, h, w, conv3.out_channels)
 
-    def _mix_fused(self, x: torch.Tensor) -> torch.Tensor:
+    def _mix_fused(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """z (B, C, H, W) contiguous, in proj.0's channel order, from one conv and one FFT pair."""
         b, h, w, _ = x.shape
         ctx_weight = self.ctx.weight
@@ -193,7 +212,8 @@ class SPAMv2(nn.Module):
         conv = F.conv2d(c, weight.to(c.dtype), bias.to(c.dtype), padding=weight.shape[-1] // 2, groups=self.dim)
         gains = self._fused_gains(h, w)
         with no_autocast(x.device):
-            spec = torch.fft.rfft2(conv.float(), norm="ortho") * gains
+            spec = torch.fft.rfft2(conv.float(), norm="ortho")
+            spec = spec.mul_(gains) if inplace else spec * gains
             z = torch.fft.irfft2(spec, s=(h, w), norm="ortho")
         return z.to(x.dtype)
 

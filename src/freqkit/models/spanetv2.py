@@ -155,7 +155,8 @@ class SPANetV2(StagedBackbone):
                         MetaFormerBlock(
                             dims[i],
                             token_mixer=mixer,
-                            mlp_act=StarReLU,
+                            # in place: the MLP's hidden layer (4C channels) is read by nothing else
+                            mlp_act=partial(StarReLU, inplace=True),
                             mlp_bias=False,
                             norm_layer=partial(LayerNormNoBias, eps=1e-6),
                             drop_path=dpr[i][j],

@@ -3,15 +3,19 @@
     python -m benchmarks.analyze                          # deit_small_patch16_224, 224 px, batch 32, CPU
     python -m benchmarks.analyze --batch 8 --repeats 1    # quick run on a shared machine
     python -m benchmarks.analyze --device cuda --batch 64
-    python -m benchmarks.analyze --stream                 # streaming: 512 images from a folder, peak memory 24 vs 384
+    python -m benchmarks.analyze --stream --model deit_tiny_patch16_224,deit_small_patch16_224  # folder, RSS per count
 
-Streaming mode (``--stream``) writes ``--images`` synthetic 256 x 256 JPEGs to a temporary folder,
-reads them through one DataLoader (the model's timm data config, ``--workers`` workers) and times,
-in one run, a plain forward pass over the loader and ``analyze`` over the same loader (no
-attention maps; aim: at most 2x). It then runs ``analyze`` over the first 24 and the first 384
-images of the folder in two fresh processes and reports each one's peak memory (aim: flat,
-within 25 %): the process's peak resident memory and its growth over the resident memory before
-``analyze`` started (on CUDA, ``torch.cuda.max_memory_allocated``).
+Streaming mode (``--stream``) writes synthetic 256 x 256 JPEGs to a temporary folder and, for every
+model of ``--model`` (comma-separated, e.g. ``deit_tiny_patch16_224,deit_small_patch16_224``), reads
+the first ``--images`` of them through one DataLoader (the model's timm data config, ``--batch``,
+``--workers``) and times a plain forward pass over the loader and ``freqkit.analyze`` over the same
+loader (no attention maps, report and method figures included: the library call of
+``freqkit analyze MODEL --images DIR --no-attention``), interleaved: every repeat runs every pair, the
+ratio is the median of same-repeat ratios (aim: at most 2x). It then runs ``analyze`` of the first
+model over the first n images for each n of ``--peaks`` (default 24, 96, 384, 768, 1536), each in a
+fresh process, and reports each one's peak memory (aim: flat, within 10 % of the first): the process's
+peak resident memory and its growth over the resident memory before ``analyze`` started (on CUDA,
+``torch.cuda.max_memory_allocated``).
 
 Timed side by side in one process, interleaved: every repeat runs a plain ``model(x)`` under
 ``torch.no_grad``, then ``analyze(model, x)`` without and with attention capture (built-in
@@ -30,7 +34,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks._common import add_common_args, paired_ratio, ratio_entry, write_json
+from benchmarks._common import add_common_args, load_average, paired_ratio, ratio_entry, write_json
 
 AIMS = {"forward (baseline)": None, "analyze": 3.0, "analyze --attention": 8.0}
 
@@ -101,102 +105,112 @@ def _peak_child(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream(args: argparse.Namespace) -> int:
+def _peaks(args: argparse.Namespace, folder: str, model: str) -> list[dict]:
+    """Peak memory of ``analyze`` over the first n images of ``folder`` for each n of --peaks, each in a fresh process."""
     import json
     import subprocess
     import sys
+
+    out = []
+    for n in (int(v) for v in args.peaks.split(",")):
+        cmd = [sys.executable, "-m", "benchmarks.analyze", "--peak", str(n), "--folder", folder, "--model", model]
+        cmd += ["--batch", str(args.batch), "--workers", str(args.workers), "--device", args.device]
+        if args.img_size:
+            cmd += ["--img-size", str(args.img_size)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def _stream(args: argparse.Namespace) -> int:
     import tempfile
 
     import freqkit
     from freqkit.analysis.stream import image_folder
 
     device = torch.device(args.device)
+    names = [m.strip() for m in args.model.split(",") if m.strip()]
+    counts = [int(v) for v in args.peaks.split(",")] if args.peaks else []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        _write_images(tmp, args.images)
-        print(f"wrote {args.images} images to a temporary folder in {time.perf_counter() - t0:.1f} s")
-        model = freqkit.models.create(args.model, img_size=args.img_size).to(device)
-        loader = torch.utils.data.DataLoader(
-            image_folder(tmp, model, args.img_size),
-            batch_size=args.batch,
-            num_workers=args.workers,
-            pin_memory=device.type == "cuda",
-        )
-        warm = next(iter(loader))[: min(4, args.batch)].to(device)
-        with torch.no_grad():
-            model(warm)
-        freqkit.analyze(model, warm)  # warm-up: FFT plans, lazy imports
-
-        def forward() -> None:
+        written = max([args.images, *counts])
+        _write_images(tmp, written)
+        print(f"wrote {written} images to a temporary folder in {time.perf_counter() - t0:.1f} s")
+        runs: dict[str, Callable[[], object]] = {}
+        for name in names:
+            model = freqkit.models.create(name, img_size=args.img_size).to(device)
+            ds = image_folder(tmp, model, args.img_size)
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(ds, range(args.images)),
+                batch_size=args.batch,
+                num_workers=args.workers,
+                pin_memory=device.type == "cuda",
+            )
+            warm = next(iter(loader))[: min(4, args.batch)].to(device)
             with torch.no_grad():
-                for x in loader:
-                    model(x.to(device, non_blocking=True))
+                model(warm)
+            freqkit.analyze(model, warm)  # warm-up: FFT plans, lazy imports
 
-        runs = {"forward (baseline)": forward, "analyze": lambda: freqkit.analyze(model, loader)}
+            def forward(model=model, loader=loader) -> None:
+                with torch.no_grad():
+                    for x in loader:
+                        model(x.to(device, non_blocking=True))
+
+            # the library call of `freqkit analyze MODEL --images DIR --no-attention` (report and method figures' data
+            # included), over the baseline's loader
+            runs[f"{name} forward"] = forward
+            runs[f"{name} analyze"] = lambda model=model, loader=loader: freqkit.analyze(model, loader)
         wall: dict[str, list[float]] = {k: [] for k in runs}
-        for _ in range(max(1, args.repeats)):
-            for name, fn in runs.items():
-                wall[name].append(_timed(fn, device)[0])
+        order = list(runs)
+        for r in range(max(1, args.repeats)):
+            # every repeat runs every model's pair back to back, the order reversed every other repeat
+            for key in order if r % 2 == 0 else order[::-1]:
+                wall[key].append(_timed(runs[key], device)[0])
         print(
-            f"{args.model} at {args.img_size or 'its data config'} px, {args.images} images from a folder, batch {args.batch}, "
-            f"{args.workers} workers, {device}, torch threads {torch.get_num_threads()}, {args.repeats} repeat(s) (median)"
+            f"{args.images} images from a folder at {args.img_size or 'the data config'} px, batch {args.batch}, "
+            f"{args.workers} workers, {device}, torch threads {torch.get_num_threads()}, load average "
+            f"{load_average()}, {args.repeats} interleaved repeat(s) (median of same-repeat ratios)"
         )
-        base = statistics.median(wall["forward (baseline)"])
-        print(f"{'run':<22}{'wall s':>9}{'img/s':>9}{'ratio':>8}{'aim':>7}")
-        for name in runs:
-            w = statistics.median(wall[name])
-            verdict = "" if name != "analyze" else ("   2.0x  ok" if w / base <= 2.0 else "   2.0x  MISSED")
-            print(f"{name:<22}{w:>9.2f}{args.images / w:>9.1f}{w / base:>7.2f}x{verdict}")
-
-        peaks = []
-        for n in (24, 384):
-            cmd = [
-                sys.executable,
-                "-m",
-                "benchmarks.analyze",
-                "--peak",
-                str(n),
-                "--folder",
-                tmp,
-                "--model",
-                args.model,
-                "--batch",
-                str(args.batch),
-                "--workers",
-                str(args.workers),
-                "--device",
-                args.device,
-            ]
-            if args.img_size:
-                cmd += ["--img-size", str(args.img_size)]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            peaks.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    print(f"{'images':>7}{'peak RSS MiB':>14}{'growth MiB':>12}" + (f"{'CUDA peak MiB':>15}" if device.type == "cuda" else ""))
-    for p in peaks:
-        line = f"{p['images']:>7}{p['peak_rss_mib']:>14.0f}{p['peak_rss_mib'] - p['rss_before_mib']:>12.0f}"
-        if "cuda_peak_mib" in p:
-            line += f"{p['cuda_peak_mib']:>15.0f}"
-        print(line)
-    a, b = peaks
-    key = "cuda_peak_mib" if device.type == "cuda" else "peak_rss_mib"
-    change = b[key] / a[key] - 1
-    print(f"peak memory 384 vs 24 images: {change:+.1%} ({'ok' if abs(change) <= 0.25 else 'MISSED'}, aim: within 25 %)")
-    rows = [dict(run=name, wall_s=wall[name], wall_median_s=statistics.median(wall[name])) for name in runs] + [
-        dict(run="peak", **p) for p in peaks
-    ]
-    ratios = {
-        "stream analyze/forward wall": ratio_entry(statistics.median(wall["analyze"]) / base, 2.0, "max"),
-        "stream peak memory change 384 vs 24 images": ratio_entry(abs(change), 0.25, "max"),
-    }
+        print(f"{'model':<26}{'forward s':>11}{'analyze s':>11}{'img/s':>8}{'ratio':>8}{'aim':>6}")
+        ratios = {}
+        for name in names:
+            fw, an = wall[f"{name} forward"], wall[f"{name} analyze"]
+            ratio = paired_ratio(an, fw)
+            ratios[f"stream analyze/forward wall, {name}"] = ratio_entry(ratio, 2.0, "max")
+            verdict = "ok" if ratio <= 2.0 else "MISSED"
+            print(
+                f"{name:<26}{statistics.median(fw):>11.2f}{statistics.median(an):>11.2f}"
+                f"{args.images / statistics.median(an):>8.1f}{ratio:>7.2f}x{'2.0x':>6}  {verdict}"
+            )
+        peaks = _peaks(args, tmp, names[0]) if counts else []
+    if peaks:
+        key = "cuda_peak_mib" if device.type == "cuda" else "peak_rss_mib"
+        print(f"peak memory of analyze over the first n images, {names[0]}, each in a fresh process (aim: within 10 %)")
+        print(
+            f"{'images':>7}{'peak RSS MiB':>14}{'growth MiB':>12}{'vs first':>10}"
+            + ("  CUDA peak MiB" if key != "peak_rss_mib" else "")
+        )
+        for p in peaks:
+            change = p[key] / peaks[0][key] - 1
+            line = f"{p['images']:>7}{p['peak_rss_mib']:>14.0f}{p['peak_rss_mib'] - p['rss_before_mib']:>12.0f}{change:>+10.1%}"
+            print(line + (f"{p['cuda_peak_mib']:>15.0f}" if "cuda_peak_mib" in p else ""))
+            if p is not peaks[0]:
+                ratios[f"stream peak memory change {p['images']} vs {peaks[0]['images']} images"] = ratio_entry(
+                    abs(change), 0.10, "max"
+                )
+    rows = [dict(run=k, wall_s=v, wall_median_s=statistics.median(v)) for k, v in wall.items()]
+    rows += [dict(run="peak", model=names[0], **p) for p in peaks]
     write_json(args.json, "analyze", args, rows, ratios, device)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="deit_small_patch16_224")
+    parser.add_argument(
+        "--model", default="deit_small_patch16_224", help="model name; --stream takes a comma-separated list, timed side by side"
+    )
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds after one warm-up; the median is reported")
@@ -205,7 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stream", action="store_true", help="streaming mode: --images images from a folder through a DataLoader"
     )
-    parser.add_argument("--images", type=int, default=512, help="images written for --stream (default 512)")
+    parser.add_argument("--images", type=int, default=512, help="images timed in --stream (default 512)")
+    parser.add_argument(
+        "--peaks",
+        default="24,96,384,768,1536",
+        help="--stream: image counts whose peak memory is measured, each in a fresh process ('' for none)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers for --stream (default 4)")
     parser.add_argument("--peak", type=int, default=0, help=argparse.SUPPRESS)  # child process of --stream
     parser.add_argument("--folder", default="", help=argparse.SUPPRESS)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from freqkit.errors import FreqkitError
 from freqkit.spectral import effective_rank, rank_collapse_residual, stable_rank
+from freqkit.spectral.rank import singular_values
 
 F64 = torch.float64
 
@@ -115,3 +116,59 @@ def test_effective_rank_agrees_between_float32_and_float64_on_attention_maps(sca
     assert er32.dtype == torch.float32
     torch.testing.assert_close(er32.double(), er64, rtol=1e-4, atol=0)
     torch.testing.assert_close(er32.double(), effective_rank(attn64), rtol=1e-4, atol=0)
+
+
+def _conditioned(b: int, n: int, c: int, cond: float, seed: int) -> torch.Tensor:
+    """(b, n, c) float64 matrices with singular values spaced log-uniformly from 1 down to 1 / cond (QR factors)."""
+    g = torch.Generator().manual_seed(seed)
+    k = min(n, c)
+    u, _ = torch.linalg.qr(torch.randn(b, n, k, generator=g, dtype=F64))
+    v, _ = torch.linalg.qr(torch.randn(b, c, k, generator=g, dtype=F64))
+    s = torch.logspace(0, -math.log10(cond), k, dtype=F64)
+    scale = torch.rand(b, 1, 1, generator=g, dtype=F64) * 1e3
+    return scale * (u * s) @ v.mT
+
+
+@pytest.mark.parametrize("shape", [(196, 192), (192, 196), (197, 197), (9, 40), (40, 9)])
+@pytest.mark.parametrize("cond", [3.0, 1e3, 1e7, 1e14])
+def test_singular_values_match_float64_svd_in_both_orientations(shape, cond):
+    # well-conditioned matrices take the Gram eigenvalues, ill-conditioned ones the SVD: both must be the SVD's values
+    x = _conditioned(6, *shape, cond=cond, seed=int(cond) % 1000 + shape[0])
+    got = singular_values(x)
+    want = torch.linalg.svdvals(x)
+    assert got.shape == want.shape
+    # singular values are known to about eps * ||X||_2 (absolute) by any backward-stable method
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * float(want[..., 0].max()))
+    er_fast = effective_rank(x)
+    s = torch.where(want > want[..., :1] * max(shape) * torch.finfo(F64).eps * math.sqrt(min(shape)), want, 0)
+    p = s / s.sum(-1, keepdim=True)
+    er_ref = torch.exp(-torch.special.xlogy(p, p).sum(-1))
+    torch.testing.assert_close(er_fast, er_ref, rtol=1e-9, atol=0)
+
+
+def test_singular_values_of_softmax_attention_and_rank_deficient_maps():
+    g = torch.Generator().manual_seed(3)
+    attn = torch.softmax(0.02 * torch.randn(12, 50, 50, generator=g, dtype=F64), dim=-1)  # near rank 1
+    low = torch.randn(12, 60, 3, generator=g, dtype=F64) @ torch.randn(12, 3, 20, generator=g, dtype=F64)  # rank 3
+    for x in (attn, low, low.mT):
+        want = torch.linalg.svdvals(x)
+        torch.testing.assert_close(singular_values(x), want, rtol=0, atol=1e-13 * float(want[..., 0].max()))
+        s = torch.linalg.svdvals(x)
+        tol = torch.linalg.vector_norm(x, dim=(-2, -1))[:, None] * max(x.shape[-2:]) * torch.finfo(F64).eps
+        s = torch.where(s > tol, s, 0)
+        p = s / s.sum(-1, keepdim=True)
+        torch.testing.assert_close(effective_rank(x), torch.exp(-torch.special.xlogy(p, p).sum(-1)), rtol=1e-12, atol=0)
+
+
+def test_singular_values_split_over_threads_equal_one_call():
+    x = _conditioned(40, 30, 20, cond=50.0, seed=5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = singular_values(x)
+        torch.set_num_threads(3)
+        split = singular_values(x)
+        assert torch.get_num_threads() == 3  # restored after the pool
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(split, one, rtol=1e-14, atol=0)

@@ -78,7 +78,7 @@ def versus_baseline(recs: list[dict[str, Any]], depth: int, method: str, key: st
     return {"delta": delta, "beyond_spread": apart}
 
 
-def tables(recs: list[dict[str, Any]]) -> str:
+def tables(recs: list[dict[str, Any]], images: int | str = "the fixed") -> str:
     """Markdown: task metrics (mean ± sd over seeds, difference to the depth's baseline) and last-block spectra."""
     depths = sorted({r["depth"] for r in recs})
     methods = [m for m in METHODS if any(r["method"] == m for r in recs)]
@@ -100,7 +100,7 @@ def tables(recs: list[dict[str, Any]]) -> str:
                     text = f"{100 * vs['delta']:+.2f}"
                     cells.append(f"**{text}**" if vs["beyond_spread"] else text)
             lines.append(f"| {d} | {m} | " + " | ".join(cells) + " |")
-    lines += ["", "Last block (the analysed blocks' final one), 16 fixed validation images:", ""]
+    lines += ["", f"Last block (the analysed blocks' final one), {images} validation images:", ""]
     lines += ["| depth | model | " + " | ".join(LABELS[k] for k in SPECTRAL) + " |", "|" + " --- |" * (2 + len(SPECTRAL))]
     for d in depths:
         for m in methods:
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"settings": results["settings"], "records": recs}
     (out / "depth_study.json.tmp").write_text(json.dumps(payload, indent=1))
     (out / "depth_study.json.tmp").replace(out / "depth_study.json")
-    text = tables(recs)
+    text = tables(recs, results["settings"].get("analyze_images", "the fixed"))
     (out / "tables.md.tmp").write_text(text)
     (out / "tables.md.tmp").replace(out / "tables.md")
     figure(recs, out / "depth_study.png")

@@ -36,7 +36,6 @@ from torch import nn
 from freqkit.analysis.accumulator import Accumulator, all_reduce
 from freqkit.analysis.batch_stats import add_batch, add_erf, add_joint_cka, check_finite, erf_layers
 from freqkit.analysis.finish import joint_cka, model_info, model_report, run_settings
-from freqkit.analysis.malloc import fix_mmap_threshold
 from freqkit.analysis.report import Report
 from freqkit.analysis.resume import ResumeState
 from freqkit.analysis.stream import Source, make_source
@@ -239,7 +238,6 @@ def _stream(
     state every ``save_every`` batches and at the end; returns the first images (at most 4) for the method figures
     (those of the interrupted run when it had read them: a resume with nothing left to read still has its figures)."""
     modes = [m.training for _, m in pairs]
-    fix_mmap_threshold()  # else the heap fragments under the per-batch temporaries and the peak memory creeps up
     erf_names: dict[str, list[str]] = {}
     progress, batches, position = None, 0, start
     try:

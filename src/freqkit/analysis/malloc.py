@@ -6,8 +6,11 @@ After the first batch the per-batch temporaries of ``analyze`` (token stacks, FF
 to 30 MB each) therefore come from the heap, where their varying sizes fragment it, and the peak
 resident memory creeps up batch after batch (deit_tiny, batch 16: +16 % from 24 to 768 images).
 Setting the threshold (mallopt M_MMAP_THRESHOLD) turns the raise off: large temporaries stay
-mmapped and the peak stays flat (+1 %). The setting is process-wide and cannot be undone, which is
-why it is this one value, glibc's own starting threshold.
+mmapped and the peak stays flat (+1 %). The price: every large temporary is a fresh mapping whose
+pages fault in, which slows a plain deit_tiny forward by about 30 % on CPU in that process. The
+setting is process-wide and cannot be undone, so the library never makes it: the ``freqkit analyze``
+command calls :func:`fix_mmap_threshold` for its own process, and a Python user streaming a large
+folder can call it too (or start Python with ``MALLOC_MMAP_THRESHOLD_=131072``).
 """
 
 from __future__ import annotations

@@ -27,9 +27,10 @@ class StarReLU(_TimmStarReLU):
         super().__init__(scale_value=scale_value, bias_value=bias_value, inplace=bool(inplace), **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inplace and no_graph(x, self.scale, self.bias) and x.dtype == torch.float32:
+        if self.inplace and no_graph(x, self.scale, self.bias) and x.device.type == "cpu" and x.dtype == torch.float32:
             # two passes and no new tensor: on CPU a fresh activation-sized buffer pays a page fault per
-            # 4 KiB, which costs more than the arithmetic at MetaFormer stage-1 sizes. addcmul computes
+            # 4 KiB, which costs more than the arithmetic at MetaFormer stage-1 sizes (CPU only: float(scale)
+            # would synchronize a GPU stream, where the caching allocator reuses memory anyway). addcmul computes
             # b + (s * r) * r, the same rounding steps as the general path below
             r = x.relu_()
             return torch.addcmul(self.bias, r, r, value=float(self.scale), out=r)

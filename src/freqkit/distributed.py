@@ -96,10 +96,7 @@ def init_distributed(device: str = "auto", distributed: Optional[bool] = None) -
     (cuda:LOCAL_RANK), as each run of a comparison spread over torchrun's processes does.
     """
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if distributed is False:
-        world, rank = 1, 0
-    else:
-        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    rank, world, _ = (0, 1, 1) if distributed is False else torchrun_world()
     dev = resolve_device(device)
     if dev.type == "cuda":
         index = local if dev.index is None else dev.index
@@ -145,8 +142,6 @@ class TaskBoard:
         """Connect to torchrun's store (this process's rank and world size from the environment)."""
         from torch.distributed import PrefixStore, rendezvous
 
-        from freqkit.ranks import dist_timeout
-
         rank, world, _ = torchrun_world()
         store, _, _ = next(rendezvous("env://", rank, world, timeout=dist_timeout()))
         # a restarted torchrun job shares the agent's store with its earlier attempt: keys of this attempt only
@@ -163,6 +158,14 @@ class TaskBoard:
     def post(self, key: str, value: Any) -> None:
         """Publish ``value`` (pickled) under ``key``."""
         self.store.set(key, pickle.dumps(value))
+
+    def wait_posted(self, key: str) -> bool:
+        """Wait (polling) until ``key`` is posted -> True, or until the board is aborted -> False."""
+        while not self._has(key):
+            if self.aborted() is not None:
+                return False
+            time.sleep(self.poll)
+        return True
 
     def read(self, key: str) -> Any:
         """The value posted under ``key``, waiting for it (polling)."""

@@ -153,6 +153,15 @@ def test_task_board_abort_stops_claims_and_keeps_the_first_line():
     assert (a.aborted(), b.aborted()) == ("rank 1: first", "rank 1: first")
 
 
+def test_task_board_wait_posted_returns_on_the_post_or_on_an_abort():
+    store = torch.distributed.HashStore()
+    a, b = _board(store, 0, 2), _board(store, 1, 2)
+    threading.Timer(0.05, a.post, args=("ready", True)).start()
+    assert b.wait_posted("ready") is True
+    threading.Timer(0.05, a.abort, args=("rank 0: no data",)).start()
+    assert b.wait_posted("never") is False
+
+
 @pytest.mark.parametrize("world", [1, 2])
 def test_thread_share_divides_the_cores_and_restores(monkeypatch, world):
     from freqkit.experiment.compare import _thread_share

@@ -365,8 +365,7 @@ def _spread(board, tasks: list[tuple[str, Any, int]], work: Callable[[int], dict
                 board.post("ready", True)
             else:
                 plan = plan_fn(False)
-                while board.aborted() is None and not board._has("ready"):
-                    time.sleep(board.poll)
+                board.wait_posted("ready")  # after an abort the claims below stop at once
         except Exception as err:  # noqa: BLE001  (stops every rank's claims; raised again below)
             board.abort(f"rank {board.rank}: {describe(err)}")
             raise

@@ -8,14 +8,14 @@ timm, ``timm.create_model(MODEL)``, read the folder with timm's eval transform t
 (``--batch``, ``--workers``) and run ``model(x)`` under ``torch.inference_mode`` on every batch, and (2)
 ``freqkit analyze MODEL --images DIR --max-images N --no-attention`` (report.json, report.html and the
 figures written). The table gives each command's median wall time, its peak resident memory (the
-process's own, without the DataLoader workers) and the median of same-repeat ratios (aim: at most 2x).
+largest of the process and its DataLoader workers, from ``os.wait4``) and the median of same-repeat ratios (aim: at most 2x).
 Both start from random weights: nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,8 +26,7 @@ from benchmarks._common import add_common_args, load_average, paired_ratio, rati
 
 
 def _plain(args: argparse.Namespace) -> int:
-    """Child: the plain forward command over the first --max-images of --folder; prints its peak RSS as JSON."""
-    import resource
+    """Child: the plain forward command over the first --max-images of --folder."""
     from pathlib import Path
 
     import timm
@@ -51,29 +50,21 @@ def _plain(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         for x in loader:
             model(x)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
     return 0
 
 
 def _run(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB of the command's main process) of one fresh process."""
-    wrapped = [
-        sys.executable,
-        "-c",
-        "import resource, runpy, sys; sys.argv = sys.argv[1:]; "
-        "code = 0\ntry:\n    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
-        "except SystemExit as e:\n    code = e.code or 0\n"
-        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, file=sys.stderr)\n"
-        "sys.exit(code)",
-        *cmd,
-    ]
-    t0 = time.perf_counter()
-    res = subprocess.run(wrapped, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr[-2000:]}")
-    peak = [float(line.split()[1]) for line in res.stderr.splitlines() if line.startswith("PEAK ")][-1]
-    return wall, peak
+    """(wall seconds, peak RSS MiB) of ``python -m CMD`` in a fresh process (os.wait4: its own rusage)."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", *cmd], stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, ratios = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = f"{tmp}/images"
-        __import__("os").makedirs(folder)
+        os.makedirs(folder)
         _write_images(folder, args.images)
         common = ["--batch", str(args.batch), "--workers", str(args.workers)]
         print(

@@ -89,7 +89,7 @@ def _peak_child(args: argparse.Namespace) -> int:
     import resource
 
     import freqkit
-    from freqkit.analysis.malloc import fix_mmap_threshold
+    from freqkit.analysis.malloc import fix_malloc_thresholds
 
     device = torch.device(args.device)
     model = freqkit.models.create(args.model, img_size=args.img_size).to(device)
@@ -97,7 +97,7 @@ def _peak_child(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base_cuda = torch.cuda.memory_allocated(device)
-    fix_mmap_threshold()  # as the `freqkit analyze` command does for its process
+    fix_malloc_thresholds()  # as the `freqkit analyze` command does for its process
     report = freqkit.analyze(model, args.folder, max_images=args.peak, batch_size=args.batch, num_workers=args.workers)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out = {"images": report.settings["num_images"], "peak_rss_mib": peak, "rss_before_mib": rss_before}

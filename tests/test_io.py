@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from freqkit.io import (
     atomic_write_text,
     check_writable_dir,
     check_writable_file,
+    dumps,
     read_json,
 )
 
@@ -127,3 +129,21 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_dumps_is_json_with_number_lists_on_one_line():
+    obj = {
+        "spectrum": [[0.5, -1.0, float("nan")], [float("inf"), 2, 3]],
+        "flags": [True, False],
+        "names": ["a", "b"],
+        "empty": [],
+        "nested": {"t": (1.5, 2.5), "mixed": ["x", 1, [4.0]]},
+    }
+    text = dumps(obj)
+    # json's own reading of the same object: dumps changes the layout only
+    assert json.dumps(json.loads(text), sort_keys=True) == json.dumps(json.loads(json.dumps(obj)), sort_keys=True)
+    lines = text.splitlines()
+    assert ' "spectrum": [[0.5, -1.0, NaN], [Infinity, 2, 3]],' in lines  # a matrix of numbers: one line
+    assert ' "empty": [],' in lines and '  "t": [1.5, 2.5],' in lines and "   [4.0]" in lines
+    assert "  true," in lines  # booleans are not numbers: one per line, as json.dumps(indent=1) writes them
+    assert dumps(obj, indent=None) == json.dumps(obj)

@@ -107,14 +107,51 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def dumps(obj: Any, indent: Optional[int] = 1, allow_nan: bool = True) -> str:
+    """``json.dumps`` with ``indent`` for the structure, but each list of numbers, or of lists of numbers, on one line.
+
+    One value per line makes a report with a few images or spectra hundreds of thousands of lines long,
+    and an indent also sends every value through json's pure-Python encoder; numeric arrays written
+    compactly are shorter to read and go through its C encoder. A list counts as numeric by its first
+    element (a number, or a list that starts with one); any list is valid JSON either way.
+    """
+    if indent is None:
+        return json.dumps(obj, allow_nan=allow_nan)
+
+    def encode(x: Any, level: int) -> str:
+        if isinstance(x, dict):
+            items = [f"{json.dumps(k if isinstance(k, str) else json.dumps(k))}: {encode(v, level + 1)}" for k, v in x.items()]
+            return _block("{", items, "}", level, indent)
+        if isinstance(x, (list, tuple)):
+            if _numeric(x) or (x and isinstance(x[0], (list, tuple)) and _numeric(x[0])):
+                return json.dumps(x, allow_nan=allow_nan)
+            return _block("[", [encode(v, level + 1) for v in x], "]", level, indent)
+        return json.dumps(x, allow_nan=allow_nan)
+
+    return encode(obj, 0)
+
+
+def _numeric(x: Any) -> bool:
+    """A non-empty list or tuple whose first element is an int or a float (not a bool)."""
+    return isinstance(x, (list, tuple)) and len(x) > 0 and type(x[0]) in (float, int)
+
+
+def _block(open_: str, items: list[str], close: str, level: int, indent: int) -> str:
+    """``items`` between brackets, one per line at ``level + 1``, as json.dumps(indent=...) lays them out."""
+    if not items:
+        return open_ + close
+    pad = "\n" + " " * (indent * (level + 1))
+    return open_ + pad + ("," + pad).join(items) + "\n" + " " * (indent * level) + close
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: Optional[int] = 1) -> Path:
     """:func:`atomic_write_bytes` of ``obj`` as JSON (serialized first, so a bad value leaves the file untouched)."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+    return atomic_write_text(path, dumps(obj, indent=indent) + "\n")
 
 
 def json_text(obj: Any, path: str | os.PathLike | None = None, indent: Optional[int] = 1) -> str:
     """``obj`` as JSON text; with ``path`` also written there atomically (the ``to_json(path=None)`` of every result object)."""
-    text = json.dumps(obj, indent=indent)
+    text = dumps(obj, indent=indent)
     if path is not None:
         atomic_write_text(path, text + "\n")
     return text

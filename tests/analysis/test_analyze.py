@@ -81,6 +81,33 @@ def test_batch_size_does_not_change_the_numbers(images):
     )
 
 
+@pytest.mark.parametrize("threads, hsic_bytes", [(2, 1), (3, 1 << 30)])
+def test_layer_threads_and_hsic_chunks_do_not_change_the_numbers(images, monkeypatch, threads, hsic_bytes):
+    """add_batch runs the layers side by side on torch's threads and the HSIC over chunks of images bounded
+    in bytes: several threads with one image per HSIC call, or one call for all, give the numbers of a
+    1-thread run."""
+    from freqkit.analysis import batch_stats
+
+    model = _vit(depth=3)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        whole = analyze(model, images, bins=8).models[0]
+        torch.set_num_threads(threads)
+        monkeypatch.setattr(batch_stats, "_HSIC_BYTES", hsic_bytes)
+        split = analyze(model, images, bins=8).models[0]
+        assert torch.get_num_threads() == threads  # the layer pool restores the thread count
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(whole.layers, split.layers):
+        for key in ("hf_ratio", "effective_rank", "cosine_similarity", "rank_collapse_residual"):
+            assert getattr(b, key) == pytest.approx(getattr(a, key), rel=1e-6), key
+        assert b.relative_log_amplitude == pytest.approx(a.relative_log_amplitude, rel=1e-6, abs=1e-12)
+        assert [r for row in b.spectrum for r in row] == pytest.approx([r for row in a.spectrum for r in row], rel=1e-6)
+    torch.testing.assert_close(torch.tensor(split.cka), torch.tensor(whole.cka), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(torch.tensor(split.cross_layer_similarity), torch.tensor(whole.cross_layer_similarity))
+
+
 def test_uniform_attention_closed_form(images):
     """q = k = 0 makes every attention row uniform over the N = 1 + 16 keys: the local response is
     HW / N at DC and 0 elsewhere with no spread, and A V is spatially constant, so the global response

@@ -1,6 +1,7 @@
 """Effective rank, stable rank and rank-collapse residual against closed forms and numpy."""
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -179,3 +180,21 @@ def test_singular_values_split_over_threads_equal_one_call():
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(split, one, rtol=1e-14, atol=0)
+
+
+def test_map_threads_keeps_order_runs_each_call_at_one_thread_and_restores_the_count():
+    from freqkit.spectral._common import map_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        seen = map_threads(lambda i: (i, torch.get_num_threads()), range(5))
+        assert seen == [(i, 1) for i in range(5)]
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ZeroDivisionError):
+            map_threads(lambda i: 1 // i, [1, 0, 2])
+        assert torch.get_num_threads() == 2  # restored after a failing call too
+        torch.set_num_threads(1)
+        assert map_threads(lambda i: threading.get_ident(), range(3)) == [threading.get_ident()] * 3  # in order, here
+    finally:
+        torch.set_num_threads(before)

@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 
 from freqkit.analysis.metrics import HEAD_METRICS, METRICS, layer_cells, layer_columns
 from freqkit.errors import FreqkitError
-from freqkit.io import atomic_write_text
+from freqkit.io import atomic_write_text, dumps
 from freqkit.limits import loads_json
 from freqkit.render import write_pngs
 
@@ -185,7 +185,7 @@ class Report:
 
     def to_json(self, path: Union[str, Path, None] = None) -> Union[str, Path]:
         """The report as JSON text; with ``path``, written there instead (atomically, creating its folder) and the path returned."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        text = dumps(self.to_dict())
         if path is None:
             return text
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -352,6 +352,11 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
+        # the bulk of a report (spectra, images) is lists, or lists of lists, of floats: nothing to convert
+        if all(type(v) is float for v in obj):
+            return list(obj)
+        if all(type(v) is list and all(type(u) is float for u in v) for v in obj):
+            return [list(v) for v in obj]
         return [_jsonable(v) for v in obj]
     if isinstance(obj, (str, bool, int, float)) or obj is None:
         return obj

@@ -127,12 +127,12 @@ def _library_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """freqkit.analyze with the typed options, then Report.save and a summary on rank 0."""
     from freqkit.analysis import analyze
-    from freqkit.analysis.malloc import fix_mmap_threshold
+    from freqkit.analysis.malloc import fix_malloc_thresholds
     from freqkit.io import check_writable_dir
 
     out = check_writable_dir(Path(args.out), "out")
-    # this process is ours: a fixed mmap threshold keeps a long stream's peak memory flat (freqkit.analysis.malloc)
-    fix_mmap_threshold()
+    # this process is ours: fixed malloc thresholds keep a long stream's peak memory flat (freqkit.analysis.malloc)
+    fix_malloc_thresholds()
     loud = not args.quiet and int(os.environ.get("RANK", "0")) == 0
     report = analyze(args.models or [DEFAULT_MODEL], **_library_kwargs(args), progress=loud, state_dir=out / "state")
     if int(os.environ.get("RANK", "0")) != 0:

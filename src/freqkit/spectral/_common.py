@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 import torch
 
 from freqkit.errors import FreqkitError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -56,3 +63,22 @@ def check_grid(grid_size: tuple[int, int]) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise FreqkitError(f"grid_size must be positive, got {(h, w)}; pass the token grid (H, W)")
     return h, w
+
+
+def map_threads(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(item) for item in items]``, spread over torch's CPU threads with each call at 1 intra-op thread.
+
+    Small CPU tensors leave torch's intra-op threads (and MKL's, which spin) mostly idle; running
+    independent calls side by side, each at 1 thread, keeps every core busy and gives every call the
+    values of a 1-thread run. The thread count is process-wide, so it is restored afterwards. One
+    item, or 1 thread, runs in order in the calling thread.
+    """
+    threads = torch.get_num_threads()
+    if threads <= 1 or len(items) < 2:
+        return [fn(item) for item in items]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(threads)

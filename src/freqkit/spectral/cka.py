@@ -85,7 +85,7 @@ def hsic_matrix(features: Sequence[torch.Tensor]) -> torch.Tensor:
     g, n = feats[0].shape[:2]
     if n < 4:
         raise FreqkitError(f"the unbiased HSIC needs at least 4 samples per mini-batch, got n={n}")
-    grams = torch.stack([_zero_diag(_f64(f) @ _f64(f).transpose(1, 2)) for f in feats], dim=1)  # (G, L, n, n)
+    grams = torch.stack([_gram_zero_diag(_f64(f)) for f in feats], dim=1)  # (G, L, n, n)
     flat = grams.flatten(2)
     trace = flat @ flat.transpose(1, 2)  # (G, L, L)
     rows = grams.sum(dim=-1)  # (G, L, n)
@@ -113,6 +113,13 @@ def minibatch_cka(features: Sequence[torch.Tensor]) -> torch.Tensor:
     """
     feats = list(features)
     return to_output(cka_from_hsic(hsic_matrix(feats).sum(dim=0)), feats[0]).to(feats[0].device)
+
+
+def _gram_zero_diag(f: torch.Tensor) -> torch.Tensor:
+    """The linear-kernel Gram matrices f f^T (G, n, n) of features (G, n, C) with a zero diagonal."""
+    k = f @ f.transpose(1, 2)
+    k.diagonal(dim1=-2, dim2=-1).zero_()  # a fresh product: zeroed in place, exactly as k - diag(k)
+    return k
 
 
 def _zero_diag(k: torch.Tensor) -> torch.Tensor:

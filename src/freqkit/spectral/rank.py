@@ -6,11 +6,9 @@ matrix has rank 0 by every measure here, so no function returns NaN on it.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 
-from freqkit.spectral._common import check_ndim, to_compute, to_output
+from freqkit.spectral._common import check_ndim, map_threads, to_compute, to_output
 
 
 def effective_rank(x: torch.Tensor, center: bool = False) -> torch.Tensor:
@@ -94,14 +92,8 @@ def _lapack_batched(fn, x: torch.Tensor) -> torch.Tensor:
     threads = torch.get_num_threads()
     if x.device.type != "cpu" or threads <= 1 or x.shape[0] < 2 * _MIN_PER_THREAD:
         return fn(x)
-    parts = min(threads, x.shape[0] // _MIN_PER_THREAD)
-    chunks = x.tensor_split(parts)
-    torch.set_num_threads(1)  # MKL's thread count is process-wide: restored below
-    try:
-        with ThreadPoolExecutor(max_workers=parts) as pool:
-            return torch.cat(list(pool.map(fn, chunks)))
-    finally:
-        torch.set_num_threads(threads)
+    chunks = x.tensor_split(min(threads, x.shape[0] // _MIN_PER_THREAD))
+    return torch.cat(map_threads(fn, chunks))
 
 
 def stable_rank(x: torch.Tensor) -> torch.Tensor:

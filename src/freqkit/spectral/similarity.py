@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from freqkit.errors import FreqkitError
-from freqkit.spectral._common import check_ndim, to_compute, to_output
+from freqkit.spectral._common import check_ndim, compute_dtype, to_compute, to_output
 
 # Gram rows per block: keeps one block of (B, rows, N) under ~16M elements
 _GRAM_BLOCK_ELEMS = 1 << 24
@@ -48,7 +48,7 @@ def cross_layer_similarity(layers: Sequence[torch.Tensor] | torch.Tensor) -> tor
     """
     if isinstance(layers, torch.Tensor):
         check_ndim(layers, (4,), "layers", "(L, B, N, C)")
-        stacked = layers
+        layers = list(layers.unbind())
     else:
         layers = list(layers)
         if not layers:
@@ -60,18 +60,20 @@ def cross_layer_similarity(layers: Sequence[torch.Tensor] | torch.Tensor) -> tor
                     f"layers[{i}] has shape {tuple(t.shape)} but layers[0] has {tuple(layers[0].shape)}; "
                     "pass token maps of one input with the same token count and width"
                 )
-        stacked = torch.stack(layers)
-    like = stacked
-    u = _unit_rows(to_compute(stacked))
-    num_l = u.shape[0]
-    tokens = u.shape[1] * u.shape[2]
+    like = layers[0]
+    b, n, c = like.shape
+    tokens = b * n
     if tokens == 0:
         raise FreqkitError("cross_layer_similarity got layers with no tokens; pass non-empty (B, N, C) tensors")
-    z = u.reshape(num_l, tokens, -1)
+    # unit rows written layer by layer into one buffer: no stacked copy of the inputs, and no stacked temporaries
+    z = torch.empty((len(layers), tokens, c), dtype=compute_dtype(like), device=like.device)
+    nonzero = torch.empty(len(layers), dtype=z.dtype, device=z.device)
+    for i, t in enumerate(layers):
+        u = _unit_rows(to_compute(t)).reshape(tokens, c)
+        z[i] = u
+        nonzero[i] = (u.abs().amax(dim=-1) > 0).to(z.dtype).mean()
     sim = torch.einsum("lnc,mnc->lm", z, z) / tokens
     sim = 0.5 * (sim + sim.T)
-    nonzero = (z.abs().amax(dim=-1) > 0).to(sim.dtype).mean(dim=1)
-    sim = sim.clone()
     sim.diagonal().copy_(nonzero)
     return to_output(sim, like)
 

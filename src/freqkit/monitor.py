@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from freqkit.errors import FreqkitError, ParameterError
+from freqkit.io import atomic_write_text, check_writable_file, json_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -240,12 +241,7 @@ class MonitorHistory(Sequence):
 
     def to_json(self, path: Union[str, os.PathLike, None] = None) -> str:
         """The history as JSON text; with ``path`` also written there (atomically)."""
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            from freqkit.io import atomic_write_text
-
-            atomic_write_text(path, text + "\n")
-        return text
+        return json_text(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "MonitorHistory":
@@ -333,8 +329,6 @@ def load_history(path: Union[str, os.PathLike]) -> MonitorHistory:
 
 
 def _write_jsonl(path: Path, history: MonitorHistory) -> None:
-    from freqkit.io import atomic_write_text
-
     lines = [json.dumps(history.header())] + [json.dumps(r) for r in history.records]
     atomic_write_text(path, "".join(f"{line}\n" for line in lines))
 
@@ -423,8 +417,6 @@ class SpectralMonitor:
         self._name = name
         self._last_step: Optional[int] = None
         if self.path is not None and _rank() == 0:  # the other ranks never write
-            from freqkit.io import check_writable_file
-
             check_writable_file(self.path, "path")
             if self.path.is_file() and self.path.stat().st_size > 0:
                 old, clean = _read(self.path)

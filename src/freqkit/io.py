@@ -120,6 +120,7 @@ def dumps(obj: Any, indent: Optional[int] = 1, allow_nan: bool = True) -> str:
 
     def encode(x: Any, level: int) -> str:
         if isinstance(x, dict):
+            # json writes a non-string key (1, 1.5, True, None) as the string of its JSON text
             items = [f"{json.dumps(k if isinstance(k, str) else json.dumps(k))}: {encode(v, level + 1)}" for k, v in x.items()]
             return _block("{", items, "}", level, indent)
         if isinstance(x, (list, tuple)):
